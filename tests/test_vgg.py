@@ -1,0 +1,266 @@
+"""Tests for pastiche.vgg: names, shapes, laziness, preprocessing and bad weights files."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+import pastiche.vgg as vgg_module
+from pastiche.errors import PasticheError
+from pastiche.quantized import WeightsFile, load_file, save_file
+from pastiche.vgg import CONV_NAMES, LAYER_NAMES, VGG19, vgg19, weights_path
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED_FILE = REPO / "weights" / "vgg19-8bit.pqw"
+TORCHVISION = {"channel_order": "RGB", "scale": 1.0,
+               "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+EXPECTED_NAMES = (
+    "block1_conv1", "block1_relu1", "block1_conv2", "block1_relu2", "block1_pool",
+    "block2_conv1", "block2_relu1", "block2_conv2", "block2_relu2", "block2_pool",
+    "block3_conv1", "block3_relu1", "block3_conv2", "block3_relu2", "block3_conv3",
+    "block3_relu3", "block3_conv4", "block3_relu4", "block3_pool",
+    "block4_conv1", "block4_relu1", "block4_conv2", "block4_relu2", "block4_conv3",
+    "block4_relu3", "block4_conv4", "block4_relu4", "block4_pool",
+    "block5_conv1", "block5_relu1", "block5_conv2", "block5_relu2", "block5_conv3",
+    "block5_relu3", "block5_conv4", "block5_relu4", "block5_pool",
+)
+
+# pastiche.weights is weights/ mapped by setup.cfg's package_dir: it resolves only once installed.
+INSTALLED = importlib.util.find_spec("pastiche.weights") is not None
+
+
+@pytest.fixture(scope="module")
+def model():
+    return vgg19(weights=BUNDLED_FILE)
+
+
+@pytest.fixture(scope="module")
+def image():
+    return torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def torchvision_file(tmp_path_factory):
+    """The bundled weights re-declared as expecting torchvision preprocessing."""
+    wf = load_file(BUNDLED_FILE)
+    wf.preprocessing = dict(TORCHVISION)
+    path = tmp_path_factory.mktemp("tv") / "tv.pqw"
+    save_file(wf, path)
+    return path
+
+
+def test_layer_names():
+    assert LAYER_NAMES == EXPECTED_NAMES
+    assert len(LAYER_NAMES) == 37
+    assert CONV_NAMES == tuple(n for n in EXPECTED_NAMES if "_conv" in n) and len(CONV_NAMES) == 16
+
+
+@pytest.mark.skipif(not INSTALLED, reason="pastiche.weights (weights/ via package_dir) only resolves"
+                                          " when pastiche is installed, e.g. pip install -e .")
+def test_bundled_name_resolves_to_the_committed_file():
+    assert weights_path().read_bytes() == BUNDLED_FILE.read_bytes()
+    assert isinstance(vgg19(), VGG19)
+
+
+def test_module_is_frozen_float32_eval(model):
+    assert isinstance(model, VGG19)
+    assert not model.training and not any(m.training for m in model.modules())
+    params = list(model.parameters())
+    assert len(params) == 32
+    assert not any(p.requires_grad for p in params)
+    assert all(p.dtype == torch.float32 for p in params)
+    assert all(b.dtype == torch.float32 for b in model.buffers() if b.is_floating_point())
+    assert list(model.layers) == list(LAYER_NAMES)
+
+
+def test_weights_match_the_file(model):
+    wf = load_file(BUNDLED_FILE)
+    for name in CONV_NAMES:
+        layer = model.layers[name]
+        assert torch.equal(layer.weight, torch.from_numpy(wf.layers[name].dequantize()))
+        assert torch.equal(layer.bias, torch.from_numpy(np.array(wf.layers[name].bias)))
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("block1_conv1", (1, 64, 32, 48)),
+    ("block1_relu1", (1, 64, 32, 48)),
+    ("block1_pool", (1, 64, 16, 24)),
+    ("block2_relu2", (1, 128, 16, 24)),
+    ("block3_pool", (1, 256, 4, 6)),
+    ("block4_relu2", (1, 512, 4, 6)),
+    ("block4_pool", (1, 512, 2, 3)),
+    ("block5_relu4", (1, 512, 2, 3)),
+    ("block5_pool", (1, 512, 1, 1)),
+])
+def test_activation_shapes(model, image, name, shape):
+    out = model(image, [name])
+    assert tuple(out[name].shape) == shape and out[name].dtype == torch.float32
+
+
+def test_forward_returns_exactly_the_requested_keys(model, image):
+    wanted = ["block4_relu2", "block1_relu1", "block3_conv1", "block1_relu1"]
+    out = model(image, wanted)
+    assert set(out) == set(wanted)
+    assert model(image, ("block2_pool",)).keys() == {"block2_pool"}
+
+
+def test_forward_matches_a_reference_computation(model, image):
+    x = model.normalize(image)
+    for name in ("block1_conv1", "block1_conv2"):
+        x = F.relu(F.conv2d(x, model.layers[name].weight, model.layers[name].bias, padding=1))
+    x = F.max_pool2d(x, 2)
+    x = F.conv2d(x, model.layers["block2_conv1"].weight, model.layers["block2_conv1"].bias, padding=1)
+    out = model(image, ["block2_conv1"])["block2_conv1"]
+    # Relative: activations are in Caffe's 0-255 scale and the CPU path uses Winograd convolutions.
+    assert out.shape == x.shape and (out - x).abs().max().item() < 1e-5 * x.abs().max().item()
+
+
+def test_up_to_builds_only_the_needed_layers(monkeypatch, image):
+    asked = []
+    real = vgg_module.load_dequantized
+
+    def spy(path, *, names=None, threads=None):
+        asked.append(list(names))
+        return real(path, names=names, threads=threads)
+
+    monkeypatch.setattr(vgg_module, "load_dequantized", spy)
+    small = vgg19(weights=BUNDLED_FILE, up_to="block2_relu1")
+    assert list(small.layers) == list(EXPECTED_NAMES[:7])
+    assert asked == [["block1_conv1", "block1_conv2", "block2_conv1"]]
+    out = small(image, ["block2_relu1", "block1_pool"])
+    assert tuple(out["block2_relu1"].shape) == (1, 128, 16, 24)
+
+
+def test_up_to_rejects_deeper_layers(image):
+    small = vgg19(weights=BUNDLED_FILE, up_to="block2_relu1")
+    with pytest.raises(PasticheError, match="block3_conv1 was not built"):
+        small(image, ["block3_conv1"])
+    with pytest.raises(PasticheError, match="no layers requested"):
+        small(image, [])
+
+
+def test_unknown_layer_names(model, image):
+    with pytest.raises(PasticheError, match="--list-layers") as info:
+        model(image, ["block6_conv1"])
+    assert "block6_conv1" in str(info.value)
+    with pytest.raises(PasticheError, match="--list-layers"):
+        model(image, ["block1_relu1", "conv1_1"])
+    with pytest.raises(PasticheError, match="--list-layers"):
+        vgg19(weights=BUNDLED_FILE, up_to="block9_pool")
+
+
+def test_avg_pooling(image):
+    mx = vgg19(weights=BUNDLED_FILE, up_to="block2_conv1")
+    av = vgg19(weights=BUNDLED_FILE, pooling="avg", up_to="block2_conv1")
+    assert isinstance(av.layers["block1_pool"], torch.nn.AvgPool2d)
+    assert isinstance(mx.layers["block1_pool"], torch.nn.MaxPool2d)
+    a, m = av(image, ["block1_relu2", "block2_conv1"]), mx(image, ["block1_relu2", "block2_conv1"])
+    assert torch.equal(a["block1_relu2"], m["block1_relu2"])
+    assert not torch.allclose(a["block2_conv1"], m["block2_conv1"])
+
+
+def test_bad_pooling():
+    with pytest.raises(PasticheError, match="pooling 'mean'"):
+        vgg19(weights=BUNDLED_FILE, pooling="mean")
+
+
+def test_forward_stops_at_the_deepest_requested_layer(model, image, monkeypatch):
+    def boom(x):
+        raise AssertionError("block5_conv1 ran")
+
+    monkeypatch.setattr(model.layers["block5_conv1"], "forward", boom)
+    small = image[:, :, :16, :16]
+    out = model(small, ["block4_pool", "block1_relu1"])
+    assert set(out) == {"block4_pool", "block1_relu1"}
+    with pytest.raises(AssertionError, match="block5_conv1 ran"):
+        model(small, ["block5_conv1"])
+
+
+@pytest.mark.parametrize("conv, relu", [("block1_conv1", "block1_relu1"),
+                                        ("block3_conv2", "block3_relu2"),
+                                        ("block5_conv4", "block5_relu4")])
+def test_conv_output_survives_its_relu(model, image, conv, relu):
+    out = model(image, [conv, relu])
+    assert (out[conv] < 0).any()
+    assert torch.equal(out[relu], out[conv].clamp(min=0))
+    alone = model(image, [conv])[conv]
+    assert torch.equal(out[conv], alone)
+
+
+def test_relu_alone_matches(model, image):
+    both = model(image, ["block2_conv1", "block2_relu1"])
+    relu = model(image, ["block2_relu1"])["block2_relu1"]
+    assert torch.equal(relu, both["block2_relu1"])
+    assert relu.min() >= 0
+
+
+def _save_variant(path, drop=(), shape_of=None, arch="vgg19"):
+    wf = load_file(BUNDLED_FILE)
+    layers = {n: l for n, l in wf.layers.items() if n not in drop}
+    if shape_of:
+        from pastiche.quantized import QuantizedLayer
+
+        rng = np.random.default_rng(0)
+        for name, shape in shape_of.items():
+            layers[name] = QuantizedLayer.from_indices(
+                rng.integers(0, 256, size=shape).astype(np.uint8), np.linspace(-1, 1, 256),
+                np.zeros(shape[0]), bits=8)
+    save_file(WeightsFile(arch, wf.preprocessing, layers), path)
+    return path
+
+
+def test_file_with_15_layers(tmp_path):
+    path = _save_variant(tmp_path / "15.pqw", drop=("block5_conv4",))
+    assert len(load_file(path).layers) == 15
+    with pytest.raises(PasticheError, match="16 convolutions") as info:
+        vgg19(weights=path)
+    assert str(path) in str(info.value)
+
+
+def test_file_with_wrong_shapes(tmp_path):
+    path = _save_variant(tmp_path / "shape.pqw", shape_of={"block2_conv1": (128, 32, 3, 3)})
+    with pytest.raises(PasticheError, match="16 convolutions"):
+        vgg19(weights=path)
+    path = _save_variant(tmp_path / "arch.pqw", arch="vgg16")
+    with pytest.raises(PasticheError, match="16 convolutions"):
+        vgg19(weights=path)
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(PasticheError, match="nope.pqw"):
+        vgg19(weights=tmp_path / "nope.pqw")
+
+
+def test_bad_preprocessing_in_file(tmp_path):
+    wf = load_file(BUNDLED_FILE)
+    wf.preprocessing = {"channel_order": "GBR", "scale": 1.0, "mean": [0, 0, 0], "std": [1, 1, 1]}
+    save_file(wf, tmp_path / "pre.pqw")
+    with pytest.raises(PasticheError, match="preprocessing"):
+        vgg19(weights=tmp_path / "pre.pqw", up_to="block1_conv1")
+
+
+def test_caffe_normalize(model):
+    assert model.preprocessing["channel_order"] == "BGR"
+    pixel = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    got = model.normalize(pixel).flatten().double()
+    expected = torch.tensor([0 - 103.939, 0 - 116.779, 255 - 123.68], dtype=torch.float64)
+    assert (got - expected).abs().max().item() < 1e-4, got
+
+
+def test_torchvision_normalize(torchvision_file, model):
+    tv = vgg19(weights=torchvision_file, up_to="block1_conv1")
+    assert tv.preprocessing == TORCHVISION
+    pixel = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    got = tv.normalize(pixel).flatten().double()
+    expected = torch.tensor([(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0 - 0.406) / 0.225],
+                            dtype=torch.float64)
+    assert (got - expected).abs().max().item() < 1e-5, got
+    assert not torch.allclose(got.float(), model.normalize(pixel).flatten())
+    # Same weights, different input convention: different activations.
+    img = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(tv(img, ["block1_conv1"])["block1_conv1"],
+                              model(img, ["block1_conv1"])["block1_conv1"])
