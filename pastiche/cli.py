@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from . import __version__
-from .engine import (DEFAULT_CONTENT_LAYERS, DEFAULT_SIZE_PIXELS, DEFAULT_STYLE_LAYERS, StyleTransfer,
-                     available_devices, default_device, seed_everything)
+from tqdm.auto import tqdm
+
+from .engine import (DEFAULT_COARSE_STEPS, DEFAULT_CONTENT_LAYERS, DEFAULT_NUM_STEPS, DEFAULT_SIZE_PIXELS,
+                     DEFAULT_STYLE_LAYERS, StyleTransfer, available_devices, default_device, plan, run,
+                     seed_everything)
 from .errors import PasticheError
 from .imageio import check_output_path, save_image
 from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES
@@ -69,7 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="one per style image (default 1/N)")
     loss.add_argument("--tv-weight", type=float, default=0.0, help="total-variation weight")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--num-steps", type=int, default=1000)
+    opt.add_argument("--num-steps", type=int, default=DEFAULT_NUM_STEPS,
+                     help="steps at the output size (after the coarser levels of --schedule)")
+    opt.add_argument("--schedule", default=",".join(map(str, DEFAULT_COARSE_STEPS)), metavar="STEPS,...",
+                     help="steps at each coarser level, coarsest first; each level is half the size"
+                          " of the next (coarse-to-fine)")
+    opt.add_argument("--single-scale", action="store_true",
+                     help="no coarse levels: --num-steps at the output size only (pastiche 1.6.0)")
     opt.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
     opt.add_argument("--learning-rate", type=float, default=1.0)
     opt.add_argument("--pooling", choices=("max", "avg"), default="max")
@@ -108,6 +117,12 @@ def _check_args(args: argparse.Namespace) -> None:
     for option in ("num_steps", "info_step", "workspace_step"):
         if getattr(args, option) < 1:
             raise PasticheError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+    try:
+        args.coarse_steps = [] if args.single_scale or not args.schedule.strip() else \
+            [int(n) for n in args.schedule.split(",")]
+    except ValueError:
+        raise PasticheError(f"--schedule '{args.schedule}' is not a comma-separated list of step"
+                            " counts, e.g. --schedule 150,100") from None
     for device, index in args.supplemental_devices:
         if not index.isdigit():
             raise PasticheError(f"--supplemental-device {device} {index}: INDEX must be a layer number"
@@ -148,32 +163,36 @@ def _run(args: argparse.Namespace, output: Path) -> int:
         luminance_only=args.luminance_only, device=args.device,
         supplemental_devices=[(d, int(i)) for d, i in args.supplemental_devices], weights=args.weights)
     say = print if args.verbose else (lambda *a, **k: None)
-    say(f"device: {job.device}\nseed: {seed}\nsize: {job.size[0]}x{job.size[1]}")
-    for i, (w, h) in enumerate(job.targets.style_sizes):
-        say(f"style_sizes[{i}]: {w}x{h}")
-    say("\nstep elapsed loss\n---- ------- ----")
-    width = len(str(args.num_steps))
+    say(f"device: {job.device}\nseed: {seed}\nsize: {job.full_size[0]}x{job.full_size[1]}")
+    schedule = plan(job.full_size, args.num_steps, args.coarse_steps)
+    say("schedule: " + ", ".join(f"{w}x{h} px {n} steps" for (w, h), n in schedule))
+    total = sum(n for _, n in schedule)
+    width = len(str(total))
+    # A bar for people at a terminal; pastiche 1.6.0's text rows for logs (and above the bar).
+    bar = args.verbose and sys.stderr.isatty()
+    row = (lambda text: tqdm.write(text)) if bar else say
+    row("\nstep elapsed loss\n---- ------- ----")
 
-    def frame(step: int) -> None:
+    def frame(job: StyleTransfer) -> None:
+        step = job.step_count
         if args.workspace and step % args.workspace_step == 0:
             save_image(job.image_tensor(), Path(args.workspace) / f"{args.workspace_prefix}{step:0{width}d}.png")
         if step % args.info_step == 0:
-            say(f"{step: <4} {time.perf_counter() - start: <7.1f} {job.loss:.2f}")
+            row(f"{step: <4} {time.perf_counter() - start: <7.1f} {job.loss:.2f}")
 
+    job.resize(*schedule[0][0])  # targets at the first level; errors like "too small" show here
     if args.verbose:
         job.evaluate()  # the step-0 row shows the starting loss, as pastiche 1.6.0's does
-    frame(0)
+    frame(job)
     try:
-        for step in range(1, args.num_steps + 1):
-            job.step()
-            frame(step)
+        run(job, schedule, callback=frame, progress=bar)
     except KeyboardInterrupt:
-        save_image(job.image_tensor(), output)
+        save_image(job.image_tensor(size=job.full_size), output)
         print(f"pastiche: interrupted at step {job.step_count}; saved {output}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except PasticheError:  # e.g. a NaN loss: keep the last good image, then report
-        save_image(job.image_tensor(), output)
+        save_image(job.image_tensor(size=job.full_size), output)
         raise
-    save_image(job.image_tensor(), output)
+    save_image(job.image_tensor(size=job.full_size), output)
     say(f"wrote {output}")
     return 0

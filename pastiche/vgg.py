@@ -72,6 +72,8 @@ def check_layers(names: Iterable[str], *, option: str = "layer") -> List[str]:
 # NNPACK's Winograd convolutions are 2-2.5x faster than oneDNN's on a 2-core CPU for VGG's 3x3
 # layers (see README). Asking whether it is available also initialises it: calls fail before.
 _NNPACK = bool(getattr(torch, "_nnpack_available", lambda: False)())
+# NNPACK transforms the kernel on every call: a fixed cost that only pays off on larger maps.
+_NNPACK_MIN_PIXELS = 256
 
 
 class _WinogradConv3x3(torch.autograd.Function):
@@ -102,7 +104,8 @@ class Conv3x3(nn.Module):
         self._weight_t: Optional[torch.Tensor] = None  # (in, out, 3, 3), flipped; made on first use
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (_NNPACK and x.device.type == "cpu" and x.dtype == torch.float32):
+        if not (_NNPACK and x.device.type == "cpu" and x.dtype == torch.float32
+                and x.shape[-1] * x.shape[-2] >= _NNPACK_MIN_PIXELS):
             return F.conv2d(x, self.weight, self.bias, padding=1)
         if not torch.is_grad_enabled() or not x.requires_grad:
             return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias, [1, 1])

@@ -1,0 +1,89 @@
+"""Per-step time and peak RSS: pastiche 1.6.0 against ours at the same settings, in one run.
+
+Both run as command-line programs (single scale, L-BFGS, pastiche 1.6.0's default layers and
+weights) on tubingen × starry_night, alternating tool by tool for --rounds rounds so machine
+noise hits both alike. Step time is the steady state: (elapsed at the last step − elapsed at
+step 1) / (steps − 1), from each program's own 'step elapsed loss' rows. Peak RSS is the child
+process's ru_maxrss (os.wait4).
+
+    python benchmarks/step_time.py                      # --size 256 and ≈500² px
+    python benchmarks/step_time.py --device cuda --sizes 1024   # on a GPU machine
+
+Writes benchmarks/results/step_time.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+IMAGES = SHARED / "data" / "images"
+PEER = SHARED / "tools" / "peer-pastiche"
+ROW = re.compile(r"^(\d+)\s+([\d.]+)\s+\S+\s*$")
+
+
+def run(command: List[str]) -> Tuple[float, float]:
+    """(seconds per step, peak RSS in MB) of one run."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    text = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise SystemExit(f"failed ({status}): {' '.join(map(shlex.quote, command))}")
+    times: Dict[int, float] = {int(m.group(1)): float(m.group(2))
+                               for m in map(ROW.match, map(str.strip, text.splitlines())) if m}
+    last = max(times)
+    return (times[last] - times[1]) / (last - 1), usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="256,250000", help="long edge (≤ 4096) or pixel count")
+    parser.add_argument("--steps", default="12,6", help="steps per size")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "step_time.md"))
+    args = parser.parse_args()
+    if not IMAGES.is_dir():
+        sys.exit(f"needs {IMAGES} (the shared test data)")
+    content, style = str(IMAGES / "tubingen.jpg"), str(IMAGES / "starry_night.jpg")
+    lines = ["# Step time and peak memory: pastiche 1.6.0 vs this pastiche", "",
+             f"Command: `python {' '.join(map(shlex.quote, sys.argv))}` ({os.cpu_count()} CPU cores,"
+             f" device {args.device}); medians of {args.rounds} alternating rounds.", "",
+             "| size | pastiche 1.6.0 s/step | ours s/step | ratio | pastiche 1.6.0 peak RSS MB |"
+             " ours peak RSS MB | ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for size, steps in zip(args.sizes.split(","), args.steps.split(",")):
+            size_args = ["--size", size] if int(size) <= 4096 else ["--size-pixels", size]
+            common = ["--content", content, "--num-steps", steps, "--info-step", "1", "--seed", "0",
+                      "--device", args.device, *size_args]
+            peer = [str(PEER), *common, "--styles", style, "-o", f"{tmp}/peer.png"]
+            ours = [sys.executable, "-m", "pastiche", *common, "--style", style, "--single-scale",
+                    "-o", f"{tmp}/ours.png"]
+            results: Dict[str, List[Tuple[float, float]]] = {"peer": [], "ours": []}
+            for _ in range(args.rounds):
+                for name, command in (("peer", peer), ("ours", ours)):
+                    results[name].append(run(command))
+                    print(name, size, results[name][-1], flush=True)
+            (p_t, o_t), (p_m, o_m) = ([statistics.median(r[i] for r in results[n]) for n in ("peer", "ours")]
+                                      for i in (0, 1))
+            label = f"--size {size}" if int(size) <= 4096 else f"--size-pixels {size}"
+            lines.append(f"| {label} | {p_t:.2f} | {o_t:.2f} | {o_t / p_t:.2f} | {p_m:.0f} | {o_m:.0f} |"
+                         f" {o_m / p_m:.2f} |")
+            print(lines[-1], flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Wall time to reach each judge level: pastiche 1.6.0 against ours, side by side in one run.
+
+Both tools run as command-line programs on the same content, style and size, one after the
+other, dumping --workspace frames; every frame is scored by benchmarks/judge.py (a fixed objective
+on the saved 8-bit image, upsampled to the output size for our coarse levels). For each judge
+level that pastiche 1.6.0 reaches at its checkpoints, the table gives the wall time each tool
+needs to first reach it.
+
+    python benchmarks/time_to_quality.py                 # both pairs at --size 256 and ≈500² px
+    python benchmarks/time_to_quality.py --sizes 256 --pairs tubingen:starry_night
+
+Writes benchmarks/results/time_to_quality.md and time_to_quality.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from judge import SHARED, Judge  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = SHARED / "data" / "images"
+PEER = SHARED / "tools" / "peer-pastiche"
+RESULTS = ROOT / "benchmarks" / "results"
+ROW = re.compile(r"^(\d+)\s+([\d.]+)\s+([\d.e+-]+|nan)\s*$")
+
+Curve = List[Tuple[float, float, int]]  # (seconds, judge loss, step)
+
+
+def run_tool(command: List[str], workspace: Path, output: Path) -> Dict[int, float]:
+    """Run one tool; return {step: elapsed seconds} from its 'step elapsed loss' rows."""
+    print("$", " ".join(shlex.quote(c) for c in command), flush=True)
+    start = time.perf_counter()
+    text = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    print(f"  finished in {time.perf_counter() - start:.0f} s", flush=True)
+    times = {}
+    for line in text.splitlines():
+        match = ROW.match(line.strip())
+        if match:
+            times[int(match.group(1))] = float(match.group(2))
+    return times
+
+
+def curve(judge: Judge, workspace: Path, times: Dict[int, float], size: Tuple[int, int]) -> Curve:
+    points = []
+    for frame in sorted(workspace.glob("*.png")):
+        step = int(frame.stem)
+        if step not in times:
+            continue
+        image = Image.open(frame).convert("RGB")
+        if image.size != size:  # a coarse level: judge what it would give at the output size
+            image = image.resize(size, Image.BICUBIC)
+            frame = frame.with_name(f"judge-{frame.name}")
+            image.save(frame)
+        points.append((times[step], judge.score(str(frame)), step))
+    return points
+
+
+def first_time(points: Curve, level: float):
+    return next(((t, s) for t, loss, s in points if loss <= level), (None, None))
+
+
+def measure(pair: Tuple[str, str], size_args: List[str], label: str, peer_steps: int,
+            our_args: List[str], every: int, tmp: Path):
+    content, style = (str(IMAGES / f"{name}.jpg") for name in pair)
+    common = ["--content", content, "--seed", "0", "--device", "cpu", "--info-step", str(every),
+              "--workspace-step", str(every)] + size_args
+    peer_ws, our_ws = tmp / f"peer-{label}", tmp / f"ours-{label}"
+    peer_times = run_tool([str(PEER), *common, "--styles", style, "--num-steps", str(peer_steps),
+                           "--workspace", str(peer_ws), "-o", str(tmp / f"peer-{label}.png")], peer_ws, tmp)
+    our_times = run_tool([sys.executable, "-m", "pastiche", *common, "--style", style, *our_args,
+                          "--workspace", str(our_ws), "-o", str(tmp / f"ours-{label}.png")], our_ws, tmp)
+    size = Image.open(tmp / f"peer-{label}.png").size
+    judge = Judge(content, style)
+    return size, curve(judge, peer_ws, peer_times, size), curve(judge, our_ws, our_times, size)
+
+
+def table(label: str, size, peer: Curve, ours: Curve, checkpoints: int) -> List[str]:
+    rows = [f"### {label} ({size[0]}x{size[1]})", "",
+            "| pastiche 1.6.0 step | judge level | pastiche 1.6.0 s | ours s (our step) | speed-up |",
+            "|---:|---:|---:|---:|---:|"]
+    picks = [p for p in peer if p[2] > 0]
+    stride = max(1, len(picks) // checkpoints)
+    for t_peer, level, step in picks[stride - 1::stride]:
+        t_ours, our_step = first_time(ours, level)
+        ours_text = f"{t_ours:.0f} ({our_step})" if t_ours is not None else "not reached"
+        speed = f"{t_peer / t_ours:.1f}x" if t_ours else "-"
+        rows.append(f"| {step} | {level:,.0f} | {t_peer:.0f} | {ours_text} | {speed} |")
+    best_ours = min(loss for _, loss, _ in ours)
+    rows += ["", f"Best judge: pastiche 1.6.0 {min(l for _, l, _ in peer):,.0f} after {peer[-1][0]:.0f} s;"
+             f" ours {best_ours:,.0f} after {ours[-1][0]:.0f} s.", ""]
+    return rows
+
+
+def plot(results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    for ax, (label, size, peer, ours) in zip(axes[0], results):
+        for name, points in (("pastiche 1.6.0", peer), ("pastiche (this)", ours)):
+            ax.plot([t for t, _, _ in points if _ > 0], [l for _, l, s in points if s > 0], label=name)
+        ax.set(title=f"{label} {size[0]}x{size[1]}", xlabel="wall time (s)", ylabel="judge loss", yscale="log")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", default="tubingen:starry_night,golden_gate:the_scream")
+    parser.add_argument("--sizes", default="256,250000", help="long edge (≤ 4096) or pixel count")
+    parser.add_argument("--peer-steps", default="300,150", help="pastiche 1.6.0's steps per size")
+    parser.add_argument("--ours", default="", help="extra options for our CLI (default: its defaults)")
+    parser.add_argument("--every", type=int, default=10, help="frame/row interval in steps")
+    parser.add_argument("--checkpoints", type=int, default=6, help="judge levels per table")
+    parser.add_argument("--out", default=str(RESULTS / "time_to_quality"))
+    args = parser.parse_args()
+    if not IMAGES.is_dir():
+        sys.exit(f"needs {IMAGES} (the shared test data)")
+    results, lines = [], ["# Time to quality: pastiche 1.6.0 vs this pastiche", "",
+                          f"Command: `python {' '.join(map(shlex.quote, sys.argv))}` on {os.cpu_count()} CPU cores.",
+                          "Judge: benchmarks/judge.py. Times are wall seconds since each program's start"
+                          " (model loading included), from its own 'step elapsed loss' rows.", ""]
+    with tempfile.TemporaryDirectory() as tmp:
+        for size_text, peer_steps in zip(args.sizes.split(","), map(int, args.peer_steps.split(","))):
+            size_args = ["--size", size_text] if int(size_text) <= 4096 else ["--size-pixels", size_text]
+            for pair_text in args.pairs.split(","):
+                pair = tuple(pair_text.split(":"))
+                label = f"{pair[0]} x {pair[1]}"
+                size, peer, ours = measure(pair, size_args, f"{pair[0]}-{size_text}", peer_steps,
+                                           shlex.split(args.ours), args.every, Path(tmp))
+                results.append((label, size, peer, ours))
+                lines += table(label, size, peer, ours, args.checkpoints)
+                print("\n".join(lines[-(args.checkpoints + 6):]), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".md").write_text("\n".join(lines) + f"\n![plot]({Path(args.out).name}.png)\n")
+    plot(results, Path(args.out + ".png"))
+    print(f"wrote {args.out}.md and {args.out}.png")
+
+
+if __name__ == "__main__":
+    main()
