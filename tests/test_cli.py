@@ -1,0 +1,347 @@
+"""Tests for the ``pastiche`` command, run in-process through ``pastiche.cli.main``.
+
+Every run passes ``--num-steps`` and ``--size`` (defaults may change) and uses tiny images from
+conftest.py. Bad input must give a non-zero exit, one line on stderr naming the culprit, no
+traceback, and leave the file system as it was (no output, no temporary file, nothing clobbered).
+"""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pastiche
+from pastiche.cli import main
+from pastiche.engine import StyleTransfer
+from pastiche.vgg import LAYER_NAMES
+
+SHALLOW = ["--content-layers", "block2_relu1", "--style-layers", "block1_relu1", "block2_relu1"]
+
+
+def cli(*argv):
+    """main(argv) → exit code, also for argparse's SystemExit (--help, --version, bad flags)."""
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as e:
+        return 0 if e.code is None else e.code
+
+
+def snapshot(root: Path):
+    """{relative path: bytes} of every file under ``root`` (directories as None)."""
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes())
+            for p in sorted(root.rglob("*"))}
+
+
+def pixels(path):
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+@pytest.fixture
+def images(tmp_path, content_path, style_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return content_path, style_path
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+def test_tiny_run_writes_a_png(images, tmp_path, capsys):
+    content, style = images
+    out = tmp_path / "out.png"
+    code = cli("-c", content, "-s", style, "-o", out, "--num-steps", 3, "--size", 32, "--device", "cpu")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "Traceback" not in captured.err
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(out) as im:
+        assert im.size == (32, 27) and im.mode == "RGB"  # 48x40 content, long edge 32
+    start = np.asarray(Image.open(content).convert("RGB").resize((32, 27), Image.BILINEAR), np.int16)
+    assert np.abs(pixels(out).astype(np.int16) - start).mean() > 2  # the style did something
+    assert captured.out  # verbose by default
+
+
+def test_no_verbose_prints_nothing(images, tmp_path, capsys):
+    content, style = images
+    code = cli("-c", content, "-s", style, "-o", tmp_path / "out.png", "--num-steps", 2, "--size", 32,
+               "--info-step", 1, "--no-verbose", *SHALLOW)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out == "" and captured.err == ""
+
+
+def test_default_output_name_never_overwrites(images, tmp_path, capsys):
+    content, style = images
+    argv = ["-c", "content.png", "-s", "style.png", "--num-steps", 2, "--size", 32, "--no-verbose", *SHALLOW]
+    assert cli(*argv) == 0
+    first = tmp_path / "content_style.png"
+    assert first.is_file()
+    saved = first.read_bytes()
+    assert cli(*argv) == 0
+    assert (tmp_path / "content_style-2.png").is_file()
+    assert first.read_bytes() == saved
+    assert cli(*argv) == 0
+    assert (tmp_path / "content_style-3.png").is_file()
+
+
+def test_default_output_name_with_two_styles(images, tmp_path):
+    content, style = images
+    other = tmp_path / "other.png"
+    Image.fromarray(np.full((40, 40, 3), (200, 60, 90), np.uint8)).save(other)
+    assert cli("-c", content, "-s", style, "-s", other, "--num-steps", 1, "--size", 32, "--no-verbose",
+               *SHALLOW) == 0
+    assert (tmp_path / "content_style+other.png").is_file()
+
+
+@pytest.mark.parametrize("name, check", [
+    ("out.jpg", lambda b: b[:3] == b"\xff\xd8\xff"),
+    ("out.JPEG", lambda b: b[:3] == b"\xff\xd8\xff"),
+    ("out.webp", lambda b: b[:4] == b"RIFF" and b[8:12] == b"WEBP"),
+    ("out.tif", lambda b: b[:4] in (b"II*\x00", b"MM\x00*")),
+    ("out.png", lambda b: b[:8] == b"\x89PNG\r\n\x1a\n"),
+])
+def test_output_format_follows_the_extension(images, tmp_path, name, check):
+    content, style = images
+    assert cli("-c", content, "-s", style, "-o", name, "--num-steps", 1, "--size", 32, "--no-verbose",
+               *SHALLOW) == 0
+    assert check((tmp_path / name).read_bytes())
+    with Image.open(tmp_path / name) as im:
+        assert im.size == (32, 27)
+
+
+@pytest.mark.parametrize("prefix", ["", "frame_"])
+def test_workspace_frames_are_named_like_pastiche_1_6_0(images, tmp_path, prefix):
+    content, style = images
+    workspace = tmp_path / "ws" / "deeper"  # created as needed
+    argv = ["-c", content, "-s", style, "-o", "out.png", "--num-steps", 12, "--size", 32, "--no-verbose",
+            "--workspace", workspace, "--workspace-step", 5, *SHALLOW]
+    if prefix:
+        argv += ["--workspace-prefix", prefix]
+    assert cli(*argv) == 0
+    names = sorted(p.name for p in workspace.iterdir())
+    num_steps, step = 12, 5
+    expected = [f"{prefix}{k:0{len(str(num_steps))}d}.png" for k in range(0, num_steps + 1, step)]
+    assert expected == [f"{prefix}00.png", f"{prefix}05.png", f"{prefix}10.png"]
+    assert names == expected
+    frames = [pixels(workspace / n) for n in names]
+    assert all(f.shape == (27, 32, 3) for f in frames)
+    assert not np.array_equal(frames[0], frames[-1])  # the image changed between frames
+    # Frame 0 is the starting image: the content itself (default init).
+    start = np.asarray(Image.open(content).convert("RGB").resize((32, 27), Image.BILINEAR))
+    assert np.abs(frames[0].astype(int) - start).max() <= 1
+
+
+def test_list_layers_prints_37_numbered_names(capsys):
+    assert cli("--list-layers") == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 37
+    parsed = [re.fullmatch(r"\s*(\d+)\. (\w+)", line) for line in lines]
+    assert all(parsed), lines
+    assert [int(m.group(1)) for m in parsed] == list(range(37))
+    assert tuple(m.group(2) for m in parsed) == LAYER_NAMES
+    assert LAYER_NAMES[0] == "block1_conv1" and LAYER_NAMES[-1] == "block5_pool"
+
+
+def test_version(capsys):
+    assert cli("--version") == 0
+    assert capsys.readouterr().out.strip() == f"pastiche {pastiche.__version__}"
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "notes.jpg").write_text("this is not a picture\n")
+    buffer = tmp_path / "full.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(buffer, quality=90)
+    data = buffer.read_bytes()
+    buffer.unlink()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    return tmp_path
+
+
+BAD_INPUTS = {
+    "missing content": ({"-c": "missing.png"}, ["missing.png"]),
+    "directory as style": ({"-s": ["adir"]}, ["adir", "directory"]),
+    "text file named .jpg": ({"-s": ["notes.jpg"]}, ["notes.jpg"]),
+    "truncated jpeg": ({"-c": "cut.jpg"}, ["cut.jpg"]),
+    "missing init": ({"--init": "noinit.png"}, ["noinit.png"]),
+    "unknown layer": ({"--style-layers": ["block1_relu1", "block9_relu9"]}, ["block9_relu9", "--list-layers"]),
+    "wrong-length layer weights": ({"--style-layers": ["block1_relu1", "block2_relu1"],
+                                    "--style-layer-weights": ["1"]}, ["--style-layer-weights"]),
+    "wrong-length style weights": ({"--style-weights": ["0.5", "0.5"]}, ["--style-weights"]),
+    "zero steps": ({"--num-steps": "0"}, ["--num-steps"]),
+    "negative size": ({"--size": "-5"}, ["--size"]),
+    "too small": ({"--size": "8", "--content-layers": ["block4_relu2"]}, ["too small"]),
+    "no such output dir": ({"-o": "nodir/out.png"}, ["nodir"]),
+    "unknown extension": ({"-o": "out.xyz"}, [".xyz"]),
+    "absent device": ({"--device": "cuda:7"}, ["cuda:7"]),
+    "colour options clash": ({"--preserve-color": None, "--luminance-only": None},
+                             ["--preserve-color", "--luminance-only"]),
+    "output is the content": ({"-o": "content.png"}, ["content.png"]),
+    "output is the style": ({"-o": "./style.png"}, ["style.png"]),
+    "output is a directory": ({"-o": "adir"}, ["adir"]),
+    "workspace is a file": ({"--workspace": "content.png"}, ["--workspace", "content.png"]),
+    "supplemental index out of range": ({"--supplemental-device": ["cpu", "99"]}, ["--supplemental-device", "99"]),
+    "missing weights file": ({"--weights": "nope.pqw"}, ["nope.pqw"]),
+}
+
+
+def _argv(overrides):
+    options = {"-c": "content.png", "-s": ["style.png"], "-o": "out.png", "--num-steps": "2",
+               "--size": "32", "--no-verbose": None,
+               "--content-layers": ["block2_relu1"], "--style-layers": ["block1_relu1", "block2_relu1"]}
+    options.update(overrides)
+    argv = []
+    for flag, value in options.items():
+        argv.append(flag)
+        argv += [] if value is None else value if isinstance(value, list) else [value]
+    return argv
+
+
+@pytest.mark.parametrize("overrides, needles", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+@pytest.mark.parametrize("existing_output", [False, True], ids=["fresh", "existing"])
+def test_bad_input_fails_cleanly(images, bad_files, tmp_path, capsys, overrides, needles, existing_output):
+    if existing_output:
+        (tmp_path / "out.png").write_bytes(b"precious")
+    before = snapshot(tmp_path)
+    code = cli(*_argv(overrides))
+    captured = capsys.readouterr()
+    assert code not in (0, None)
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("pastiche: error:")
+    assert "Traceback" not in captured.err + captured.out
+    for needle in needles:
+        assert needle in lines[0]
+    assert snapshot(tmp_path) == before  # nothing written, nothing clobbered, no temp file left
+
+
+def test_unknown_flag_is_an_argparse_error(images, capsys):
+    assert cli("-c", "content.png", "-s", "style.png", "--no-such-flag") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-such-flag" in err[0]
+
+
+def test_missing_content_option(images, capsys):
+    assert cli("-s", "style.png", "--num-steps", 1, "--size", 32) not in (0, None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--content" in err[0]
+
+
+# ---------------------------------------------------------------------------- interruptions
+
+
+def _record_steps(monkeypatch, interrupt_at=None):
+    """Patch StyleTransfer.step to remember the image after each step (and to raise
+    KeyboardInterrupt on call number ``interrupt_at``)."""
+    original, calls, frames = StyleTransfer.step, [], []
+
+    def step(self):
+        calls.append(1)
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        loss = original(self)
+        frames.append(np.asarray(self.image()))
+        return loss
+
+    monkeypatch.setattr(StyleTransfer, "step", step)
+    return frames
+
+
+def test_ctrl_c_saves_the_latest_image_and_exits_130(images, tmp_path, monkeypatch, capsys):
+    frames = _record_steps(monkeypatch, interrupt_at=3)
+    out = tmp_path / "out.png"
+    code = cli("-c", "content.png", "-s", "style.png", "-o", out, "--num-steps", 10, "--size", 32,
+               "--no-verbose", *SHALLOW)
+    captured = capsys.readouterr()
+    assert code == 130
+    assert len(frames) == 2
+    assert out.is_file()
+    assert np.array_equal(pixels(out), frames[-1])
+    assert "Traceback" not in captured.err
+    assert "interrupt" in captured.err.lower()
+
+
+def test_nan_loss_fails_and_keeps_the_last_good_image(images, tmp_path, monkeypatch, capsys):
+    frames = _record_steps(monkeypatch)
+    objective = StyleTransfer.objective
+
+    def poisoned(self, pixels_):
+        loss = objective(self, pixels_)
+        return loss * float("nan") if self.step_count >= 2 else loss  # NaN from step 3 on
+
+    monkeypatch.setattr(StyleTransfer, "objective", poisoned)
+    out = tmp_path / "out.png"
+    code = cli("-c", "content.png", "-s", "style.png", "-o", out, "--num-steps", 10, "--size", 32,
+               "--no-verbose", *SHALLOW)
+    captured = capsys.readouterr()
+    assert code not in (0, None)
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err
+    assert "nan" in lines[0].lower() and "step 3" in lines[0]
+    assert len(frames) == 2
+    assert out.is_file()
+    # The last image whose loss was finite: the loss of step 2 is that of the image after step 1.
+    assert np.array_equal(pixels(out), frames[0])
+
+
+# ---------------------------------------------------------------------------- pastiche 1.6.0
+
+
+def test_pastiche_1_6_0_command_line(images, tmp_path, capsys):
+    other = tmp_path / "style2.png"
+    Image.fromarray(np.asarray(Image.open(images[1]))[:, ::-1]).save(other)
+    code = cli("-c", "content.png", "-s", "style.png", "style2.png", "-o", "out.png", "--num-steps", 2,
+               "--content-layers", "block4_relu2", "--style-layers", "block1_relu1", "block2_relu1",
+               "--content-layer-weights", 0.01, "--style-layer-weights", 1, 1, "--content-weight", 1,
+               "--style-weights", 0.5, 0.5, "--tv-weight", 0, "--optimizer", "adam", "--pooling", "avg",
+               "--size", 32, "--style-size", 32, "--seed", 1, "--deterministic", "--device", "cpu",
+               "--info-step", 1, "--no-verbose", "--workspace", "W", "--workspace-step", 1,
+               "--workspace-prefix", "p_")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out == ""
+    assert (tmp_path / "out.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "W").iterdir()) == ["p_0.png", "p_1.png", "p_2.png"]
+
+
+@pytest.mark.parametrize("extra", [
+    ["--init", "init.png"],
+    ["--random-init"],
+    ["--random-init", "--init", "init.png"],
+    ["--size-pixels", 1024],
+    ["--size", 32, "--style-size-pixels", 1024],
+    ["--size", 32, "--preserve-color"],
+    ["--size", 32, "--luminance-only"],
+    ["--size", 32, "--supplemental-device", "cpu", 5],
+    ["--size", 32, "--optimizer", "lbfgs", "--learning-rate", 0.5, "--tv-weight", 1e-3],
+    ["--size", 32, "--styles", "style.png", "--style-size", 40, "--pooling", "max"],
+], ids=lambda extra: " ".join(map(str, extra)))
+def test_pastiche_1_6_0_variants(images, tmp_path, capsys, extra):
+    Image.fromarray(np.full((40, 48, 3), 90, np.uint8)).save(tmp_path / "init.png")
+    extra = list(extra)
+    if "--size" not in extra and "--size-pixels" not in extra:
+        extra += ["--size", 32]
+    code = cli("-c", "content.png", "-s", "style.png", "-o", "out.png", "--num-steps", 2, "--seed", 3,
+               "--no-verbose", *extra)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    with Image.open(tmp_path / "out.png") as im:
+        w, h = im.size
+    if "--size-pixels" in extra and "--size" not in extra:
+        assert abs(w * h - 1024) < 64 and w > h
+    else:
+        assert (w, h) == (32, 27)
+
+
+def test_seed_and_deterministic_repeat_exactly(images, tmp_path):
+    argv = ["-c", "content.png", "-s", "style.png", "--num-steps", 3, "--size", 32, "--random-init",
+            "--seed", 7, "--deterministic", "--no-verbose", *SHALLOW]
+    assert cli(*argv, "-o", "a.png") == 0
+    assert cli(*argv, "-o", "b.png") == 0
+    assert np.array_equal(pixels(tmp_path / "a.png"), pixels(tmp_path / "b.png"))

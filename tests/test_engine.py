@@ -1,0 +1,386 @@
+"""Tests for pastiche.engine: the optimisation works, stays in range, reads every input type,
+keeps the last good image on a NaN, and refuses bad options with helpful messages.
+
+Images are tiny (conftest.py) and most tests use two shallow style layers so they run in
+fractions of a second; the default (deep) layers are used where they matter.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+import pastiche
+from pastiche import color
+from pastiche.engine import StyleTransfer, run, transfer
+from pastiche.errors import PasticheError
+from pastiche.imageio import load_image
+from pastiche.losses import gram
+
+SHALLOW = dict(content_layers=["block2_relu1"], style_layers=["block1_relu1", "block2_relu1"])
+TINY = dict(SHALLOW, size=48, device="cpu")
+
+
+def _job(content, style, **options):
+    """A ready job: targets and the starting image are made lazily (coarse-to-fine makes them at
+    the first level), so evaluate() once to have ``pixels``, ``content`` and ``targets``."""
+    job = StyleTransfer(content, style, **{**TINY, **options})
+    job.evaluate()
+    return job
+
+
+def _gram_distance(job, image01, style01, layers=("block1_relu1", "block2_relu1")):
+    """Sum over ``layers`` of the MSE between Gram matrices of ``image01`` and ``style01``."""
+    with torch.no_grad():
+        a, b = job.vgg(image01, layers), job.vgg(style01, layers)
+        return sum(F.mse_loss(gram(a[k]), gram(b[k])).item() for k in layers)
+
+
+# ---------------------------------------------------------------------------- it optimises
+
+
+def test_loss_falls_over_ten_lbfgs_steps(content_path, style_path):
+    job = _job(content_path, style_path)
+    losses = [job.step() for _ in range(10)]
+    assert job.step_count == 10 and job.loss == losses[-1]
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[-1] < 0.5 * losses[0]
+    assert job.evaluate() < 0.5 * losses[0]  # the image after the 10th step is good too
+
+
+def test_output_moves_towards_the_style(content_path, style_path):
+    job = _job(content_path, style_path)
+    run(job, 10)
+    style = load_image(style_path)  # 48x48: the size the engine used (content's pixel count ~)
+    content = load_image(content_path)
+    before = _gram_distance(job, content, style)
+    after = _gram_distance(job, job.image_tensor(), style)
+    assert after < 0.5 * before
+
+
+def test_default_layers_lower_the_loss(content_path, style_path):
+    job = StyleTransfer(content_path, style_path, size=32, device="cpu")
+    losses = [job.step() for _ in range(10)]  # L-BFGS without line search: not monotonic
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("optimizer, learning_rate", [("lbfgs", 1.0), ("adam", 60.0)])
+def test_pixels_stay_in_range_after_every_step(content_path, style_path, optimizer, learning_rate):
+    job = _job(content_path, style_path, optimizer=optimizer, learning_rate=learning_rate,
+               init="random", style_weights=[1e3])
+    assert job.pixels.shape == (1, 3, 40, 48)
+    moved = False
+    for _ in range(8):
+        previous = job.pixels.detach().clone()
+        job.step()
+        pixels = job.pixels.detach()
+        assert torch.isfinite(pixels).all()
+        assert pixels.min().item() >= 0 and pixels.max().item() <= 255
+        moved |= not torch.equal(previous, pixels)
+    assert moved
+    image = job.image_tensor()
+    assert image.shape == (1, 3, 40, 48) and image.min() >= 0 and image.max() <= 1
+
+
+def test_saved_png_has_the_objective_of_the_optimised_image(content_path, style_path, tmp_path):
+    job = StyleTransfer(content_path, style_path, size=40, device="cpu")  # default layers
+    for _ in range(8):
+        job.step()
+    path = tmp_path / "out.png"
+    job.image().save(path)
+    reloaded = load_image(path)
+    assert reloaded.shape == job.pixels.shape
+    with torch.no_grad():
+        in_memory = job.objective(job.pixels).item()
+        saved = job.objective(reloaded * 255).item()
+    assert saved == pytest.approx(in_memory, rel=0.03)
+
+
+def test_run_steps_a_fresh_job(content_path, style_path):
+    job = StyleTransfer(content_path, style_path, **TINY)  # never stepped nor evaluated
+    assert run(job, 4) is job
+    assert job.step_count == 4 and job.size == (48, 40) and math.isfinite(job.loss)
+
+
+def test_run_steps_and_honours_the_callback(content_path, style_path):
+    job = _job(content_path, style_path)
+    assert run(job, 4) is job
+    assert job.step_count == 4 and job.size == (48, 40) and math.isfinite(job.loss)
+    seen = []
+    run(job, 10, callback=lambda j: seen.append(j.step_count) or j.step_count == 6)
+    assert seen == [5, 6] and job.step_count == 6
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def _as(kind, path, array):
+    if kind == "str":
+        return str(path)
+    if kind == "path":
+        return path
+    if kind == "pil":
+        return Image.open(path)
+    if kind == "numpy":
+        return array
+    if kind == "tensor":
+        return torch.from_numpy(array).permute(2, 0, 1).float() / 255  # (3, H, W) in [0, 1]
+    raise AssertionError(kind)
+
+
+@pytest.fixture
+def reference(content_path, style_path):
+    return _job(content_path, style_path)
+
+
+@pytest.mark.parametrize("kind", ["str", "path", "pil", "numpy", "tensor"])
+def test_every_input_type_for_content(kind, content_path, content_array, style_path, reference):
+    job = _job(_as(kind, content_path, content_array), style_path)
+    assert job.size == (48, 40)
+    assert torch.equal(job.content, reference.content)
+    assert torch.equal(job.pixels.detach(), reference.pixels.detach())
+    for layer, target in reference.targets.content.items():
+        torch.testing.assert_close(job.targets.content[layer], target)
+    assert math.isfinite(job.step())
+
+
+@pytest.mark.parametrize("kind", ["str", "path", "pil", "numpy", "tensor"])
+def test_every_input_type_for_style(kind, content_path, style_path, style_array, reference):
+    job = _job(content_path, _as(kind, style_path, style_array))
+    assert job.targets.style_sizes == reference.targets.style_sizes
+    for layer, target in reference.targets.styles[0].items():
+        torch.testing.assert_close(job.targets.styles[0][layer], target)
+    assert math.isfinite(job.step())
+
+
+def test_transfer_returns_a_pil_image_and_calls_back(content_array, style_array):
+    seen = []
+
+    def callback(job):
+        seen.append((job.step_count, job.loss, job.image().size))
+        return job.step_count == 3  # stop early
+
+    image = transfer(content_array, style_array, num_steps=10, seed=0, callback=callback, **TINY)
+    assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (48, 40)
+    assert [s for s, _, _ in seen] == [1, 2, 3]
+    assert all(math.isfinite(loss) and size == (48, 40) for _, loss, size in seen)
+    assert pastiche.transfer is transfer
+
+
+# ---------------------------------------------------------------------------- styles and init
+
+
+def test_multiple_styles_are_weighted(content_path, style_path, tmp_path):
+    other = tmp_path / "other.png"
+    Image.fromarray(np.full((30, 60, 3), (200, 120, 40), np.uint8)).save(other)
+    both = _job(content_path, [style_path, other], style_weights=[0.7, 0.3])
+    assert len(both.targets.styles) == 2 and both.style_weights == [0.7, 0.3]
+    assert both.targets.style_sizes[1][0] > both.targets.style_sizes[1][1]  # aspect kept
+    first_only = _job(content_path, [style_path, other], style_weights=[1, 0])
+    single = _job(content_path, style_path, style_weights=[1])
+    mixed = _job(content_path, [style_path, other])  # default 1/N each
+    assert mixed.style_weights == [0.5, 0.5]
+    with torch.no_grad():
+        pixels = single.pixels.detach()
+        # Weight 0 on the second style leaves exactly the first style's objective...
+        assert first_only.objective(pixels).item() == pytest.approx(single.objective(pixels).item(), rel=1e-5)
+        # ...and the objective is linear in the style weights.
+        w = [0.7, 0.3]
+        a = _job(content_path, [style_path, other], style_weights=[1, 0]).objective(pixels).item()
+        b = _job(content_path, [style_path, other], style_weights=[0, 1]).objective(pixels).item()
+        c = _job(content_path, [style_path, other], style_weights=[0, 0]).objective(pixels).item()
+        expected = c + w[0] * (a - c) + w[1] * (b - c)
+        assert both.objective(pixels).item() == pytest.approx(expected, rel=1e-4)
+    losses = [both.step() for _ in range(5)]
+    assert losses[-1] < losses[0]
+
+
+def test_init_content_is_the_content(content_path, style_path):
+    job = _job(content_path, style_path, init="content")
+    torch.testing.assert_close(job.pixels.detach(), load_image(content_path) * 255)
+
+
+def test_init_random_is_noise_in_range(content_path, style_path):
+    torch.manual_seed(0)
+    job = _job(content_path, style_path, init="random")
+    pixels = job.pixels.detach()
+    assert pixels.shape == (1, 3, 40, 48)
+    assert pixels.min() >= 0 and pixels.max() <= 255 and pixels.std() > 50
+    assert not torch.allclose(pixels, load_image(content_path) * 255, atol=10)
+    assert math.isfinite(job.step())
+
+
+def test_init_from_file_is_resized_to_the_content(content_path, style_path, tmp_path):
+    init = tmp_path / "init.png"
+    Image.fromarray(np.full((20, 24, 3), (10, 200, 90), np.uint8)).save(init)
+    job = _job(content_path, style_path, init=init)
+    assert job.pixels.shape == (1, 3, 40, 48)
+    expected = torch.tensor([10.0, 200.0, 90.0]).view(1, 3, 1, 1).expand(1, 3, 40, 48)
+    torch.testing.assert_close(job.pixels.detach(), expected)
+    assert math.isfinite(job.step())
+
+
+def test_seed_and_deterministic_give_identical_results(content_path, style_path):
+    def once():
+        return np.asarray(transfer(content_path, style_path, num_steps=4, seed=1234, deterministic=True,
+                                   init="random", **TINY))
+    first, second = once(), once()
+    assert np.array_equal(first, second)
+    other = np.asarray(transfer(content_path, style_path, num_steps=4, seed=99, init="random", **TINY))
+    assert not np.array_equal(first, other)
+
+
+# ---------------------------------------------------------------------------- colour
+
+
+def test_preserve_color_runs_and_keeps_the_content_palette(content_path, style_path):
+    content = load_image(content_path)
+    job = _job(content_path, style_path, preserve_color=True, init="random", style_weights=[1e2])
+    plain = _job(content_path, style_path, init="random", style_weights=[1e2])
+    # The style's targets are computed from a recoloured style, so they differ.
+    layer = "block1_relu1"
+    assert not torch.allclose(job.targets.styles[0][layer], plain.targets.styles[0][layer], rtol=0.05)
+    run(job, 10)
+    run(plain, 10)
+    image = job.image()
+    assert image.size == (48, 40) and image.mode == "RGB"
+    mean = lambda t: t.reshape(3, -1).mean(1)  # noqa: E731
+    # Colours follow the content, not the style's palette.
+    assert (mean(job.image_tensor()) - mean(content)).abs().max() < \
+        (mean(plain.image_tensor()) - mean(content)).abs().max()
+
+
+def test_luminance_only_keeps_the_content_chroma(content_path, style_path):
+    job = _job(content_path, style_path, luminance_only=True)
+    grey = job.pixels.detach()
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+    plain = _job(content_path, style_path)
+    run(job, 6)
+    run(plain, 6)
+    image = job.image()
+    assert image.size == (48, 40) and image.mode == "RGB"
+    out = color.rgb_to_yiq(load_image(image))
+    content = color.rgb_to_yiq(load_image(content_path))
+    chroma_change = (out[:, 1:] - content[:, 1:]).abs()
+    # I and Q (the colour) are the content's, up to 8-bit rounding, except where the new
+    # luminance pushed a colour out of the RGB cube and it was clamped.
+    assert chroma_change.median().item() < 0.005
+    plain_change = (color.rgb_to_yiq(plain.image_tensor())[:, 1:] - content[:, 1:]).abs()
+    assert chroma_change.mean().item() < 0.25 * plain_change.mean().item()
+    # The luminance did change: the style was applied.
+    assert (out[:, :1] - content[:, :1]).abs().mean().item() > 0.01
+
+
+# ---------------------------------------------------------------------------- resize, set_content
+
+
+def test_resize_changes_the_working_size(content_path, style_path):
+    job = _job(content_path, style_path)
+    run(job, 3)
+    mean_before = job.pixels.detach().mean().item()
+    job.resize(24, 20)
+    assert job.size == (24, 20)
+    assert job.pixels.shape == (1, 3, 20, 24) and job.content.shape == (1, 3, 20, 24)
+    assert job.targets.content["block2_relu1"].shape[2:] == (10, 12)
+    assert job.pixels.detach().mean().item() == pytest.approx(mean_before, rel=0.05)
+    assert math.isfinite(job.step()) and math.isfinite(job.step())
+    assert job.image().size == (24, 20)
+    job.resize(48, 40)
+    assert job.image().size == (48, 40) and math.isfinite(job.step())
+
+
+def test_set_content_switches_the_content_and_keeps_the_image(content_path, style_path, content_array):
+    job = _job(content_path, style_path)
+    run(job, 3)
+    current = job.pixels.detach().clone()
+    flipped = np.ascontiguousarray(content_array[:, ::-1])
+    job.set_content(flipped)
+    assert job.size == (48, 40)
+    torch.testing.assert_close(job.content, load_image(flipped))
+    torch.testing.assert_close(job.pixels.detach(), current)
+    assert math.isfinite(job.step())
+    init = np.full((40, 48, 3), 128, np.uint8)
+    job.set_content(content_array, init=init)
+    torch.testing.assert_close(job.content, load_image(content_array))
+    torch.testing.assert_close(job.pixels.detach(), torch.full((1, 3, 40, 48), 128.0))
+    assert math.isfinite(job.step())
+
+
+# ---------------------------------------------------------------------------- NaN
+
+
+def test_nan_loss_raises_and_keeps_the_last_good_image(content_path, style_path, monkeypatch):
+    job = _job(content_path, style_path)
+    objective, calls = job.objective, []
+
+    def poisoned(pixels):
+        calls.append(1)
+        loss = objective(pixels)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(job, "objective", poisoned)
+    job.step()
+    after_first = job.pixels.detach().clone()
+    job.step()
+    with pytest.raises(PasticheError, match=r"step 3") as info:
+        job.step()
+    assert "nan" in str(info.value).lower()
+    assert len(str(info.value).splitlines()) == 1
+    kept = job.pixels.detach()
+    assert torch.isfinite(kept).all()
+    # The last image whose loss was seen finite (the loss at step 2 was that of this image).
+    assert torch.equal(kept, after_first)
+    assert job.step_count == 2
+    assert np.array_equal(np.asarray(job.image()),
+                          np.asarray(pastiche.imageio.to_pil(after_first / 255)))
+
+
+# ---------------------------------------------------------------------------- bad options
+
+
+@pytest.mark.parametrize("options, needles", [
+    (dict(style_layers=["block1_relu1", "block9_relu1"]), ["block9_relu1", "--list-layers"]),
+    (dict(content_layers=["conv4_2"]), ["conv4_2", "--list-layers"]),
+    (dict(content_layer_weights=[1, 2]), ["--content-layer-weights", "2"]),
+    (dict(style_layer_weights=[1, 2, 3]), ["--style-layer-weights", "3"]),
+    (dict(style_weights=[0.5, 0.5]), ["--style-weights", "2"]),
+    (dict(size=0), ["--size"]),
+    (dict(size=-5), ["--size", "-5"]),
+    (dict(size=None, size_pixels=0), ["--size-pixels"]),
+    (dict(style_size=-1), ["--style-size"]),
+    (dict(optimizer="sgd"), ["sgd", "lbfgs", "adam"]),
+    (dict(device="cuda:7"), ["cuda:7"]),
+    (dict(preserve_color=True, luminance_only=True), ["--preserve-color", "--luminance-only"]),
+    (dict(pooling="median"), ["median"]),
+])
+def test_bad_options_raise_helpful_errors(content_path, style_path, options, needles):
+    with pytest.raises(PasticheError) as info:
+        _job(content_path, style_path, **options)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1
+    for needle in needles:
+        assert needle in message
+
+
+def test_image_too_small_for_the_layers(content_path, style_path):
+    # The default layers reach block5_relu1, behind four poolings: 16 px per side at least.
+    with pytest.raises(PasticheError, match="too small") as info:
+        StyleTransfer(content_path, style_path, size=12, device="cpu").evaluate()
+    assert "16" in str(info.value)
+    job = StyleTransfer(content_path, style_path, size=12, device="cpu", **SHALLOW)  # 2 px suffice
+    assert math.isfinite(job.step()) and job.size == (12, 10)
+
+
+def test_no_style_and_bad_num_steps(content_path, style_path):
+    with pytest.raises(PasticheError, match="style"):
+        _job(content_path, [])
+    with pytest.raises(PasticheError, match="--num-steps"):
+        run(_job(content_path, style_path), 0)
+
+
+def test_missing_file_names_it(tmp_path, style_path):
+    with pytest.raises(PasticheError, match="nope.png"):
+        _job(tmp_path / "nope.png", style_path)

@@ -1,0 +1,68 @@
+"""Tests for pastiche.losses: Gram matrices, content/style MSE and total variation, by hand."""
+
+import pytest
+import torch
+
+from pastiche.losses import content_loss, gram, style_loss, tv_loss
+
+
+def test_gram_of_known_tensor_matches_hand_computation():
+    # One image, two channels of 2x2: flattened c0 = [1, 2, 3, 4], c1 = [0, 1, -1, 2].
+    features = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]],
+                              [[0.0, 1.0], [-1.0, 2.0]]]])
+    # c0.c0 = 30, c0.c1 = 0 + 2 - 3 + 8 = 7, c1.c1 = 6; divided by H*W = 4.
+    expected = torch.tensor([[[30.0, 7.0], [7.0, 6.0]]]) / 4
+    result = gram(features)
+    assert result.shape == (1, 2, 2)
+    torch.testing.assert_close(result, expected)
+
+
+def test_gram_is_per_image_and_divides_by_h_times_w():
+    torch.manual_seed(0)
+    features = torch.randn(2, 3, 4, 5)
+    result = gram(features)
+    assert result.shape == (2, 3, 3)
+    for n in range(2):
+        flat = features[n].reshape(3, 20)
+        torch.testing.assert_close(result[n], flat @ flat.T / 20)
+    torch.testing.assert_close(result, result.transpose(1, 2))  # symmetric
+
+
+def test_content_loss_zero_for_identical_and_mse_otherwise():
+    torch.manual_seed(1)
+    a = torch.randn(1, 4, 3, 3)
+    assert content_loss(a, a.clone()).item() == 0.0
+    b = a + 0.5
+    assert content_loss(a, b).item() == pytest.approx(0.25)
+    assert content_loss(a, torch.randn(1, 4, 3, 3)).item() > 0
+
+
+def test_style_loss_zero_for_own_gram_and_positive_otherwise():
+    torch.manual_seed(2)
+    a = torch.randn(1, 4, 5, 5)
+    assert style_loss(a, gram(a)).item() == pytest.approx(0.0, abs=1e-12)
+    other = torch.randn(1, 4, 5, 5) * 3
+    loss = style_loss(a, gram(other))
+    assert loss.item() > 0
+    assert loss.item() == pytest.approx(((gram(a) - gram(other)) ** 2).mean().item(), rel=1e-6)
+
+
+def test_style_loss_ignores_where_the_texture_is():
+    # A Gram matrix does not see positions: a spatially shuffled copy has the same style.
+    torch.manual_seed(3)
+    a = torch.randn(1, 3, 4, 4)
+    shuffled = a.reshape(1, 3, 16)[..., torch.randperm(16)].reshape(1, 3, 4, 4)
+    assert style_loss(shuffled, gram(a)).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_tv_loss_zero_for_flat_image_and_positive_otherwise():
+    assert tv_loss(torch.full((1, 3, 6, 5), 0.7)).item() == 0.0
+    torch.manual_seed(4)
+    assert tv_loss(torch.rand(1, 3, 6, 5)).item() > 0
+
+
+def test_tv_loss_of_known_2x2_image():
+    image = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
+    # horizontal |1-0|, |4-2| → mean 1.5; vertical |2-0|, |4-1| → mean 2.5.
+    assert tv_loss(image).item() == pytest.approx(4.0)
+    assert tv_loss(-image).item() == pytest.approx(4.0)  # absolute differences
