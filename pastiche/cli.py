@@ -18,6 +18,7 @@ from .engine import (DEFAULT_COARSE_STEPS, DEFAULT_CONTENT_LAYERS, DEFAULT_NUM_S
 from .errors import PasticheError
 from .imageio import check_output_path, save_image
 from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES
+from .video import check_video_output, default_frames_dir, frames_to_video, is_video, stylize_video
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
@@ -98,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--workspace", help="directory for intermediate frames")
     out.add_argument("--workspace-step", type=int, default=10, help="save a frame every N steps")
     out.add_argument("--workspace-prefix", default="", help="prefix of frame file names")
+    vid = p.add_argument_group("video (needs pip install 'pastiche[video]')")
+    vid.add_argument("--video", metavar="FILE", help="after the run, join the --workspace frames"
+                     " into this .mp4 or .gif")
+    vid.add_argument("--fps", type=float, default=30, help="frame rate of --video")
+    vid.add_argument("--frame-steps", type=int, default=100,
+                     help="video content: steps per frame after the first (which gets the whole schedule)")
+    vid.add_argument("--no-flow", action="store_true",
+                     help="video content: start each frame from the previous result as is, not moved"
+                          " by optical flow")
     return p
 
 
@@ -133,8 +143,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _check_args(args)
+        if is_video(args.content):
+            return _run_video(args)
         output = check_output_path(args.output or default_output(args.content, args.styles),
                                    inputs=[args.content, *args.styles, *([args.init] if args.init else [])])
+        if args.video and not args.workspace:
+            raise PasticheError("--video joins the --workspace frames; give --workspace DIR too")
+        if args.video:
+            check_video_output(args.video, inputs=[args.content, *args.styles])
         return _run(args, output)
     except PasticheError as e:
         print(f"pastiche: error: {e}", file=sys.stderr)
@@ -142,6 +158,41 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:  # before the first step: nothing to keep
         print("pastiche: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """StyleTransfer's keyword arguments from the command line."""
+    return dict(
+        content_layers=args.content_layers, style_layers=args.style_layers,
+        content_layer_weights=args.content_layer_weights, style_layer_weights=args.style_layer_weights,
+        content_weight=args.content_weight, style_weights=args.style_weights, tv_weight=args.tv_weight,
+        init="random" if args.random_init else Path(args.init) if args.init else "content",
+        optimizer=args.optimizer, learning_rate=args.learning_rate, pooling=args.pooling,
+        size=args.size, size_pixels=args.size_pixels, style_size=args.style_size,
+        style_size_pixels=args.style_size_pixels, preserve_color=args.preserve_color,
+        luminance_only=args.luminance_only, device=args.device,
+        supplemental_devices=[(d, int(i)) for d, i in args.supplemental_devices], weights=args.weights)
+
+
+def _run_video(args: argparse.Namespace) -> int:
+    """``--content clip.mp4``: stylise every frame; finished frames survive an interruption."""
+    if not args.output:
+        raise PasticheError("a video --content needs --output, e.g. --output out.mp4")
+    seed_everything(args.seed, deterministic=args.deterministic)
+    if args.frame_steps < 1:
+        raise PasticheError(f"--frame-steps must be at least 1, got {args.frame_steps}")
+    try:
+        path = stylize_video(args.content, args.styles, args.output,
+                             num_steps_first=args.num_steps + sum(args.coarse_steps),
+                             num_steps_per_frame=args.frame_steps, flow=not args.no_flow,
+                             progress=args.verbose, **_options(args))
+    except KeyboardInterrupt:
+        print(f"pastiche: interrupted; finished frames are kept in {default_frames_dir(args.output)},"
+              " run again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.verbose:
+        print(f"wrote {path}")
+    return 0
 
 
 def _run(args: argparse.Namespace, output: Path) -> int:
@@ -152,16 +203,7 @@ def _run(args: argparse.Namespace, output: Path) -> int:
         except OSError as e:
             raise PasticheError(f"cannot create --workspace '{args.workspace}': {e.strerror}") from None
     seed = seed_everything(args.seed, deterministic=args.deterministic)
-    job = StyleTransfer(
-        args.content, args.styles, content_layers=args.content_layers, style_layers=args.style_layers,
-        content_layer_weights=args.content_layer_weights, style_layer_weights=args.style_layer_weights,
-        content_weight=args.content_weight, style_weights=args.style_weights, tv_weight=args.tv_weight,
-        init="random" if args.random_init else Path(args.init) if args.init else "content",
-        optimizer=args.optimizer, learning_rate=args.learning_rate, pooling=args.pooling,
-        size=args.size, size_pixels=args.size_pixels, style_size=args.style_size,
-        style_size_pixels=args.style_size_pixels, preserve_color=args.preserve_color,
-        luminance_only=args.luminance_only, device=args.device,
-        supplemental_devices=[(d, int(i)) for d, i in args.supplemental_devices], weights=args.weights)
+    job = StyleTransfer(args.content, args.styles, **_options(args))
     say = print if args.verbose else (lambda *a, **k: None)
     say(f"device: {job.device}\nseed: {seed}\nsize: {job.full_size[0]}x{job.full_size[1]}")
     schedule = plan(job.full_size, args.num_steps, args.coarse_steps)
@@ -195,4 +237,6 @@ def _run(args: argparse.Namespace, output: Path) -> int:
         raise
     save_image(job.image_tensor(size=job.full_size), output)
     say(f"wrote {output}")
+    if args.video:
+        say(f"wrote {frames_to_video([args.workspace], args.video, fps=args.fps)}")
     return 0

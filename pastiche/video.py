@@ -1,0 +1,419 @@
+"""Video in and out: frames → MP4/GIF, and a video stylised frame by frame with temporal coherence.
+
+Uses PyAV (``pip install 'pastiche[video]'``), whose wheels bundle ffmpeg; no system ffmpeg needed.
+Frames are PIL RGB images; tensors are (1, 3, H, W) float32 in [0, 1] unless said otherwise.
+
+    pastiche-video WORKSPACE... -o out.mp4 --fps 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from . import color
+from .errors import PasticheError
+from .imageio import SUPPORTED_EXTENSIONS, ImageLike, open_image, save_image
+
+PathLike = Union[str, os.PathLike]
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")  # inputs
+OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".gif")  # H.264 (+ audio), or GIF
+_MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}  # copied as is; others → AAC
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise PasticheError("video support needs PyAV: pip install 'pastiche[video]'") from None
+    return av
+
+
+def is_video(path: object) -> bool:
+    """Whether ``path`` names a video by its extension (.mp4 .mov .mkv .avi .webm .m4v)."""
+    return isinstance(path, (str, os.PathLike)) and Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    fps: Fraction  # average frame rate
+    frames: int  # number of video frames (> 0)
+    width: int
+    height: int
+    has_audio: bool
+    codec: str
+
+
+@contextlib.contextmanager
+def _opened(path: PathLike) -> Iterator[Tuple[Any, Any]]:
+    """(container, first video stream) of a readable video, or a one-line PasticheError."""
+    av, name = _av(), os.fspath(path)
+    where = f"cannot read video '{name}'"
+    if not os.path.exists(name):
+        raise PasticheError(f"{where}: no such file; check the path")
+    if os.path.isdir(name):
+        raise PasticheError(f"{where}: it is a directory; pass a video file")
+    try:
+        container = av.open(name)
+    except av.error.EOFError:
+        raise PasticheError(f"{where}: it has no frames (empty or truncated); re-export it") from None
+    except (av.error.FFmpegError, OSError) as e:
+        raise PasticheError(f"{where}: not a video or damaged ({getattr(e, 'strerror', None) or e});"
+                            " use an MP4, MOV, MKV, AVI or WebM file") from None
+    try:
+        if not container.streams.video:
+            raise PasticheError(f"{where}: it has no video stream; pass a video file")
+        stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise PasticheError(f"{where}: unsupported video codec (no decoder for it in PyAV's ffmpeg);"
+                                " re-encode it to H.264, e.g. in an MP4")
+        yield container, stream
+    finally:
+        container.close()
+
+
+def probe(path: PathLike) -> VideoInfo:
+    """Frame rate, frame count, size and whether there is audio; PasticheError for a bad video."""
+    with _opened(path) as (container, stream):
+        frames = stream.frames or sum(1 for p in container.demux(stream) if p.size)
+        if not frames:
+            raise PasticheError(f"cannot read video '{os.fspath(path)}': it has no frames; re-export it")
+        fps = Fraction(stream.average_rate or stream.guessed_rate or 30)
+        return VideoInfo(fps, frames, stream.width, stream.height, bool(container.streams.audio),
+                         stream.codec_context.name)
+
+
+def read_frames(path: PathLike) -> Iterator[Image.Image]:
+    """Decode the first video stream as RGB PIL frames; PasticheError if none can be decoded."""
+    av, count = _av(), 0
+    with _opened(path) as (container, stream):
+        try:
+            for frame in container.decode(stream):
+                count += 1
+                yield frame.to_image()
+        except av.error.FFmpegError as e:
+            raise PasticheError(f"cannot read video '{os.fspath(path)}': decoding failed after {count}"
+                                f" frames ({e.strerror}); re-encode it") from None
+    if not count:
+        raise PasticheError(f"cannot read video '{os.fspath(path)}': it has no frames; re-export it")
+
+
+def check_video_output(path: PathLike, *, inputs: Sequence[object] = ()) -> Path:
+    """Validate a video output path before a long run (extension, directory, not an input)."""
+    p = Path(os.fspath(path))
+    if p.suffix.lower() not in OUTPUT_EXTENSIONS:
+        raise PasticheError(f"cannot write video '{p}': unsupported extension '{p.suffix}'; use one of "
+                            f"{', '.join(OUTPUT_EXTENSIONS)}")
+    if p.is_dir():
+        raise PasticheError(f"cannot write video '{p}': it is a directory; give a file name")
+    if not p.parent.is_dir():
+        raise PasticheError(f"cannot write video '{p}': directory '{p.parent}' does not exist;"
+                            " create it or choose another --output")
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise PasticheError(f"cannot write video '{p}': directory '{p.parent}' is not writable;"
+                            " choose another --output")
+    for q in (Path(os.fspath(i)) for i in inputs if isinstance(i, (str, os.PathLike))):
+        if p.resolve() == q.resolve():
+            raise PasticheError(f"refusing to overwrite input '{q}' with the output; choose another --output")
+    return p
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[str]:
+    """A temporary file beside ``path`` (same extension) that replaces it only on success."""
+    av, tmp = _av(), None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+        os.close(fd)
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+        tmp = None
+    except (OSError, av.error.FFmpegError) as e:
+        raise PasticheError(f"cannot write video '{path}': {getattr(e, 'strerror', None) or e};"
+                            " choose another --output") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, fps: Fraction,
+           audio_from: Optional[PathLike] = None) -> None:
+    """Encode RGB ``frames`` (resized to ``size`` if needed) into ``output`` atomically. MP4, MOV,
+    MKV: H.264 yuv420p (size cropped to even), audio from ``audio_from`` (copied, or AAC)."""
+    av, count = _av(), 0
+    if output.suffix.lower() == ".gif":
+        fitted = (im if im.size == size else im.resize(size, Image.LANCZOS) for im in frames)
+        first = next(fitted, None)
+        if first is None:
+            raise PasticheError(f"cannot write video '{output}': no frames to write")
+        with _atomic(output) as tmp:  # PIL picks an adaptive palette per frame; 10 ms time steps
+            first.save(tmp, format="GIF", save_all=True, append_images=fitted, loop=0,
+                       duration=max(20, 10 * round(100 / fps)))
+        return
+    w, h = max(2, size[0] - size[0] % 2), max(2, size[1] - size[1] % 2)
+    options = {"movflags": "faststart"} if output.suffix.lower() != ".mkv" else {}
+    with _atomic(output) as tmp, av.open(tmp, "w", options=options) as out:
+        stream = out.add_stream("libx264", rate=fps.limit_denominator(100000), options={"crf": "18"})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        source = av.open(os.fspath(audio_from)) if audio_from else None
+        try:
+            a_in = source.streams.audio[0] if source and source.streams.audio else None
+            copy = a_in is not None and (a_in.codec_context.name in _MP4_AUDIO or output.suffix == ".mkv")
+            a_out = None if a_in is None else out.add_stream_from_template(a_in) if copy else \
+                out.add_stream("aac", rate=a_in.codec_context.sample_rate or 44100)
+            for im in frames:
+                im = im if im.size == size else im.resize(size, Image.LANCZOS)
+                frame = av.VideoFrame.from_image(im.crop((0, 0, w, h)) if (w, h) != size else im)
+                frame.pts, count = count, count + 1
+                out.mux(stream.encode(frame))
+            if not count:
+                raise PasticheError(f"cannot write video '{output}': no frames to write")
+            out.mux(stream.encode(None))
+            if a_in is not None:  # audio up to the video's end
+                end = count / fps
+                for packet in source.demux(a_in):
+                    if packet.pts is None or packet.pts * packet.time_base >= end:
+                        continue
+                    if copy:
+                        packet.stream = a_out
+                        out.mux(packet)
+                    else:
+                        for decoded in packet.decode():
+                            decoded.pts = None
+                            out.mux(a_out.encode(decoded))
+                if not copy:
+                    out.mux(a_out.encode(None))
+        finally:
+            if source is not None:
+                source.close()
+
+
+def _natural(path: Path) -> List[Union[int, str]]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def frame_files(sources: Sequence[PathLike]) -> List[Path]:
+    """Image files in order: each directory's images (natural sort, hidden files skipped), or files."""
+    files: List[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = sorted((f for f in source.iterdir() if f.suffix.lower() in SUPPORTED_EXTENSIONS
+                            and not f.name.startswith(".") and f.is_file()), key=_natural)
+            if not found:
+                raise PasticheError(f"no frames in '{source}': it holds no images; pass a --workspace"
+                                    " directory or image files")
+            files += found
+        elif source.is_file():
+            files.append(source)
+        else:
+            raise PasticheError(f"cannot read frames '{source}': no such file or directory; check the path")
+    return files
+
+
+def frames_to_video(sources: Sequence[PathLike], output: PathLike, *, fps: float = 30) -> Path:
+    """Join image files or frame directories (workspaces, in order) into an MP4 (H.264) or a GIF.
+
+    Frames of other sizes (coarse-to-fine levels) are resized to the last frame's size. The
+    output is written atomically. Returns the output path."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    if not fps > 0:
+        raise PasticheError(f"--fps must be positive, got {fps}")
+    files = frame_files(sources)
+    output = check_video_output(output, inputs=files)
+    size = open_image(files[-1], name="frame").size
+    _write((open_image(f, name="frame") for f in files), size, output,
+           Fraction(fps).limit_denominator(100000))
+    return output
+
+
+# ---------------------------------------------------------------------------- optical flow
+
+def _grid(flow: torch.Tensor) -> torch.Tensor:
+    """(1, 2, H, W) flow in px → (1, H, W, 2) grid_sample coordinates of x + flow (align_corners)."""
+    _, _, h, w = flow.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=flow.dtype), torch.arange(w, dtype=flow.dtype), indexing="ij")
+    gx = (xs + flow[0, 0]) * 2 / max(w - 1, 1) - 1
+    gy = (ys + flow[0, 1]) * 2 / max(h - 1, 1) - 1
+    return torch.stack([gx, gy], dim=-1)[None]
+
+
+def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """``image`` (1, C, H, W) sampled at (x, y) + ``flow`` (1, 2, H, W) px, bilinear, edges clamped."""
+    return F.grid_sample(image, _grid(flow), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+@torch.no_grad()
+def estimate_flow(prev: torch.Tensor, cur: torch.Tensor, *, levels: int = 3, radius: int = 3,
+                  block: int = 8) -> torch.Tensor:
+    """Coarse-to-fine block matching: integer flow (1, 2, H, W) in px, cur(x) ≈ prev(x + flow(x)).
+
+    ``prev``, ``cur``: (1, 3, H, W) in [0, 1]. At each level of a 2× pyramid, every ``block``²
+    block takes the shift with the least mean absolute difference within ±``radius`` px of its
+    block's estimate from the level above (±21 px in all by default); ties go to that estimate."""
+    _, _, h, w = cur.shape
+    m = block * 2 ** (levels - 1)  # pad so that blocks nest exactly across levels
+    pad = (0, -w % m, 0, -h % m)
+    a = F.pad(prev.float().mean(1, keepdim=True), pad, mode="replicate")
+    b = F.pad(cur.float().mean(1, keepdim=True), pad, mode="replicate")
+    shifts = torch.tensor([(dx, dy) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)],
+                          dtype=torch.float32)
+    penalty = 1e-4 * shifts.abs().sum(1).view(1, -1, 1, 1)
+    flow = torch.zeros(1, 2, b.shape[2] // m, b.shape[3] // m)  # per block, in px of the level
+    for level in reversed(range(levels)):
+        p, c = (F.avg_pool2d(a, 2 ** level), F.avg_pool2d(b, 2 ** level)) if level else (a, b)
+        if level < levels - 1:
+            flow = F.interpolate(flow * 2, scale_factor=2, mode="nearest")
+        cost = torch.cat([F.avg_pool2d((warp(p, (flow + d.view(1, 2, 1, 1)).repeat_interleave(block, 2)
+                                             .repeat_interleave(block, 3)) - c).abs(), block)
+                          for d in shifts], dim=1) + penalty
+        flow = flow + shifts[cost.argmin(1)].permute(0, 3, 1, 2)
+    return flow.repeat_interleave(block, 2).repeat_interleave(block, 3)[..., :h, :w]
+
+
+def warp_previous(stylised: torch.Tensor, prev: torch.Tensor, cur: torch.Tensor, *,
+                  fill: Optional[torch.Tensor] = None, tolerance: float = 0.1) -> torch.Tensor:
+    """The previous stylised frame moved from content ``prev`` onto content ``cur``; where the motion
+    leaves the frame or does not explain the content (occlusions), ``fill`` (default ``cur``).
+    All (1, 3, H, W) in [0, 1]."""
+    flow = estimate_flow(prev, cur)
+    grid = _grid(flow)
+    inside = (grid.abs() <= 1 + 1e-6).all(-1)[:, None]
+    explained = (warp(prev, flow) - cur).abs().mean(1, keepdim=True) < tolerance
+    return torch.where(inside & explained, warp(stylised, flow), cur if fill is None else fill)
+
+
+# ---------------------------------------------------------------------------- stylising a video
+
+def default_frames_dir(output: PathLike) -> Path:
+    """Where :func:`stylize_video` keeps finished frames for ``output``: ``OUTPUT.frames/``."""
+    return Path(f"{os.fspath(output)}.frames")
+
+
+def _describe(value: object) -> object:
+    if isinstance(value, (str, os.PathLike)):
+        return str(Path(value).resolve()) if os.path.exists(value) else os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    return value if isinstance(value, (int, float, bool, type(None))) else type(value).__name__
+
+
+def _tensor(image: ImageLike, size: Tuple[int, int]) -> torch.Tensor:
+    im = open_image(image, name="frame")
+    im = im if im.size == size else im.resize(size, Image.BILINEAR)
+    return torch.from_numpy(np.array(im, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[ImageLike]], output: PathLike,
+                  *, num_steps_first: int = 500, num_steps_per_frame: int = 100,
+                  frames_dir: Optional[PathLike] = None, flow: bool = True, progress: bool = True,
+                  max_frames: Optional[int] = None, **style_options: Any) -> Path:
+    """Stylise every frame of ``content_video`` and write ``output`` (.mp4/.mov/.mkv/.gif).
+
+    The first frame gets ``num_steps_first`` steps; each later one starts from the previous
+    stylised frame, moved onto it by block-matching optical flow (``flow=False``: unmoved, so the
+    picture lags the motion), and gets ``num_steps_per_frame``. Finished frames are kept as
+    ``frames_dir/000001.png`` … (default :func:`default_frames_dir`), so an interrupted run
+    (KeyboardInterrupt propagates) resumes where it stopped. Audio is carried over.
+    ``style_options`` go to :class:`~pastiche.engine.StyleTransfer`. Returns the output path.
+    """
+    from tqdm.auto import tqdm
+
+    from .engine import StyleTransfer
+
+    for value, name in ((num_steps_first, "num_steps_first"), (num_steps_per_frame, "num_steps_per_frame")):
+        if value < 1:
+            raise PasticheError(f"{name} must be at least 1, got {value}")
+    style_list = list(styles) if isinstance(styles, (list, tuple)) else [styles]
+    output = check_video_output(output, inputs=[content_video, *style_list])
+    info = probe(content_video)
+    total = min(info.frames, max_frames) if max_frames else info.frames
+    folder = Path(frames_dir) if frames_dir else default_frames_dir(output)
+    settings = {"content": _describe(content_video), "styles": _describe(style_list), "flow": flow,
+                "options": {k: _describe(v) for k, v in sorted(style_options.items())}}
+    try:
+        folder.mkdir(exist_ok=True)
+        record = folder / "settings.json"
+        if record.exists() and json.loads(record.read_text()) != settings:
+            raise PasticheError(f"frames in '{folder}' were made with other settings; delete that"
+                                " directory to start over, or choose another --output")
+        record.write_text(json.dumps(settings, indent=1))
+    except (OSError, ValueError) as e:
+        raise PasticheError(f"cannot use frames directory '{folder}': {getattr(e, 'strerror', None) or e};"
+                            " choose another --output") from None
+    job, prev, prev_content, size, count = None, None, None, (0, 0), 0  # prev: (1, 3, H, W) in [0, 1]
+    with tqdm(total=total, unit="frame", desc=output.name, disable=not progress) as bar:
+        for count, frame in enumerate(itertools.islice(read_frames(content_video), total), 1):
+            path = folder / f"{count:06d}.png"
+            if job is None and path.exists():  # finished by an earlier run
+                prev, prev_content = path, frame
+            else:
+                if isinstance(prev, Path):  # resuming: start from the last finished frame
+                    size = open_image(prev, name="frame").size
+                    prev = _tensor(prev, size)
+                start = prev if job is None else None  # a running job continues from its own pixels
+                if flow and prev is not None:
+                    cur = _tensor(frame, size)
+                    fill = color.luminance(cur) if style_options.get("luminance_only") else cur
+                    start = warp_previous(prev, _tensor(prev_content, size), cur, fill=fill)
+                steps = num_steps_first if prev is None else num_steps_per_frame
+                if job is None:
+                    job = StyleTransfer(frame, style_list, **{**style_options, **({} if start is None
+                                                                                  else {"init": start})})
+                else:
+                    job.set_content(frame, init=start)
+                for _ in range(steps):
+                    job.step()
+                save_image(job.image_tensor(), path)
+                prev, prev_content, size = job.pixels.detach().cpu().float() / 255, frame, job.size
+                bar.set_postfix(loss=f"{job.loss:.4g}")
+            bar.update()
+    paths = [folder / f"{i + 1:06d}.png" for i in range(count)]
+    size = open_image(paths[-1], name="frame").size
+    _write((open_image(p, name="frame") for p in paths), size, output, info.fps,
+           audio_from=content_video if info.has_audio and output.suffix.lower() != ".gif" else None)
+    return output
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``pastiche-video WORKSPACE... -o out.mp4 --fps 30``: frames → MP4 or GIF."""
+    parser = argparse.ArgumentParser(
+        prog="pastiche-video", description="Join frames (pastiche --workspace directories, in order,"
+        " or image files) into an MP4 (H.264) or a GIF.")
+    parser.add_argument("frames", nargs="+", metavar="WORKSPACE", help="frame directory or image file")
+    parser.add_argument("--output", "-o", required=True, help="output video (.mp4, .mov, .mkv, .gif)")
+    parser.add_argument("--fps", type=float, default=30, help="frames per second")
+    args = parser.parse_args(argv)
+    try:
+        path = frames_to_video(args.frames, args.output, fps=args.fps)
+    except PasticheError as e:
+        print(f"pastiche-video: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pastiche-video: interrupted; nothing written", file=sys.stderr)
+        return 130
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Video in and out (pastiche.video) on tiny synthetic clips made with PyAV."""
+
+from __future__ import annotations
+
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pastiche import video
+from pastiche.engine import StyleTransfer
+from pastiche.errors import PasticheError
+
+try:
+    import av
+except ImportError:  # only the tests that need no PyAV run
+    av = None
+needs_av = pytest.mark.skipif(av is None, reason="needs PyAV: pip install 'pastiche[video]'")
+
+
+def texture(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth random RGB texture, (H, W, 3) uint8."""
+    small = np.random.default_rng(seed).integers(0, 256, (height // 4 + 2, width // 4 + 2, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((width + 8, height + 8), Image.BICUBIC))[:height, :width]
+
+
+def make_clip(path: Path, frames: int = 3, size=(48, 32), fps: int = 12, audio: str = "") -> Path:
+    """A clip panning 2 px per frame across a texture; ``audio``: '' (none), 'aac' or 'pcm_s16le'."""
+    w, h = size
+    big = texture(w + 2 * frames, h)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        sound = out.add_stream(audio, rate=8000, layout="mono") if audio else None
+        for i in range(frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(big[:, 2 * i:2 * i + w]),
+                                                             format="rgb24")))
+        out.mux(stream.encode(None))
+        if sound is not None:
+            t = np.arange(8000 * frames // fps) / 8000
+            wave = (0.3 * np.sin(2 * np.pi * 440 * t))[None]
+            fmt = "s16" if audio == "pcm_s16le" else "fltp"
+            data = (wave * 32767).astype(np.int16) if fmt == "s16" else wave.astype(np.float32)
+            chunk = av.AudioFrame.from_ndarray(data, format=fmt, layout="mono")
+            chunk.sample_rate = 8000
+            out.mux(sound.encode(chunk))
+            out.mux(sound.encode(None))
+    return path
+
+
+def write_frames(folder: Path, sizes, start: int = 0, name: str = "{:d}.png") -> list:
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = []
+    for i, size in enumerate(sizes, start):
+        colour = ((i * 53) % 256, (i * 97 + 40) % 256, (i * 31 + 200) % 256)
+        Image.new("RGB", size, colour).save(folder / name.format(i))
+        colours.append(colour)
+    return colours
+
+
+def test_is_video():
+    assert video.is_video("a.MP4") and video.is_video(Path("b.mov")) and video.is_video("c.webm")
+    assert not video.is_video("a.png") and not video.is_video("a.gif") and not video.is_video(np.zeros(3))
+
+
+@needs_av
+def test_frames_to_mp4_round_trip(tmp_path):
+    write_frames(tmp_path / "ws", [(48, 32)] * 5)
+    out = video.frames_to_video([tmp_path / "ws"], tmp_path / "out.mp4", fps=12)
+    info = video.probe(out)
+    assert (info.frames, info.width, info.height, info.fps, info.has_audio) == (5, 48, 32, 12, False)
+    assert info.codec == "h264"
+    frames = list(video.read_frames(out))
+    assert len(frames) == 5 and frames[0].size == (48, 32) and frames[0].mode == "RGB"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+@needs_av
+def test_frames_to_gif_in_order_across_workspaces(tmp_path):
+    first = write_frames(tmp_path / "a", [(40, 30)] * 3, name="frame{:d}.png")  # frame0..2
+    second = write_frames(tmp_path / "b", [(40, 30)] * 9, start=3, name="frame{:d}.png")  # frame3..11
+    out = video.frames_to_video([tmp_path / "a", tmp_path / "b"], tmp_path / "out.gif", fps=10)
+    with Image.open(out) as gif:
+        assert (gif.n_frames, gif.size, gif.info["duration"]) == (12, (40, 30), 100)
+    decoded = [np.asarray(f).reshape(-1, 3).mean(0) for f in video.read_frames(out)]
+    assert len(decoded) == 12
+    for got, want in zip(decoded, first + second):  # natural order: frame10 after frame9
+        assert np.abs(got - want).max() < 8
+
+
+@needs_av
+def test_mixed_sizes_follow_last_frame(tmp_path):
+    write_frames(tmp_path / "ws", [(12, 8), (24, 17), (47, 33)])
+    mp4 = video.probe(video.frames_to_video(tmp_path / "ws", tmp_path / "o.mp4", fps=5))
+    assert (mp4.frames, mp4.width, mp4.height) == (3, 46, 32)  # H.264 yuv420p needs even sides
+    with Image.open(video.frames_to_video([tmp_path / "ws"], tmp_path / "o.gif")) as gif:
+        assert (gif.n_frames, gif.size) == (3, (47, 33))
+
+
+@needs_av
+def test_bad_inputs_name_the_file(tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    with pytest.raises(PasticheError, match="notes.mp4.*not a video"):
+        video.probe(text)
+    with pytest.raises(PasticheError, match="nope.mp4.*no such file"):
+        list(video.read_frames(tmp_path / "nope.mp4"))
+    empty = tmp_path / "empty.mkv"  # a header, no frames
+    with av.open(str(empty), "w") as out:
+        stream = out.add_stream("libx264", rate=12)
+        stream.width = stream.height = 32
+        out.start_encoding()
+    with pytest.raises(PasticheError, match="empty.mkv.*no frames"):
+        video.probe(empty)
+    data = make_clip(tmp_path / "ok.mp4").read_bytes()
+    (tmp_path / "odd.mp4").write_bytes(data.replace(b"avc1", b"zzzz"))  # a codec nobody decodes
+    with pytest.raises(PasticheError, match="odd.mp4.*unsupported video codec"):
+        list(video.read_frames(tmp_path / "odd.mp4"))
+    (tmp_path / "ws").mkdir()
+    with pytest.raises(PasticheError, match="no frames in .*ws"):
+        video.frames_to_video([tmp_path / "ws"], tmp_path / "o.mp4")
+
+
+@needs_av
+def test_unwritable_outputs_fail_before_work(tmp_path):
+    write_frames(tmp_path / "ws", [(16, 16)] * 2)
+    for bad, why in ((tmp_path / "missing" / "o.mp4", "does not exist"),
+                     (tmp_path / "ws", "unsupported extension"), (tmp_path / "o.avi", "unsupported extension")):
+        with pytest.raises(PasticheError, match=f"cannot write video '{bad}'.*{why}"):
+            video.frames_to_video([tmp_path / "ws"], bad)
+    (tmp_path / "dir.mp4").mkdir()
+    with pytest.raises(PasticheError, match="dir.mp4.*is a directory"):
+        video.frames_to_video([tmp_path / "ws"], tmp_path / "dir.mp4")
+
+
+def test_missing_pyav_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)
+    with pytest.raises(PasticheError, match=r"pip install 'pastiche\[video\]'"):
+        video.probe("clip.mp4")
+
+
+@needs_av
+def test_main_exit_codes(tmp_path, capsys):
+    write_frames(tmp_path / "ws", [(16, 16)] * 3)
+    assert video.main([str(tmp_path / "ws"), "-o", str(tmp_path / "o.mp4"), "--fps", "24"]) == 0
+    assert video.probe(tmp_path / "o.mp4").frames == 3 and "wrote" in capsys.readouterr().out
+    assert video.main([str(tmp_path / "nope"), "-o", str(tmp_path / "p.mp4")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pastiche-video: error: ") and "nope" in err and err.count("\n") == 1
+    assert video.main([str(tmp_path / "ws"), "-o", str(tmp_path / "p.mp4"), "--fps", "0"]) == 1
+
+
+def test_flow_recovers_a_pan():
+    big = torch.from_numpy(texture(72, 40, seed=3).copy()).permute(2, 0, 1)[None].float() / 255
+    prev, cur = big[..., 0:64], big[..., 5:69]  # cur(x) = prev(x + 5)
+    flow = video.estimate_flow(prev, cur)
+    assert torch.allclose(flow[0, 0, 8:-8, 8:-16], torch.tensor(5.0)) and flow[0, 1].abs().max() == 0
+    moved = video.warp_previous(prev, prev, cur)
+    assert (moved - cur)[..., :-5].abs().max() < 1e-5  # the strip that came in is filled with cur
+
+
+def count_steps(monkeypatch, fail_at: int = 0) -> list:
+    calls = []
+    original = StyleTransfer.step
+
+    def step(self):
+        calls.append(1)
+        if len(calls) == fail_at:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(StyleTransfer, "step", step)
+    return calls
+
+
+OPTIONS = dict(size=32, device="cpu", num_steps_first=2, num_steps_per_frame=1, progress=False)
+
+
+@needs_av
+def test_stylize_video_resumes_and_carries_audio(tmp_path, monkeypatch):
+    clip = make_clip(tmp_path / "clip.mp4", frames=3, size=(48, 32), audio="aac")
+    style = tmp_path / "style.png"
+    Image.fromarray(texture(40, 40, seed=1)).save(style)
+    out = tmp_path / "out.mp4"
+    calls = count_steps(monkeypatch, fail_at=4)  # interrupted during the third frame
+    with pytest.raises(KeyboardInterrupt):
+        video.stylize_video(clip, style, out, **OPTIONS)
+    frames = tmp_path / "out.mp4.frames"
+    assert sorted(p.name for p in frames.glob("*.png")) == ["000001.png", "000002.png"] and not out.exists()
+    calls.clear()
+    assert video.stylize_video(clip, [style], out, **OPTIONS) == out
+    assert len(calls) == 1  # only the third frame was computed
+    info = video.probe(out)
+    assert (info.frames, info.width, info.height, info.fps, info.has_audio) == (3, 32, 20, 12, True)
+    calls.clear()
+    video.stylize_video(clip, [style], out, **OPTIONS)  # all done: just re-assembled
+    assert not calls
+    with pytest.raises(PasticheError, match="other settings"):
+        video.stylize_video(clip, [style], out, **{**OPTIONS, "tv_weight": 1.0})
+
+
+@needs_av
+def test_stylize_video_with_flow_and_pcm_audio(tmp_path, monkeypatch):
+    clip = make_clip(tmp_path / "clip.mkv", frames=3, audio="pcm_s16le")
+    style = tmp_path / "style.png"
+    Image.fromarray(texture(40, 40, seed=2)).save(style)
+    calls = count_steps(monkeypatch)
+    out = video.stylize_video(clip, style, tmp_path / "o.mp4", flow=True, max_frames=2, **OPTIONS)
+    assert len(calls) == 3
+    info = video.probe(out)
+    assert (info.frames, info.has_audio, info.fps) == (2, True, Fraction(12))
+    with av.open(str(out)) as container:
+        assert container.streams.audio[0].codec_context.name == "aac"  # PCM re-encoded for MP4
+    gif = video.stylize_video(clip, style, tmp_path / "o.gif", max_frames=2, **OPTIONS)
+    with Image.open(gif) as im:  # PIL merges identical frames, adding up their durations
+        assert sum(im.seek(i) or im.info["duration"] for i in range(im.n_frames)) == 2 * 80
