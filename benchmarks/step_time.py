@@ -2,8 +2,9 @@
 
 Both run as command-line programs (single scale, L-BFGS, pastiche 1.6.0's default layers and
 weights) on tubingen × starry_night, alternating tool by tool for --rounds rounds so machine
-noise hits both alike. Step time is the steady state: (elapsed at the last step − elapsed at
-step 1) / (steps − 1), from each program's own 'step elapsed loss' rows. Peak RSS is the child
+noise hits both alike. Step time is the steady state over the second half of the run:
+(elapsed at step N − elapsed at step N/2) / (N − N/2), from each program's own 'step elapsed
+loss' rows. "ours --low-memory" is ours with that flag. Peak RSS is the child
 process's ru_maxrss (os.wait4).
 
     python benchmarks/step_time.py                      # --size 256 and ≈500² px
@@ -42,13 +43,14 @@ def run(command: List[str]) -> Tuple[float, float]:
     times: Dict[int, float] = {int(m.group(1)): float(m.group(2))
                                for m in map(ROW.match, map(str.strip, text.splitlines())) if m}
     last = max(times)
-    return (times[last] - times[1]) / (last - 1), usage.ru_maxrss / 1024
+    first = max(1, last // 2)  # the second half of the run: steady state, past any warm-up
+    return (times[last] - times[first]) / (last - first), usage.ru_maxrss / 1024
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="256,250000", help="long edge (≤ 4096) or pixel count")
-    parser.add_argument("--steps", default="12,6", help="steps per size")
+    parser.add_argument("--steps", default="20,8", help="steps per size")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "step_time.md"))
@@ -59,8 +61,9 @@ def main() -> None:
     lines = ["# Step time and peak memory: pastiche 1.6.0 vs this pastiche", "",
              f"Command: `python {' '.join(map(shlex.quote, sys.argv))}` ({os.cpu_count()} CPU cores,"
              f" device {args.device}); medians of {args.rounds} alternating rounds.", "",
-             "| size | pastiche 1.6.0 s/step | ours s/step | ratio | pastiche 1.6.0 peak RSS MB |"
-             " ours peak RSS MB | ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| size | pastiche 1.6.0 s/step | ours s/step | ratio | ours --low-memory s/step |"
+             " pastiche 1.6.0 peak RSS MB | ours peak RSS MB | ratio | ours --low-memory peak RSS MB | ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
         for size, steps in zip(args.sizes.split(","), args.steps.split(",")):
             size_args = ["--size", size] if int(size) <= 4096 else ["--size-pixels", size]
@@ -69,16 +72,17 @@ def main() -> None:
             peer = [str(PEER), *common, "--styles", style, "-o", f"{tmp}/peer.png"]
             ours = [sys.executable, "-m", "pastiche", *common, "--style", style, "--single-scale",
                     "-o", f"{tmp}/ours.png"]
-            results: Dict[str, List[Tuple[float, float]]] = {"peer": [], "ours": []}
+            tools = {"peer": peer, "ours": ours, "low": ours + ["--low-memory"]}
+            results: Dict[str, List[Tuple[float, float]]] = {name: [] for name in tools}
             for _ in range(args.rounds):
-                for name, command in (("peer", peer), ("ours", ours)):
+                for name, command in tools.items():
                     results[name].append(run(command))
                     print(name, size, results[name][-1], flush=True)
-            (p_t, o_t), (p_m, o_m) = ([statistics.median(r[i] for r in results[n]) for n in ("peer", "ours")]
-                                      for i in (0, 1))
+            (p_t, o_t, l_t), (p_m, o_m, l_m) = ([statistics.median(r[i] for r in results[n]) for n in tools]
+                                                for i in (0, 1))
             label = f"--size {size}" if int(size) <= 4096 else f"--size-pixels {size}"
-            lines.append(f"| {label} | {p_t:.2f} | {o_t:.2f} | {o_t / p_t:.2f} | {p_m:.0f} | {o_m:.0f} |"
-                         f" {o_m / p_m:.2f} |")
+            lines.append(f"| {label} | {p_t:.2f} | {o_t:.2f} | {o_t / p_t:.2f} | {l_t:.2f} | {p_m:.0f} |"
+                         f" {o_m:.0f} | {o_m / p_m:.2f} | {l_m:.0f} | {l_m / p_m:.2f} |")
             print(lines[-1], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--single-scale", action="store_true",
                      help="no coarse levels: --num-steps at the output size only (pastiche 1.6.0)")
     opt.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
+    opt.add_argument("--low-memory", action="store_true",
+                     help="return freed memory to the system at once: ~30%% less peak memory at"
+                          " 500^2 px for ~25%% more time per step (Linux/glibc)")
     opt.add_argument("--learning-rate", type=float, default=1.0)
     opt.add_argument("--pooling", choices=("max", "avg"), default="max")
     opt.add_argument("--weights", default=DEFAULT_WEIGHTS,
@@ -139,8 +144,24 @@ def _check_args(args: argparse.Namespace) -> None:
                                 " (see --list-layers)")
 
 
+def release_freed_memory() -> None:
+    """Make glibc hand big freed blocks back to the system at once.
+
+    glibc raises its mmap threshold to the size of each large block freed (up to 32 MB), so
+    later feature maps come from the heap, which fragments and never shrinks: +440 MB of
+    peak resident memory at 500² px (1,538 vs 1,101 MB). A fixed 128 KiB threshold keeps every
+    tensor-sized block in its own mapping, at the price of page faults on every new feature
+    map (~25 % more time per step). Process-wide, so the command does it, not the library.
+    """
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        M_MMAP_THRESHOLD = -3
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.low_memory:
+        release_freed_memory()
     try:
         _check_args(args)
         if is_video(args.content):

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from . import color
 from .errors import PasticheError
 from .imageio import ImageLike, load_image, open_image, resized_dims, to_pil
+from .optim import LBFGS, Adam
 from .losses import content_loss, gram, style_loss, tv_loss
 from .vgg import LAYER_INDEX, LAYER_NAMES, VGG19, check_layers, vgg19
 
@@ -219,10 +220,8 @@ class StyleTransfer:
         start = self._initial_image(content) if start is None else start
         self.pixels = start.to(self.device).contiguous().requires_grad_()
         self._good = self.pixels.detach().clone()
-        self.optimizer = (torch.optim.LBFGS([self.pixels], lr=self.learning_rate, max_iter=1,
-                                            history_size=self.lbfgs_history)
-                          if self.optimizer_name == "lbfgs"
-                          else torch.optim.Adam([self.pixels], lr=self.learning_rate))
+        self.optimizer = (LBFGS(self.pixels, lr=self.learning_rate, history=self.lbfgs_history)
+                          if self.optimizer_name == "lbfgs" else Adam(self.pixels, lr=self.learning_rate))
 
     def _load(self, image: Image.Image, dims: Tuple[int, int], name: str) -> torch.Tensor:
         tensor = load_image(image.resize(dims, Image.BILINEAR), name=name)
@@ -291,7 +290,7 @@ class StyleTransfer:
         self._ready()
 
         def closure() -> torch.Tensor:
-            self.optimizer.zero_grad(set_to_none=True)
+            self.pixels.grad = None
             loss = self.objective(self.pixels)
             loss.backward()
             return loss

@@ -74,6 +74,27 @@ def check_layers(names: Iterable[str], *, option: str = "layer") -> List[str]:
 _NNPACK = bool(getattr(torch, "_nnpack_available", lambda: False)())
 # NNPACK transforms the kernel on every call: a fixed cost that only pays off on larger maps.
 _NNPACK_MIN_PIXELS = 256
+# NNPACK's workspace is ~4x the output of a call and torch keeps the largest one for the life of
+# the process (228 MB for block1 at 500^2 px). Calls on bigger maps go in strips of rows whose
+# input and output each hold at most this many values (~30 MB of workspace), at the same speed.
+_NNPACK_STRIP_VALUES = 1 << 21
+
+
+def _nnpack_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """3x3 convolution, stride 1, padding 1, of (1, C, H, W) ``x`` by NNPACK, in strips of rows."""
+    x = x.contiguous()
+    height, width = x.shape[2:]
+    rows = max(1, _NNPACK_STRIP_VALUES // (max(weight.shape[:2]) * width))  # input or output side
+    if rows >= height:
+        return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
+    out = x.new_empty(1, weight.shape[0], height, width)
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        first = max(top - 1, 0)  # one row of context each side; the zero padding NNPACK adds
+        strip = x[:, :, first:min(bottom + 1, height)]  # at inner edges lands in discarded rows
+        result = torch._nnpack_spatial_convolution(strip.contiguous(), weight, bias, [1, 1])
+        out[:, :, top:bottom] = result[:, :, top - first:top - first + bottom - top]
+    return out
 
 
 class _WinogradConv3x3(torch.autograd.Function):
@@ -85,12 +106,47 @@ class _WinogradConv3x3(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                 weight_t: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(weight_t)
-        return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, [1, 1])
+        return _nnpack_conv(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (weight_t,) = ctx.saved_tensors
-        return torch._nnpack_spatial_convolution(grad.contiguous(), weight_t, None, [1, 1]), None, None, None
+        return _nnpack_conv(grad, weight_t, None), None, None, None
+
+
+class _ReLU(torch.autograd.Function):
+    """ReLU that keeps for backward where it let values through, as a bool mask (1 byte per value)
+    instead of autograd's float32 output: a quarter of the memory for every unwatched layer."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, inplace: bool) -> torch.Tensor:
+        if inplace:
+            ctx.mark_dirty(x)
+        y = x.relu_() if inplace else x.relu()
+        ctx.save_for_backward(y > 0)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
+class _MaxPool2x2(torch.autograd.Function):
+    """2x2 max pooling that keeps int32 argmax indices for backward, where autograd keeps the
+    float32 input and int64 indices (6x the memory)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y, index = F.max_pool2d(x, 2, 2, return_indices=True)
+        ctx.save_for_backward(index.int())
+        ctx.input_size = x.shape[-2:]
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        return F.max_unpool2d(grad, index.long(), 2, 2, output_size=ctx.input_size)
 
 
 class Conv3x3(nn.Module):
@@ -108,7 +164,7 @@ class Conv3x3(nn.Module):
                 and x.shape[-1] * x.shape[-2] >= _NNPACK_MIN_PIXELS):
             return F.conv2d(x, self.weight, self.bias, padding=1)
         if not torch.is_grad_enabled() or not x.requires_grad:
-            return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias, [1, 1])
+            return _nnpack_conv(x, self.weight, self.bias)
         if self._weight_t is None or self._weight_t.device != self.weight.device:
             self._weight_t = self.weight.transpose(0, 1).flip(2, 3).contiguous()
         return _WinogradConv3x3.apply(x, self.weight, self.bias, self._weight_t)
@@ -170,9 +226,15 @@ class VGG19(nn.Module):
             if i > last:
                 break
             x = x.to(self.devices[i])
+            graph = torch.is_grad_enabled() and x.requires_grad
             if isinstance(layer, nn.ReLU):
                 # In place unless the conv output was handed out: halves activation memory.
-                x = torch.relu(x) if previous_wanted else torch.relu_(x)
+                if graph:
+                    x = _ReLU.apply(x, not previous_wanted)
+                else:
+                    x = torch.relu(x) if previous_wanted else torch.relu_(x)
+            elif isinstance(layer, nn.MaxPool2d) and graph:
+                x = _MaxPool2x2.apply(x)
             else:
                 x = layer(x)
             previous_wanted = name in wanted

@@ -63,6 +63,20 @@ def test_tiny_run_writes_a_png(images, tmp_path, capsys):
     assert captured.out  # verbose by default
 
 
+def test_low_memory_runs_in_a_fresh_process(images, tmp_path):
+    """--low-memory changes glibc's policy for the whole process, so it runs in its own."""
+    import subprocess
+    import sys
+
+    content, style = images
+    out = tmp_path / "out.png"
+    result = subprocess.run([sys.executable, "-m", "pastiche", "-c", str(content), "-s", str(style),
+                             "-o", str(out), "--num-steps", "2", "--size", "32", "--device", "cpu",
+                             "--low-memory", "--no-verbose"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_no_verbose_prints_nothing(images, tmp_path, capsys):
     content, style = images
     code = cli("-c", content, "-s", style, "-o", tmp_path / "out.png", "--num-steps", 2, "--size", 32,

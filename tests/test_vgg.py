@@ -264,3 +264,56 @@ def test_torchvision_normalize(torchvision_file, model):
     img = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     assert not torch.allclose(tv(img, ["block1_conv1"])["block1_conv1"],
                               model(img, ["block1_conv1"])["block1_conv1"])
+
+
+@pytest.mark.skipif(not vgg_module._NNPACK, reason="this torch has no NNPACK")
+@pytest.mark.parametrize("strip_values", [1 << 30, 8 * 7 * 5, 8 * 7])  # whole, 5-row and 1-row strips
+def test_winograd_conv_and_its_gradient_match_conv2d(monkeypatch, strip_values):
+    monkeypatch.setattr(vgg_module, "_NNPACK_STRIP_VALUES", strip_values)
+    g = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(8, 5, 3, 3, generator=g), torch.randn(8, generator=g)
+    conv = vgg_module.Conv3x3(weight, bias)
+    x = torch.randn(1, 5, 23, 7, generator=g, requires_grad=True)  # 161 px: odd rows, a last short strip
+    monkeypatch.setattr(vgg_module, "_NNPACK_MIN_PIXELS", 1)
+    y = conv(x)
+    (grad,) = torch.autograd.grad((y * y.detach().sin()).sum(), x)
+    x_ref = x.detach().requires_grad_()
+    y_ref = F.conv2d(x_ref, weight, bias, padding=1)
+    (grad_ref,) = torch.autograd.grad((y_ref * y_ref.detach().sin()).sum(), x_ref)
+    # Winograd's rounding differs from direct convolution's by ~1e-5 of the values' scale
+    assert torch.allclose(y, y_ref, atol=1e-3, rtol=1e-4)
+    assert torch.allclose(grad, grad_ref, atol=1e-3, rtol=1e-4)
+
+
+def _reference_features(model, image, last):
+    """Plain torch ops (autograd's own ReLU, pooling and convolution) up to layer ``last``."""
+    x = model.normalize(image)
+    for name, layer in model.layers.items():
+        if "_conv" in name:
+            x = F.conv2d(x, layer.weight, layer.bias, padding=1)
+        elif "_relu" in name:
+            x = F.relu(x)
+        else:
+            x = F.max_pool2d(x, 2)
+        if name == last:
+            return x
+
+
+@pytest.mark.parametrize("layers", [("block3_relu1",), ("block1_relu1", "block2_conv2", "block3_relu2")])
+def test_image_gradient_matches_autograd(model, layers, monkeypatch):
+    """The memory-saving ReLU and pooling (masks, int32 indices) and the Winograd input gradient
+    give autograd's gradient, on a map with odd sides (pooling drops a row and a column)."""
+    monkeypatch.setattr(vgg_module, "_NNPACK_MIN_PIXELS", 1)  # Winograd on every layer
+    image = torch.rand(1, 3, 37, 23, generator=torch.Generator().manual_seed(1))
+
+    def loss(features):  # fixed random weights: the gradient does not hinge on rounding
+        return sum((f * torch.randn(f.shape, generator=torch.Generator().manual_seed(2))).sum()
+                   for f in features)
+
+    x = image.clone().requires_grad_()
+    out = model(x, layers)
+    (ours,) = torch.autograd.grad(loss(out[name] for name in layers), x)
+    y = image.clone().requires_grad_()
+    (ref,) = torch.autograd.grad(loss(_reference_features(model, y, name) for name in layers), y)
+    assert ref.abs().max() > 0
+    assert (ours - ref).abs().max() <= 1e-4 * ref.abs().max()

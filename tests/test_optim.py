@@ -1,0 +1,82 @@
+"""Tests for pastiche.optim: the same iterates as torch.optim's LBFGS(max_iter=1) and Adam."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pastiche.optim import LBFGS, Adam
+
+
+def _problem():
+    """A badly conditioned smooth function of a (1, 3, 5, 4) 'image', like a style loss."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(60, 60, generator=g) / 8
+    target = torch.rand(1, 3, 5, 4, generator=g) * 255
+
+    def loss(x):
+        d = (x - target).reshape(-1)
+        return (a @ d).pow(2).sum() + 1e-3 * d.pow(4).sum()
+
+    return loss, target.mean() * torch.ones(1, 3, 5, 4)
+
+
+def _run(make, steps):
+    loss_fn, start = _problem()
+    x = start.clone().requires_grad_()
+    optimizer = make(x)
+    losses = []
+
+    def closure():
+        x.grad = None
+        value = loss_fn(x)
+        value.backward()
+        return value
+
+    for _ in range(steps):
+        losses.append(float(optimizer.step(closure)))
+    return x.detach(), losses
+
+
+@pytest.mark.parametrize("history", [3, 100])
+def test_lbfgs_matches_torch(history):
+    ours, our_losses = _run(lambda x: LBFGS(x, lr=1.0, history=history), 25)
+    theirs, their_losses = _run(lambda x: torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=history), 25)
+    # the same iterates up to float32 rounding, which grows as the loss nears its minimum
+    assert our_losses[:15] == pytest.approx(their_losses[:15], rel=1e-4)
+    assert our_losses == pytest.approx(their_losses, rel=1e-2)
+    assert torch.allclose(ours, theirs, rtol=1e-3, atol=1e-2)
+    assert our_losses[-1] < 1e-3 * our_losses[0]  # and it optimises
+
+
+def test_adam_matches_torch():
+    ours, our_losses = _run(lambda x: Adam(x, lr=2.0), 30)
+    theirs, their_losses = _run(lambda x: torch.optim.Adam([x], lr=2.0), 30)
+    assert our_losses == pytest.approx(their_losses, rel=1e-5)
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-4)
+    assert our_losses[-1] < our_losses[0]
+
+
+def test_lbfgs_stops_at_an_optimum():
+    x = torch.zeros(4, requires_grad=True)
+    optimizer = LBFGS(x)
+
+    def closure():
+        x.grad = None
+        value = x.pow(2).sum()
+        value.backward()
+        return value
+
+    optimizer.step(closure)
+    assert torch.equal(x.detach(), torch.zeros(4))  # zero gradient: nothing moves
+
+
+def test_a_style_transfer_never_imports_dynamo():
+    """torch.optim's optimisers import torch._dynamo (~200 MB); the engine must not."""
+    code = ("import sys, numpy as np, pastiche;"
+            "pastiche.transfer(np.full((40, 40, 3), 0.5, np.float32), np.random.rand(40, 40, 3).astype(np.float32),"
+            " size=40, num_steps=2, coarse_steps=(), device='cpu');"
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
