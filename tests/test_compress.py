@@ -1,6 +1,7 @@
 """Tests for pastiche.compress: optimal k-means, exact quantization, the CLI, exact reproduction."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import kmeans1d
@@ -10,6 +11,7 @@ import torch
 
 from pastiche.compress import (
     LayerReport,
+    _gptq,
     compress,
     main,
     parse_bits,
@@ -254,3 +256,213 @@ def test_committed_file_is_the_source_exactly(source_state):
     header, _ = read_header(BUNDLED_FILE)
     assert header["source"] == {"name": SOURCE.name, "sha256": SOURCE_SHA256}
     assert header["preprocessing"]["channel_order"] == "BGR"
+
+
+# ---------------------------------------------------------------------------- data-aware quantization
+
+def _brute_force_kmeans(values, weights, k):
+    """Best weighted SSE over all splits of sorted values into k contiguous groups."""
+    from itertools import combinations
+
+    best = np.inf
+    for cuts in combinations(range(1, values.size), k - 1):
+        bounds = [0, *cuts, values.size]
+        sse = 0.0
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            v, w = values[a:b], weights[a:b]
+            sse += float(np.sum(w * (v - np.average(v, weights=w)) ** 2))
+        best = min(best, sse)
+    return best
+
+
+@pytest.mark.parametrize("seed, n, k", [(0, 9, 3), (1, 10, 4), (2, 8, 2), (3, 11, 5)])
+def test_weighted_kmeans_with_real_weights_is_optimal(seed, n, k):
+    rng = np.random.default_rng(seed)
+    values = np.sort(rng.standard_normal(n))
+    weights = rng.exponential(size=n) * 1e-3  # importances, not counts
+    centroids, labels = weighted_kmeans(values, weights, k)
+    assert _sse(values, weights, centroids, labels) == pytest.approx(
+        _brute_force_kmeans(values, weights, k), rel=1e-9)
+    # each centroid is the weighted mean of its values
+    for c in range(k):
+        assert centroids[c] == pytest.approx(np.average(values[labels == c], weights=weights[labels == c]))
+
+
+def test_gptq_rounds_to_the_codebook_and_beats_nearest_rounding():
+    rng = np.random.default_rng(0)
+    n, m = 40, 24
+    x = rng.standard_normal((500, n)) @ rng.standard_normal((n, n)) * 0.3  # correlated inputs
+    hessian = torch.from_numpy(x.T @ x + 1e-3 * np.eye(n))
+    target = torch.from_numpy(rng.standard_normal((m, n)))
+    codebook = torch.tensor([-1.5, -0.5, 0.0, 0.7, 1.6], dtype=torch.float64)
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)
+    free = torch.zeros(n, dtype=torch.bool)
+    index = _gptq(target.T.contiguous(), hinv, codebook, free).T
+    nearest = torch.argmin((target[..., None] - codebook).abs(), -1)
+
+    def loss(idx):
+        e = codebook[idx] - target
+        return float(((e @ hessian) * e).sum())
+
+    assert index.shape == (m, n) and int(index.min()) >= 0 and int(index.max()) < codebook.numel()
+    assert loss(index) < 0.8 * loss(nearest)
+    # with an identity Hessian there is nothing to compensate: GPTQ is nearest rounding
+    eye = torch.eye(n, dtype=torch.float64)
+    assert torch.equal(_gptq(target.T.contiguous(), eye, codebook, free).T, nearest)
+    # a free column is never rounded and takes no index
+    free[-1] = True
+    assert torch.all(_gptq(target.T.contiguous(), hinv, codebook, free)[-1] == 0)
+
+
+def test_parse_bits_with_a_default_width():
+    bits = parse_bits("4,block1_conv1=8, block5_conv4=1")
+    assert set(bits) == set(CONV_NAMES)
+    assert bits["block1_conv1"] == 8 and bits["block5_conv4"] == 1 and bits["block3_conv2"] == 4
+    with pytest.raises(PasticheError, match="more than one"):
+        parse_bits("4,5,block1_conv1=8")
+
+
+def test_unknown_layer_in_bits(tmp_path, capsys):
+    src = tmp_path / "s.pth"
+    torch.save(_state([(2, 3)] + [(2, 2)] * 15), src)
+    assert main([str(src), str(tmp_path / "o.pqw"), "--bits", "block9_conv1=4"]) == 2
+    assert "block9_conv1" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def calibration_photo(tmp_path_factory):
+    """A smooth random RGB image (not one of the evaluation images)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("calib") / "calib.png"
+    Image.fromarray(small).resize((64, 48), Image.BICUBIC).save(path)
+    return path
+
+
+SMALL_SHAPES = [(8, 3)] + [(8, 8)] * 15  # VGG19's layout, 8 channels: fast to calibrate
+
+
+@pytest.fixture(scope="module")
+def dense_source(tmp_path_factory):
+    """VGG19's 16 convolutions at 8 channels; the first three have 216 distinct values each (and
+    are clustered below), the rest 5 (stored exactly at 8 bits)."""
+    g = torch.Generator().manual_seed(3)
+    state = _state(SMALL_SHAPES)
+    for i, (out, inp) in zip(FEATURE_INDICES[:3], SMALL_SHAPES[:3]):
+        state[f"features.{i}.weight"] = torch.randn(out, inp, 3, 3, generator=g) * 0.1
+    path = tmp_path_factory.mktemp("dense") / "dense.pth"
+    torch.save(state, path)
+    return path
+
+
+def _block2_conv1(weights_file, image):
+    """block2_conv1's pre-ReLU output on ``image`` (Caffe preprocessing), from a weights file."""
+    from torch.nn import functional as F
+
+    from pastiche.compress import PREPROCESSING, _normalize
+    from pastiche.imageio import load_image
+
+    _, t = load_dequantized(weights_file)
+    conv = lambda x, n: F.conv2d(x, *(torch.from_numpy(a) for a in t[n]), padding=1)  # noqa: E731
+    x = _normalize(load_image(image), PREPROCESSING["caffe"])
+    x = F.max_pool2d(conv(conv(x, "block1_conv1").relu(), "block1_conv2").relu(), 2)
+    return conv(x, "block2_conv1")
+
+
+def _layer_output_error(weights_file, source_file, image):
+    """Relative error of block2_conv1's output vs the float network's."""
+    a, b = _block2_conv1(weights_file, image), _block2_conv1(source_file, image)
+    return float((a - b).norm() / (b - b.mean((2, 3), keepdim=True)).norm())
+
+
+def test_calibrated_compression_beats_plain_kmeans(dense_source, calibration_photo, tmp_path, capsys):
+    bits = "block1_conv1=2,block1_conv2=2,block2_conv1=2"
+    exact = tmp_path / "exact.pqw"
+    compress(dense_source, exact, bits=8, jobs=1, progress=False)  # the float source, as a file
+    plain, calibrated = tmp_path / "plain.pqw", tmp_path / "calibrated.pqw"
+    assert main([str(dense_source), str(plain), "--bits", bits, "--jobs", "1"]) == 0
+    capsys.readouterr()
+    assert main([str(dense_source), str(calibrated), "--bits", bits, "--jobs", "1",
+                 "--calibrate", str(calibration_photo), "--calibration-sizes", "48,64"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in printed[1:17]}
+    assert rows["block1_conv1"][2:4] == ["2", "gptq"] and rows["block2_conv2"][2:4] == ["8", "exact"]
+    assert rows["block1_conv1"][-1].endswith("%") and rows["block2_conv2"][-1] == "-"
+
+    header, tensors = load_dequantized(calibrated)
+    by_name = {e["name"]: e for e in header["layers"]}
+    assert by_name["block1_conv1"]["bits"] == 2 and by_name["block2_conv2"]["bits"] == 8
+    assert all(np.unique(tensors[n][0]).size <= 4 for n in ("block1_conv1", "block1_conv2", "block2_conv1"))
+    info = json.loads(header["metadata"]["calibration"])
+    assert info["images"][0]["name"] == "calib.png" and info["sizes"] == [48, 64]
+    # the exact layers are untouched
+    _, source_tensors = load_dequantized(exact)
+    assert np.array_equal(tensors["block3_conv1"][0], source_tensors["block3_conv1"][0])
+    # on the calibration image, the calibrated layers reproduce the float outputs far better
+    e_plain = _layer_output_error(plain, exact, calibration_photo)
+    e_cal = _layer_output_error(calibrated, exact, calibration_photo)
+    assert e_cal < 0.7 * e_plain, (e_cal, e_plain)
+
+
+def test_calibrated_compression_is_reproducible(dense_source, calibration_photo, tmp_path):
+    kwargs = dict(bits={"block1_conv2": 3}, calibrate=[calibration_photo], calibration_sizes=(48,),
+                  jobs=1, progress=False)
+    compress(dense_source, tmp_path / "a.pqw", **kwargs)
+    compress(dense_source, tmp_path / "b.pqw", **kwargs)
+    assert (tmp_path / "a.pqw").read_bytes() == (tmp_path / "b.pqw").read_bytes()
+
+
+def test_calibration_errors(dense_source, calibration_photo, tmp_path, capsys):
+    out = tmp_path / "o.pqw"
+    assert main([str(dense_source), str(out), "--bits", "4", "--calibrate", str(tmp_path / "nope.jpg")]) == 2
+    assert "nope.jpg" in capsys.readouterr().err and not out.exists()
+    for option in (["--damp", "0"], ["--positions", "0"], ["--refit", "-1"], ["--calibration-sizes", "8"]):
+        assert main([str(dense_source), str(out), "--calibrate", str(calibration_photo), *option]) == 2
+        assert "pastiche-compress: error:" in capsys.readouterr().err and not out.exists()
+
+
+# ---------------------------------------------------------------------------- the bundled ≈4-bit file
+
+FOUR_BIT_FILE = REPO / "weights" / "vgg19-4bit.pqw"
+needs_four_bit = pytest.mark.skipif(not FOUR_BIT_FILE.is_file(), reason="no weights/vgg19-4bit.pqw")
+FOUR_BIT_BITS = {**{n: 6 for n in CONV_NAMES},
+                 "block1_conv1": 8, "block1_conv2": 8, "block2_conv1": 8, "block2_conv2": 8,
+                 "block4_conv1": 5, "block4_conv2": 4, "block4_conv3": 5, "block4_conv4": 6,
+                 "block5_conv1": 7, "block5_conv2": 1, "block5_conv3": 1, "block5_conv4": 1}
+
+
+@needs_four_bit
+def test_four_bit_file_is_what_the_readme_says():
+    assert FOUR_BIT_FILE.stat().st_size <= 10_000_000
+    header, tensors = load_dequantized(FOUR_BIT_FILE)
+    assert {e["name"]: e["bits"] for e in header["layers"]} == FOUR_BIT_BITS
+    assert header["source"]["sha256"] == SOURCE_SHA256
+    assert header["preprocessing"]["channel_order"] == "BGR"
+    calibration = json.loads(header["metadata"]["calibration"])
+    # calibrated on boston.jpg only: the evaluation images (tubingen, golden_gate, starry_night,
+    # the_scream) are kept out
+    assert [i["name"] for i in calibration["images"]] == ["boston.jpg"]
+    assert calibration["images"][0]["sha256"] == \
+        "321a8f086c0ccb6066301edf4ff3e1f899362f86481f72ef03811acba9dc0a28"
+    assert all(np.unique(w).size <= 1 << FOUR_BIT_BITS[n] for n, (w, _) in tensors.items())
+
+
+@needs_four_bit
+@needs_shared
+def test_four_bit_file_keeps_style_grams_within_5_percent():
+    """On an evaluation painting (never used for calibration), every default style layer's Gram
+    matrix is within 5 % of the float network's (the issue's target)."""
+    from pastiche.imageio import load_image
+    from pastiche.losses import gram
+
+    image = load_image(SHARED / "data" / "images" / "starry_night.jpg", pixels=256 * 192)
+    layers = ("block1_relu1", "block2_relu1", "block3_relu1", "block4_relu1", "block5_relu1")
+    ref = vgg19(weights=BUNDLED_FILE, up_to="block5_relu1")
+    got = vgg19(weights=FOUR_BIT_FILE, up_to="block5_relu1")
+    with torch.no_grad():
+        a, b = got(image, layers), ref(image, layers)
+    for layer in layers:
+        error = float((gram(a[layer]) - gram(b[layer])).norm() / gram(b[layer]).norm())
+        assert error <= 0.05, (layer, error)
