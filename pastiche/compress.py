@@ -104,14 +104,19 @@ def quantize(weight: np.ndarray, bias: np.ndarray, bits: int) -> Tuple[Quantized
     return QuantizedLayer.from_indices(indices, centroids, bias, bits=bits), method
 
 
+def _report(name: str, weight: np.ndarray, layer: QuantizedLayer, method: str, start: float,
+            output_error: Optional[float] = None) -> LayerReport:
+    """What quantizing ``weight`` into ``layer`` did, for the per-layer table."""
+    error = np.abs(layer.dequantize() - weight)
+    nbytes = layer.packed.nbytes + layer.centroids.nbytes + layer.bias.nbytes
+    return LayerReport(name, int(np.unique(weight).size), layer.bits, method, float(error.max()),
+                       float(error.mean()), nbytes, time.perf_counter() - start, output_error)
+
+
 def _quantize_job(name: str, weight: np.ndarray, bias: np.ndarray, bits: int) -> Tuple[str, QuantizedLayer, LayerReport]:
     start = time.perf_counter()
     layer, method = quantize(weight, bias, bits)
-    error = np.abs(layer.dequantize() - weight)
-    nbytes = layer.packed.nbytes + layer.centroids.nbytes + layer.bias.nbytes
-    report = LayerReport(name, int(np.unique(weight).size), bits, method, float(error.max()),
-                         float(error.mean()), nbytes, time.perf_counter() - start)
-    return name, layer, report
+    return name, layer, _report(name, weight, layer, method, start)
 
 
 # ---------------------------------------------------------------------------- data-aware quantization
@@ -243,7 +248,7 @@ def _refit(index, target, hessian, k: int, rows: int, generator):
 
 
 def _calibrated_layer(weight: np.ndarray, bias: np.ndarray, bits: int, inputs, targets, *,
-                      positions: int, damp: float, refit: int, generator, distill: bool = True) -> Tuple[QuantizedLayer, float]:
+                      positions: int, damp: float, refit: int, generator) -> Tuple[QuantizedLayer, float]:
     """Quantize one convolution against calibration data (steps 1-5 above).
 
     ``inputs``: the layer's inputs on the quantized path, [(1, C, H, W)]; ``targets``: the float
@@ -272,11 +277,8 @@ def _calibrated_layer(weight: np.ndarray, bias: np.ndarray, bits: int, inputs, t
     lam = damp * float(hessian.diagonal()[:d].mean())
     source = torch.cat([torch.from_numpy(weight).reshape(m, d), torch.from_numpy(bias)[:, None]], 1).double()
     damped = hessian + lam * torch.eye(d + 1, dtype=torch.float64)
-    if distill:
-        rhs = cross + lam * source
-        target = torch.cholesky_solve(rhs.T.contiguous(), torch.linalg.cholesky(damped)).T  # W*
-    else:
-        rhs, target = source @ damped, source
+    rhs = cross + lam * source
+    target = torch.cholesky_solve(rhs.T.contiguous(), torch.linalg.cholesky(damped)).T  # W*
 
     def loss(w: torch.Tensor) -> float:  # ‖X wᵀ - Y‖² + λ‖w - W_source‖², up to a constant
         return float(((w @ damped) * w).sum() - 2 * (w * rhs).sum())
@@ -376,11 +378,7 @@ def calibrated_quantize(layers: Layers, bits: Mapping[str, int], images: Sequenc
             same = outs_q is outs_f
             floats = [F.relu_(y) for y in outs_f]
             quants = floats if same else [F.relu_(y) for y in outs_q]
-            error = np.abs(layer.dequantize() - weight)
-            nbytes = layer.packed.nbytes + layer.centroids.nbytes + layer.bias.nbytes
-            done[name] = (layer, LayerReport(name, int(np.unique(weight).size), bits[name], method,
-                                             float(error.max()), float(error.mean()), nbytes,
-                                             time.perf_counter() - start, rel))
+            done[name] = (layer, _report(name, weight, layer, method, start, rel))
             bar.update()
     return done
 

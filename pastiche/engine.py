@@ -23,8 +23,8 @@ from torch.nn import functional as F
 from . import color
 from .errors import PasticheError
 from .imageio import ImageLike, load_image, open_image, resized_dims, to_pil
-from .optim import LBFGS, Adam
 from .losses import content_loss, gram, style_loss, tv_loss
+from .optim import LBFGS, Adam
 from .vgg import LAYER_INDEX, LAYER_NAMES, VGG19, check_layers, vgg19
 
 DEFAULT_CONTENT_LAYERS = ("block4_relu2",)

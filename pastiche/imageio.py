@@ -6,6 +6,7 @@ ever sees upright 8-bit RGB, whatever the file's mode, bit depth, orientation or
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import numbers
@@ -14,7 +15,7 @@ import pathlib
 import struct
 import tempfile
 import warnings
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -242,17 +243,23 @@ def check_output_path(
     if ext not in SUPPORTED_EXTENSIONS:
         what = f"unsupported extension '{p.suffix}'" if p.suffix else "no file extension"
         raise PasticheError(f"cannot write output '{p}': {what}; use one of {_SUPPORTED}")
+    return check_writable(p, inputs=inputs, kind="output", input_kind="input image")
+
+
+def check_writable(p: pathlib.Path, *, inputs: Sequence[object], kind: str, input_kind: str) -> pathlib.Path:
+    """``p`` can be created or replaced, and is none of the path entries of ``inputs``; the
+    errors say "cannot write {kind} 'p'" and "refusing to overwrite {input_kind} 'q'"."""
     if p.is_dir():
-        raise PasticheError(f"cannot write output '{p}': it is a directory; give a file name")
+        raise PasticheError(f"cannot write {kind} '{p}': it is a directory; give a file name")
     parent = p.parent
     if not parent.is_dir():
         raise PasticheError(
-            f"cannot write output '{p}': directory '{parent}' does not exist; "
+            f"cannot write {kind} '{p}': directory '{parent}' does not exist; "
             "create it or choose another --output"
         )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PasticheError(
-            f"cannot write output '{p}': directory '{parent}' is not writable; "
+            f"cannot write {kind} '{p}': directory '{parent}' is not writable; "
             "choose another --output"
         )
     for inp in inputs:
@@ -265,7 +272,7 @@ def check_output_path(
             same = False
         if same:
             raise PasticheError(
-                f"refusing to overwrite input image '{q}' with the output; choose another --output"
+                f"refusing to overwrite {input_kind} '{q}' with the output; choose another --output"
             )
     return p
 
@@ -278,6 +285,23 @@ def _new_file_mode(target: pathlib.Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_file(path: pathlib.Path, *, suffix: str = ".tmp") -> Iterator[str]:
+    """A temporary file name beside ``path`` (same filesystem, so the rename is atomic). When the
+    block finishes, the file takes the mode a plain open() would give and replaces ``path``; if
+    the block fails or is interrupted, it is removed and ``path`` is untouched."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, _new_file_mode(path))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def save_image(
@@ -293,17 +317,11 @@ def save_image(
     im = to_pil(image) if isinstance(image, torch.Tensor) else open_image(image, name="output image")
     fmt = SUPPORTED_EXTENSIONS[p.suffix.lower()]
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    tmp: Optional[str] = None
     try:
-        # Same directory so os.replace is an atomic rename on the same filesystem.
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(p) as tmp, open(tmp, "wb") as f:
             im.save(f, format=fmt, **options)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _new_file_mode(p))
-        os.replace(tmp, p)
-        tmp = None
     except Exception as exc:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             reason = "the disk is full; free some space or choose another --output"
@@ -312,10 +330,4 @@ def save_image(
         else:
             reason = f"{_first_line(exc)}; choose another --output"
         raise PasticheError(f"cannot write output '{p}': {reason}") from None
-    finally:
-        if tmp is not None:  # failure (or interrupt) before the rename: drop the partial file
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
     return p

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -28,7 +27,7 @@ from torch.nn import functional as F
 
 from . import color
 from .errors import PasticheError
-from .imageio import SUPPORTED_EXTENSIONS, ImageLike, open_image, save_image
+from .imageio import SUPPORTED_EXTENSIONS, ImageLike, atomic_file, check_writable, open_image, save_image
 
 PathLike = Union[str, os.PathLike]
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")  # inputs
@@ -119,40 +118,19 @@ def check_video_output(path: PathLike, *, inputs: Sequence[object] = ()) -> Path
     if p.suffix.lower() not in OUTPUT_EXTENSIONS:
         raise PasticheError(f"cannot write video '{p}': unsupported extension '{p.suffix}'; use one of "
                             f"{', '.join(OUTPUT_EXTENSIONS)}")
-    if p.is_dir():
-        raise PasticheError(f"cannot write video '{p}': it is a directory; give a file name")
-    if not p.parent.is_dir():
-        raise PasticheError(f"cannot write video '{p}': directory '{p.parent}' does not exist;"
-                            " create it or choose another --output")
-    if not os.access(p.parent, os.W_OK | os.X_OK):
-        raise PasticheError(f"cannot write video '{p}': directory '{p.parent}' is not writable;"
-                            " choose another --output")
-    for q in (Path(os.fspath(i)) for i in inputs if isinstance(i, (str, os.PathLike))):
-        if p.resolve() == q.resolve():
-            raise PasticheError(f"refusing to overwrite input '{q}' with the output; choose another --output")
-    return p
+    return check_writable(p, inputs=inputs, kind="video", input_kind="input")
 
 
 @contextlib.contextmanager
 def _atomic(path: Path) -> Iterator[str]:
     """A temporary file beside ``path`` (same extension) that replaces it only on success."""
-    av, tmp = _av(), None
+    av = _av()
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-        os.close(fd)
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-        tmp = None
+        with atomic_file(path, suffix=path.suffix) as tmp:
+            yield tmp
     except (OSError, av.error.FFmpegError) as e:
         raise PasticheError(f"cannot write video '{path}': {getattr(e, 'strerror', None) or e};"
                             " choose another --output") from None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, fps: Fraction,
