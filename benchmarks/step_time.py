@@ -33,9 +33,11 @@ PEER = SHARED / "tools" / "peer-pastiche"
 ROW = re.compile(r"^(\d+)\s+([\d.]+)\s+\S+\s*$")
 
 
-def run(command: List[str]) -> Tuple[float, float]:
+def run(command: List[str], cwd: str) -> Tuple[float, float]:
     """(seconds per step, peak RSS in MB) of one run."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # cwd outside the repo: `python -m pastiche` (which peer-pastiche runs) puts the working
+    # directory first on sys.path, so from the repo root the "peer" would be this pastiche.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd)
     text = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     if status != 0:
@@ -65,6 +67,9 @@ def main() -> None:
              " pastiche 1.6.0 peak RSS MB | ours peak RSS MB | ratio | ours --low-memory peak RSS MB | ratio |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
+        version = subprocess.run([str(PEER), "--version"], capture_output=True, text=True, cwd=tmp).stdout
+        if version.strip() != "pastiche 1.6.0":
+            sys.exit(f"{PEER} --version printed {version.strip()!r}, not 'pastiche 1.6.0'")
         for size, steps in zip(args.sizes.split(","), args.steps.split(",")):
             size_args = ["--size", size] if int(size) <= 4096 else ["--size-pixels", size]
             common = ["--content", content, "--num-steps", steps, "--info-step", "1", "--seed", "0",
@@ -76,7 +81,7 @@ def main() -> None:
             results: Dict[str, List[Tuple[float, float]]] = {name: [] for name in tools}
             for _ in range(args.rounds):
                 for name, command in tools.items():
-                    results[name].append(run(command))
+                    results[name].append(run(command, tmp))
                     print(name, size, results[name][-1], flush=True)
             (p_t, o_t, l_t), (p_m, o_m, l_m) = ([statistics.median(r[i] for r in results[n]) for n in tools]
                                                 for i in (0, 1))
