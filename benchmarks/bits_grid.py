@@ -23,7 +23,8 @@ pastiche's own schedule (coarse-to-fine levels, then ``--num-steps`` at ``--size
 
 Writes ``benchmarks/results/bits_grid.png`` (the transfers, labelled by bit width) and
 ``benchmarks/results/bits_grid.md`` (the table and the command that made it). Compressed files,
-transfers and their scores are cached in ``--cache`` (keyed by file hash and settings).
+transfers and their scores are cached in ``--cache`` (keyed by file hash, settings and the
+hash of pastiche's source).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import shlex
@@ -53,12 +55,12 @@ DEEPEST = "block5_relu4"  # no default loss reads it: shows what the unused laye
 CALIBRATION = ("boston.jpg",)
 EVAL_CONTENTS = ("tubingen.jpg", "golden_gate.jpg")
 EVAL_STYLES = ("starry_night.jpg", "the_scream.jpg")
-PARAMS = 20_024_384  # VGG19's convolution weights
 
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from pastiche.engine import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS  # noqa: E402
+from pastiche.quantized import read_header  # noqa: E402
 
 # The data-aware variants: name → (label, pastiche-compress options). {calibrate} is replaced by
 # the calibration image paths.
@@ -70,12 +72,12 @@ CALIBRATED = {
                      ["--bits", f"4,{EXACT_SMALL},block3_conv2=3,block3_conv3=3,block3_conv4=3,"
                                 "block4_conv2=3,block5_conv1=5",
                       "--calibrate", "{calibrate}"]),
-    # Bits go where the default layers need them; block5_conv2-4, which no default layer reads
-    # (block5_relu1 is the deepest), get 1 bit. This is the bundled vgg19-4bit.
-    "4bit-cal": ("data-aware ≈4 bits, unused block5_conv2-4 at 1 bit (vgg19-4bit)",
+    # Bits go where the default layers need them, and block5_conv2-4, which no default layer reads
+    # (block5_relu1 is the deepest), are left out. This is the bundled vgg19-4bit.
+    "4bit-cal": ("data-aware ≈4 bits, up to block5_relu1 (bundled vgg19-4bit)",
                  ["--bits", f"6,{EXACT_SMALL},block4_conv1=5,block4_conv2=4,block4_conv3=5,"
-                            "block4_conv4=6,block5_conv1=7,block5_conv2=1,block5_conv3=1,block5_conv4=1",
-                  "--calibrate", "{calibrate}"]),
+                            "block4_conv4=6,block5_conv1=7",
+                  "--up-to", "block5_relu1", "--calibrate", "{calibrate}"]),
 }
 
 
@@ -130,6 +132,10 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# Cached transfers are only comparable when made by the same engine: the key includes this.
+CODE = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((REPO / "pastiche").glob("*.py")))).hexdigest()
+
+
 # ---------------------------------------------------------------------------- measurements
 
 def load_time(path: Path, repeats: int) -> float:
@@ -157,26 +163,28 @@ def eval_images(size: int) -> Dict[str, "object"]:
     return {name: load_image(IMAGES / name, pixels=pixels) for name in EVAL_CONTENTS + EVAL_STYLES}
 
 
-def feature_errors(path: Path, reference: Dict, images: Dict) -> Tuple[List[float], float, float]:
+def feature_errors(path: Path, reference: Dict, images: Dict) -> Tuple[List[float], float, Optional[float]]:
     """Largest over the images of: relative Gram error per style layer, relative content-feature
-    error, relative Gram error at DEEPEST."""
+    error, relative Gram error at DEEPEST (None when the file stops before it, --up-to)."""
     import torch
 
     from pastiche.losses import gram
     from pastiche.vgg import vgg19
 
-    model = vgg19(weights=path, up_to=DEEPEST)
+    model = vgg19(weights=path)  # every layer the file holds
+    held = DEEPEST in model.layers
     grams, content, deepest = [0.0] * len(STYLE_LAYERS), 0.0, 0.0
     rel = lambda a, b: float((a - b).norm() / b.norm())  # noqa: E731
     with torch.no_grad():
         for name, image in images.items():
-            acts = model(image, STYLE_LAYERS + (CONTENT_LAYER, DEEPEST))
+            acts = model(image, STYLE_LAYERS + (CONTENT_LAYER,) + ((DEEPEST,) if held else ()))
             ref = reference[name]
             for i, layer in enumerate(STYLE_LAYERS):
                 grams[i] = max(grams[i], rel(gram(acts[layer]), gram(ref[layer])))
             content = max(content, rel(acts[CONTENT_LAYER], ref[CONTENT_LAYER]))
-            deepest = max(deepest, rel(gram(acts[DEEPEST]), gram(ref[DEEPEST])))
-    return grams, content, deepest
+            if held:
+                deepest = max(deepest, rel(gram(acts[DEEPEST]), gram(ref[DEEPEST])))
+    return grams, content, deepest if held else None
 
 
 def reference_features(path: Path, images: Dict) -> Dict:
@@ -211,7 +219,7 @@ def run_transfer(path: Path, content: str, style: str, args, cache: Path,
 
     from pastiche.engine import transfer
 
-    key = hashlib.sha256(json.dumps([sha256(path), content, style, args.size, args.num_steps,
+    key = hashlib.sha256(json.dumps([sha256(path), CODE, content, style, args.size, args.num_steps,
                                      args.coarse, args.seed] + ([noise_seed] if noise_seed else []))
                          .encode()).hexdigest()[:16]
     png, meta = cache / "transfers" / f"{key}.png", cache / "transfers" / f"{key}.json"
@@ -309,7 +317,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = {}
     for n in names:
         grams, content, deepest = feature_errors(files[n], reference, images)
-        rows[n] = {"size": files[n].stat().st_size, "load": load_time(files[n], args.repeats),
+        held = sum(math.prod(e["shape"]) for e in read_header(files[n])[0]["layers"])  # weights in the file
+        rows[n] = {"size": files[n].stat().st_size, "weights": held, "load": load_time(files[n], args.repeats),
                    "grams": grams, "content": content, "deepest": deepest, "judge": {}}
     tiles = []
     for i, (c, s) in enumerate(pairs):
@@ -348,9 +357,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         f" {', '.join(EVAL_CONTENTS)} (contents), {', '.join(EVAL_STYLES)} (styles) — disjoint  ",
         "Errors are relative to the 8-bit file (= the float source), the largest over the four"
         " evaluation images at the transfer's pixel count; judge: `benchmarks/judge.py` on the saved PNG"
-        " (lower is better), ratio to the 8-bit transfer in parentheses.",
+        " (lower is better), ratio to the 8-bit transfer in parentheses. Bits/weight held: file bytes"
+        " × 8 over the weights of the convolutions the file holds.",
         "",
-        "| variant | file size (bytes) | bits/weight | load (s) | " + " | ".join(f"Gram {short(l)}" for l in STYLE_LAYERS)
+        "| variant | file size (bytes) | bits/weight held | load (s) | " + " | ".join(f"Gram {short(l)}" for l in STYLE_LAYERS)
         + f" | content {short(CONTENT_LAYER)} | Gram {short(DEEPEST)}\\* | " + " | ".join(f"judge {c.split('.')[0]} × {s.split('.')[0]}" for c, s in pairs) + " |",
         "|---|---:|---:|---:|" + "---:|" * (len(STYLE_LAYERS) + 2 + len(pairs)),
     ]
@@ -363,8 +373,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 judges.append(f"{r['judge'][p]:,.0f} ({r['judge'][p] / ref_judge[p]:.3f})")
             else:
                 judges.append("–")
-        lines.append(f"| {variant_label(n)} | {r['size']:,} | {8 * r['size'] / PARAMS:.2f} | {r['load']:.3f} | "
-                     + " | ".join(pct(g) for g in r["grams"]) + f" | {pct(r['content'])} | {pct(r['deepest'])} | "
+        lines.append(f"| {variant_label(n)} | {r['size']:,} | {8 * r['size'] / r['weights']:.2f} | {r['load']:.3f} | "
+                     + " | ".join(pct(g) for g in r["grams"]) + f" | {pct(r['content'])} | {'not held' if r['deepest'] is None else pct(r['deepest'])} | "
                      + " | ".join(judges) + " |")
     if spread:
         lines += ["", f"**Chance.** Each check transfer again from {args.noise_runs} starts that differ from"
@@ -378,7 +388,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                          f" {runs[0]:,.0f} | {', '.join(f'{v:,.0f}' for v in values)} |"
                          f" {statistics.mean(runs):,.0f} | {statistics.mean(runs) / statistics.mean(ref):.3f} |")
     lines += ["", f"\\* {DEEPEST} is read by no default loss (the deepest default layer is block5_relu1);"
-              " it shows what a variant does to block5_conv2-4."]
+              " it shows what a variant does to block5_conv2-4. \"not held\": the file stops at"
+              " block5_relu1 (`--up-to`), so asking it for a deeper layer is an error, not a silent"
+              " approximation."]
     lines += ["", "Each file was made by (paths relative to the repo root; the output name is free):", ""]
     lines += [f"* {variant_label(n)}: `{shown_command(n)}`" for n in names]
     table = "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ import numpy as np
 from . import __version__
 from .errors import PasticheError
 from .quantized import QuantizedLayer, WeightsFile, save_file
-from .vgg import CAFFE_PREPROCESSING, CONV_NAMES
+from .vgg import CAFFE_PREPROCESSING, CONV_NAMES, LAYER_INDEX, check_layers
 
 TORCHVISION_PREPROCESSING = {"channel_order": "RGB", "scale": 1.0,
                              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -338,7 +338,8 @@ def _calibrated_layer(weight: np.ndarray, bias: np.ndarray, bits: int, inputs, t
 def calibrated_quantize(layers: Layers, bits: Mapping[str, int], images: Sequence, *,
                         preprocessing: str = "caffe", positions: int = 16384, damp: float = 0.1,
                         refit: int = 1, seed: int = 0, progress: bool = True) -> Dict[str, Tuple[QuantizedLayer, LayerReport]]:
-    """Quantize all of VGG19 layer by layer against ``images`` (see the section comment)."""
+    """Quantize VGG19's convolutions named in ``bits`` (the first ones, in order) layer by layer
+    against ``images`` (see the section comment)."""
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
@@ -349,7 +350,7 @@ def calibrated_quantize(layers: Layers, bits: Mapping[str, int], images: Sequenc
     pre = PREPROCESSING[preprocessing]
     done: Dict[str, Tuple[QuantizedLayer, LayerReport]] = {}
     names = iter(CONV_NAMES)
-    with torch.no_grad(), tqdm(total=len(CONV_NAMES), desc="calibrating", unit="layer",
+    with torch.no_grad(), tqdm(total=len(bits), desc="calibrating", unit="layer",
                                disable=not progress) as bar:
         floats = [_normalize(image, pre) for image in images]
         quants = floats  # the same list while every layer so far is exact
@@ -360,6 +361,8 @@ def calibrated_quantize(layers: Layers, bits: Mapping[str, int], images: Sequenc
                 quants = floats if same else [F.max_pool2d(x, 2) for x in quants]
                 continue
             name = next(names)
+            if name not in bits:
+                break
             start = time.perf_counter()
             weight, bias = layers[name]
             wf, bf = torch.from_numpy(weight), torch.from_numpy(bias)
@@ -439,23 +442,32 @@ def compress(source: Union[str, os.PathLike], output: Union[str, os.PathLike], *
              jobs: Optional[int] = None, progress: bool = True,
              calibrate: Sequence[Union[str, os.PathLike]] = (),
              calibration_sizes: Sequence[int] = CALIBRATION_SIZES, positions: int = 16384,
-             damp: float = 0.1, refit: int = 1, seed: int = 0) -> List[LayerReport]:
-    """Compress ``source`` into the weights file ``output``; ``bits`` is one width or per layer.
+             damp: float = 0.1, refit: int = 1, seed: int = 0, up_to: Optional[str] = None) -> List[LayerReport]:
+    """Compress ``source`` into the weights file ``output``; ``bits`` is one width or per layer
+    (key ``"*"``: the unnamed layers' width, default 8).
+
+    ``up_to``: keep only the convolutions that layer needs (e.g. ``"block5_relu1"``, the deepest
+    layer pastiche's default losses read); the file then serves layers up to there only.
 
     Without ``calibrate``, each layer gets optimal 1-D k-means of its weights (in parallel
     processes). With calibration images (each used at every long edge in ``calibration_sizes``),
     layers are quantized in order against the float network's outputs on them: see
     :func:`calibrated_quantize`. ``positions``, ``damp``, ``refit`` and ``seed`` tune that.
     """
-    per_layer = {name: bits if isinstance(bits, int) else bits.get(name, 8) for name in CONV_NAMES}
+    last = LAYER_INDEX[check_layers([up_to], option="--up-to")[0]] if up_to else len(LAYER_INDEX) - 1
+    kept = [n for n in CONV_NAMES if LAYER_INDEX[n] <= last]
+    per_layer = {name: bits if isinstance(bits, int) else bits.get(name, bits.get("*", 8)) for name in kept}
     for name, b in per_layer.items():
         if not (isinstance(b, int) and 1 <= b <= 8):
             raise PasticheError(f"--bits for {name} is {b}; choose an integer from 1 to 8")
     if not isinstance(bits, int):
-        unknown = sorted(set(bits) - set(CONV_NAMES))
+        unknown = sorted(set(bits) - set(CONV_NAMES) - {"*"})
         if unknown:
             raise PasticheError(f"--bits names unknown layer '{unknown[0]}'; the convolutions are"
                                 f" {CONV_NAMES[0]} ... {CONV_NAMES[-1]}")
+        dropped = [n for n in bits if n not in kept and n != "*"]
+        if dropped:
+            raise PasticheError(f"--bits names {dropped[0]}, which --up-to {up_to} leaves out")
     for value, option in ((positions, "--positions"), (refit + 1, "--refit")):
         if not (isinstance(value, int) and value >= 1):
             raise PasticheError(f"{option} must be a whole number ≥ {1 if option == '--positions' else 0}")
@@ -490,7 +502,7 @@ def compress(source: Union[str, os.PathLike], output: Union[str, os.PathLike], *
         from tqdm.auto import tqdm
 
         # Biggest layers first so the pool's processes finish together.
-        order = sorted(CONV_NAMES, key=lambda n: -layers[n][0].size)
+        order = sorted(kept, key=lambda n: -layers[n][0].size)
         with ProcessPoolExecutor(jobs or os.cpu_count() or 1) as pool, \
                 tqdm(total=len(order), desc="compressing", unit="layer", disable=not progress) as bar:
             futures = [pool.submit(_quantize_job, n, *layers[n], per_layer[n]) for n in order]
@@ -498,10 +510,10 @@ def compress(source: Union[str, os.PathLike], output: Union[str, os.PathLike], *
                 name, layer, report = future.result()
                 done[name] = (layer, report)
                 bar.update()
-    weights = WeightsFile("vgg19", PREPROCESSING[preprocessing], {n: done[n][0] for n in CONV_NAMES},
+    weights = WeightsFile("vgg19", PREPROCESSING[preprocessing], {n: done[n][0] for n in kept},
                           {"name": Path(source).name, "sha256": sha}, metadata)
     save_file(weights, output)
-    return [done[n][1] for n in CONV_NAMES]
+    return [done[n][1] for n in kept]
 
 
 def format_report(reports: Sequence[LayerReport]) -> str:
@@ -520,7 +532,7 @@ def format_report(reports: Sequence[LayerReport]) -> str:
 
 def parse_bits(text: str) -> Union[int, Dict[str, int]]:
     """``8``, ``block1_conv1=8,block5_conv4=4,...`` (unnamed layers: 8) or ``4,block1_conv1=8``
-    (a bare number sets the unnamed layers) → bits."""
+    (a bare number sets the unnamed layers: key ``"*"``) → bits."""
     try:
         if "=" not in text:
             return int(text)
@@ -531,7 +543,7 @@ def parse_bits(text: str) -> Union[int, Dict[str, int]]:
         raise PasticheError(f"--bits '{text}' is not N or LAYER=N,...; e.g. --bits 4") from None
     if len(bare) > 1:
         raise PasticheError(f"--bits '{text}' gives more than one default width")
-    return {**{name: bare[0] for name in CONV_NAMES}, **named} if bare else named
+    return {"*": bare[0], **named} if bare else named
 
 
 def _sizes(text: str) -> List[int]:
@@ -550,6 +562,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="bits per weight, 1-8; or LAYER=N,... (others 8); or N,LAYER=N,... (default 8)")
     parser.add_argument("--preprocessing", choices=sorted(PREPROCESSING), default="caffe",
                         help="input convention of the source weights (default caffe)")
+    parser.add_argument("--up-to", metavar="LAYER",
+                        help="keep only the convolutions LAYER needs, e.g. block5_relu1 (the deepest"
+                             " layer the default losses read); the file serves no deeper layers")
     parser.add_argument("--jobs", type=int, default=None,
                         help="processes (default: all cores); with --calibrate, torch threads")
     group = parser.add_argument_group(
@@ -576,7 +591,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         reports = compress(args.source, args.output, bits=parse_bits(args.bits),
                            preprocessing=args.preprocessing, jobs=args.jobs,
                            calibrate=args.calibrate, calibration_sizes=args.calibration_sizes,
-                           positions=args.positions, damp=args.damp, refit=args.refit, seed=args.seed)
+                           positions=args.positions, damp=args.damp, refit=args.refit, seed=args.seed,
+                           up_to=args.up_to)
     except PasticheError as e:
         print(f"pastiche-compress: error: {e}", file=sys.stderr)
         return 2

@@ -47,7 +47,9 @@ LAYER_INDEX = {name: i for i, name in enumerate(LAYER_NAMES)}
 CAFFE_PREPROCESSING = {"channel_order": "BGR", "scale": 255.0,
                        "mean": [103.939, 116.779, 123.68], "std": [1.0, 1.0, 1.0]}
 
-BUNDLED = {"vgg19-8bit": "vgg19-8bit.pqw"}
+# Bundled variants (pastiche --weights NAME). vgg19-8bit equals the float source exactly;
+# vgg19-4bit (calibrated, ≈4 bits/weight, up to block5_relu1) is under half its size: see README.
+BUNDLED = {"vgg19-8bit": "vgg19-8bit.pqw", "vgg19-4bit": "vgg19-4bit.pqw"}
 DEFAULT_WEIGHTS = "vgg19-8bit"
 
 
@@ -133,20 +135,29 @@ class _ReLU(torch.autograd.Function):
 
 
 class _MaxPool2x2(torch.autograd.Function):
-    """2x2 max pooling that keeps int32 argmax indices for backward, where autograd keeps the
-    float32 input and int64 indices (6x the memory)."""
+    """2x2 max pooling that keeps for backward which of its 4 inputs won each window, as uint8,
+    where autograd keeps the float32 input and int64 indices (12x the memory). Its backward writes
+    each window's gradient to the winner with 4 strided assignments: no scatter (max_unpool2d),
+    which torch's deterministic mode flags."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y, index = F.max_pool2d(x, 2, 2, return_indices=True)
-        ctx.save_for_backward(index.int())
-        ctx.input_size = x.shape[-2:]
+        y, index = F.max_pool2d(x, 2, 2, return_indices=True)  # index: flat position in (H, W)
+        index, width = index.int(), x.shape[-1]  # int32 division is ~2x faster than int64's
+        # window position 0..3 = 2 * (row is odd) + (column is odd)
+        ctx.save_for_backward(((index // width & 1) * 2 + (index % width & 1)).to(torch.uint8))
+        ctx.input_size = x.shape
         return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (index,) = ctx.saved_tensors
-        return F.max_unpool2d(grad, index.long(), 2, 2, output_size=ctx.input_size)
+        (position,) = ctx.saved_tensors
+        out = grad.new_zeros(ctx.input_size)  # (N, C, H, W); an odd last row/column gets none
+        h, w = grad.shape[-2:]
+        for k in range(4):
+            dy, dx = divmod(k, 2)
+            out[..., dy: 2 * h: 2, dx: 2 * w: 2] = grad * (position == k)
+        return out
 
 
 class Conv3x3(nn.Module):
@@ -249,15 +260,22 @@ def vgg19(*, weights: Union[str, os.PathLike, None] = None, pooling: str = "max"
 
     ``weights``: a bundled name (default ``"vgg19-8bit"``) or a path made by pastiche-compress.
     ``pooling``: ``"max"`` or ``"avg"``. ``up_to``: build only the layers up to this name
-    (deeper layers' weights are not even dequantized).
+    (deeper layers' weights are not even dequantized); by default, every layer the file holds
+    (a file may hold only the first convolutions, e.g. the bundled ``vgg19-4bit``).
     """
     if pooling not in ("max", "avg"):
         raise PasticheError(f"unknown pooling '{pooling}'; use 'max' or 'avg'")
-    last = LAYER_INDEX[check_layers([up_to])[0]] if up_to else len(LAYER_NAMES) - 1
-    names = LAYER_NAMES[: last + 1]
     path = weights_path(weights)
-    header, tensors = load_dequantized(path, names=[n for n in names if n in CONV_NAMES])
-    _check_arch(header, path)
+    last = LAYER_INDEX[check_layers([up_to])[0]] if up_to else len(LAYER_NAMES) - 1
+    header, tensors = load_dequantized(path, names=[n for n in LAYER_NAMES[: last + 1] if n in CONV_NAMES])
+    held = _check_arch(header, path)
+    # The deepest layer computable: the last one, or the one before the first missing convolution.
+    deepest = len(LAYER_NAMES) - 1 if held == len(CONV_NAMES) else LAYER_INDEX[CONV_NAMES[held]] - 1
+    if up_to and last > deepest:
+        raise PasticheError(f"weights '{weights}' hold VGG19 only up to {LAYER_NAMES[deepest]}, so"
+                            f" {LAYER_NAMES[last]} cannot be computed; choose shallower layers or"
+                            f" complete weights such as '{DEFAULT_WEIGHTS}'")
+    names = LAYER_NAMES[: min(last, deepest) + 1]
     layers: Dict[str, nn.Module] = {}
     for name in names:
         if "_conv" in name:
@@ -269,18 +287,20 @@ def vgg19(*, weights: Union[str, os.PathLike, None] = None, pooling: str = "max"
     return VGG19(layers, header["preprocessing"]).place(device)
 
 
-def _check_arch(header: Dict, path: Path) -> None:
-    """The file must hold exactly VGG19's 16 convolutions with their shapes."""
+def _check_arch(header: Dict, path: Path) -> int:
+    """The file must hold VGG19's first convolutions, in order, with their shapes (all 16, or
+    a prefix of them); returns how many."""
     expected, in_channels = [], 3
     for item in CFG_E:
         if item != "M":
             expected.append([item, in_channels, 3, 3])
             in_channels = item
-    found = {e["name"]: e["shape"] for e in header["layers"]}
-    if header.get("arch") != "vgg19" or found != dict(zip(CONV_NAMES, expected)):
-        raise PasticheError(f"invalid weights file '{path}': it does not hold VGG19's 16"
-                            " convolutions; use a file made by pastiche-compress")
+    found = [[e["name"], e["shape"]] for e in header["layers"]]
+    if header.get("arch") != "vgg19" or found != [list(p) for p in zip(CONV_NAMES, expected)][: len(found)]:
+        raise PasticheError(f"invalid weights file '{path}': it does not hold VGG19's convolutions"
+                            " in order; use a file made by pastiche-compress")
     pre = header.get("preprocessing", {})
     if (pre.get("channel_order") not in ("RGB", "BGR") or not isinstance(pre.get("scale"), (int, float))
             or len(pre.get("mean", ())) != 3 or len(pre.get("std", ())) != 3):
         raise PasticheError(f"invalid weights file '{path}': bad preprocessing {pre}")
+    return len(found)

@@ -202,6 +202,8 @@ BAD_INPUTS = {
     "workspace is a file": ({"--workspace": "content.png"}, ["--workspace", "content.png"]),
     "supplemental index out of range": ({"--supplemental-device": ["cpu", "99"]}, ["--supplemental-device", "99"]),
     "missing weights file": ({"--weights": "nope.pqw"}, ["nope.pqw"]),
+    "layer deeper than the weights hold": ({"--weights": "vgg19-4bit", "--style-layers": ["block5_relu2"]},
+                                           ["vgg19-4bit", "block5_relu2", "vgg19-8bit"]),
 }
 
 

@@ -20,7 +20,7 @@ from pastiche.compress import (
     weighted_kmeans,
 )
 from pastiche.errors import PasticheError
-from pastiche.quantized import load_dequantized, read_header
+from pastiche.quantized import load_dequantized, load_file, read_header
 from pastiche.vgg import CONV_NAMES, vgg19
 
 REPO = Path(__file__).resolve().parents[1]
@@ -316,8 +316,7 @@ def test_gptq_rounds_to_the_codebook_and_beats_nearest_rounding():
 
 def test_parse_bits_with_a_default_width():
     bits = parse_bits("4,block1_conv1=8, block5_conv4=1")
-    assert set(bits) == set(CONV_NAMES)
-    assert bits["block1_conv1"] == 8 and bits["block5_conv4"] == 1 and bits["block3_conv2"] == 4
+    assert bits == {"*": 4, "block1_conv1": 8, "block5_conv4": 1}
     with pytest.raises(PasticheError, match="more than one"):
         parse_bits("4,5,block1_conv1=8")
 
@@ -414,6 +413,29 @@ def test_calibrated_compression_is_reproducible(dense_source, calibration_photo,
     assert (tmp_path / "a.pqw").read_bytes() == (tmp_path / "b.pqw").read_bytes()
 
 
+def test_up_to_keeps_the_first_convolutions_unchanged(dense_source, calibration_photo, tmp_path, capsys):
+    """--up-to drops the convolutions after that layer; the kept ones are byte for byte what a
+    full compression makes (layers are quantized in network order), plain and calibrated."""
+    for extra in ([], ["--calibrate", str(calibration_photo), "--calibration-sizes", "48"]):
+        full, cut = tmp_path / "full.pqw", tmp_path / "cut.pqw"
+        common = [str(dense_source), "--bits", "8,block1_conv2=3", "--jobs", "1", *extra]
+        assert main([common[0], str(full), *common[1:]]) == 0
+        assert main([common[0], str(cut), *common[1:], "--up-to", "block5_relu1"]) == 0
+        rows = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("block")]
+        assert rows == list(CONV_NAMES) + list(CONV_NAMES[:13])  # the two runs' per-layer reports
+        a, b = load_file(full), load_file(cut)
+        assert list(b.layers) == list(CONV_NAMES[:13])
+        for name, layer in b.layers.items():
+            assert layer.packed.tobytes() == a.layers[name].packed.tobytes()
+            assert np.array_equal(layer.centroids, a.layers[name].centroids)
+        assert cut.stat().st_size < full.stat().st_size
+    assert main([str(dense_source), str(cut), "--bits", "block5_conv2=4", "--up-to", "block5_relu1"]) == 2
+    assert capsys.readouterr().err.strip() == ("pastiche-compress: error: --bits names block5_conv2,"
+                                               " which --up-to block5_relu1 leaves out")
+    assert main([str(dense_source), str(cut), "--up-to", "block6_relu1"]) == 2
+    assert "unknown --up-to 'block6_relu1'" in capsys.readouterr().err
+
+
 def test_calibration_errors(dense_source, calibration_photo, tmp_path, capsys):
     out = tmp_path / "o.pqw"
     assert main([str(dense_source), str(out), "--bits", "4", "--calibrate", str(tmp_path / "nope.jpg")]) == 2
@@ -423,17 +445,15 @@ def test_calibration_errors(dense_source, calibration_photo, tmp_path, capsys):
         assert "pastiche-compress: error:" in capsys.readouterr().err and not out.exists()
 
 
-# ---------------------------------------------------------------------------- the bundled ≈4-bit file
+# ---------------------------------------------------------------------------- the bundled vgg19-4bit
 
 FOUR_BIT_FILE = REPO / "weights" / "vgg19-4bit.pqw"
-needs_four_bit = pytest.mark.skipif(not FOUR_BIT_FILE.is_file(), reason="no weights/vgg19-4bit.pqw")
-FOUR_BIT_BITS = {**{n: 6 for n in CONV_NAMES},
+FOUR_BIT_BITS = {**{n: 6 for n in CONV_NAMES[:13]},
                  "block1_conv1": 8, "block1_conv2": 8, "block2_conv1": 8, "block2_conv2": 8,
                  "block4_conv1": 5, "block4_conv2": 4, "block4_conv3": 5, "block4_conv4": 6,
-                 "block5_conv1": 7, "block5_conv2": 1, "block5_conv3": 1, "block5_conv4": 1}
+                 "block5_conv1": 7}  # and no block5_conv2-4: made with --up-to block5_relu1
 
 
-@needs_four_bit
 def test_four_bit_file_is_what_the_readme_says():
     assert FOUR_BIT_FILE.stat().st_size <= 10_000_000
     header, tensors = load_dequantized(FOUR_BIT_FILE)
@@ -449,7 +469,13 @@ def test_four_bit_file_is_what_the_readme_says():
     assert all(np.unique(w).size <= 1 << FOUR_BIT_BITS[n] for n, (w, _) in tensors.items())
 
 
-@needs_four_bit
+def test_four_bit_file_is_bundled_and_refuses_deeper_layers():
+    model = vgg19(weights="vgg19-4bit")
+    assert list(model.layers)[-1] == "block5_relu1"
+    with pytest.raises(PasticheError, match="hold VGG19 only up to block5_relu1, so block5_relu2"):
+        vgg19(weights="vgg19-4bit", up_to="block5_relu2")
+
+
 @needs_shared
 def test_four_bit_file_keeps_style_grams_within_5_percent():
     """On an evaluation painting (never used for calibration), every default style layer's Gram

@@ -213,20 +213,38 @@ def _save_variant(path, drop=(), shape_of=None, arch="vgg19"):
     return path
 
 
-def test_file_with_15_layers(tmp_path):
-    path = _save_variant(tmp_path / "15.pqw", drop=("block5_conv4",))
+def test_file_holding_the_first_convolutions(tmp_path, image):
+    """A file may hold a prefix of the convolutions (pastiche-compress --up-to): it builds up to
+    the layer before the first missing one, and a deeper layer is refused by name."""
+    path = _save_variant(tmp_path / "13.pqw", drop=("block5_conv2", "block5_conv3", "block5_conv4"))
+    model = vgg19(weights=path)
+    assert list(model.layers) == list(EXPECTED_NAMES[: EXPECTED_NAMES.index("block5_relu1") + 1])
+    full = vgg19(weights=BUNDLED_FILE, up_to="block5_relu1")
+    assert torch.equal(model(image, ["block5_relu1"])["block5_relu1"], full(image, ["block5_relu1"])["block5_relu1"])
+    with pytest.raises(PasticheError) as info:
+        vgg19(weights=path, up_to="block5_conv2")
+    assert str(info.value) == (f"weights '{path}' hold VGG19 only up to block5_relu1, so block5_conv2"
+                               " cannot be computed; choose shallower layers or complete weights such as"
+                               " 'vgg19-8bit'")
+    # pooling needs no weights: a file ending at block4_conv4 serves block4_pool
+    path = _save_variant(tmp_path / "12.pqw", drop=CONV_NAMES[12:])
+    assert list(vgg19(weights=path).layers)[-1] == "block4_pool"
+
+
+def test_file_with_a_gap(tmp_path):
+    path = _save_variant(tmp_path / "15.pqw", drop=("block3_conv2",))
     assert len(load_file(path).layers) == 15
-    with pytest.raises(PasticheError, match="16 convolutions") as info:
+    with pytest.raises(PasticheError, match="convolutions in order") as info:
         vgg19(weights=path)
     assert str(path) in str(info.value)
 
 
 def test_file_with_wrong_shapes(tmp_path):
     path = _save_variant(tmp_path / "shape.pqw", shape_of={"block2_conv1": (128, 32, 3, 3)})
-    with pytest.raises(PasticheError, match="16 convolutions"):
+    with pytest.raises(PasticheError, match="convolutions in order"):
         vgg19(weights=path)
     path = _save_variant(tmp_path / "arch.pqw", arch="vgg16")
-    with pytest.raises(PasticheError, match="16 convolutions"):
+    with pytest.raises(PasticheError, match="convolutions in order"):
         vgg19(weights=path)
 
 
@@ -267,6 +285,29 @@ def test_torchvision_normalize(torchvision_file, model):
 
 
 @pytest.mark.skipif(not vgg_module._NNPACK, reason="this torch has no NNPACK")
+@pytest.mark.parametrize("shape", [(1, 3, 8, 10), (2, 4, 7, 9)])
+def test_compact_max_pool_matches_autograd(shape):
+    """Same output and input gradient as F.max_pool2d, odd sizes and ties included, and no
+    warning under torch's deterministic mode (its backward uses no scatter)."""
+    import warnings
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 3, shape, generator=g).float()  # many ties
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ref = F.max_pool2d(a, 2, 2)
+    grad = torch.randn(y_ref.shape, generator=g)
+    y_ref.backward(grad)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            y = vgg_module._MaxPool2x2.apply(b)
+            y.backward(grad)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.equal(y, y_ref) and torch.equal(b.grad, a.grad)
+
+
 @pytest.mark.parametrize("strip_values", [1 << 30, 8 * 7 * 5, 8 * 7])  # whole, 5-row and 1-row strips
 def test_winograd_conv_and_its_gradient_match_conv2d(monkeypatch, strip_values):
     monkeypatch.setattr(vgg_module, "_NNPACK_STRIP_VALUES", strip_values)
