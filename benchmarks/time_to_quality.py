@@ -100,9 +100,9 @@ def table(label: str, size, peer: Curve, ours: Curve, checkpoints: int) -> List[
         ours_text = f"{t_ours:.0f} ({our_step})" if t_ours is not None else "not reached"
         speed = f"{t_peer / t_ours:.1f}x" if t_ours else "-"
         rows.append(f"| {step} | {level:,.0f} | {t_peer:.0f} | {ours_text} | {speed} |")
-    best_ours = min(loss for _, loss, _ in ours)
-    rows += ["", f"Best judge: pastiche 1.6.0 {min(l for _, l, _ in peer):,.0f} after {peer[-1][0]:.0f} s;"
-             f" ours {best_ours:,.0f} after {ours[-1][0]:.0f} s.", ""]
+    (tp, lp, sp), (to, lo, so) = (min(points, key=lambda p: p[1]) for points in (peer, ours))
+    rows += ["", f"Best judge: pastiche 1.6.0 {lp:,.0f} at step {sp} ({tp:.0f} s; run {peer[-1][0]:.0f} s);"
+             f" ours {lo:,.0f} at step {so} ({to:.0f} s; run {ours[-1][0]:.0f} s).", ""]
     return rows
 
 
