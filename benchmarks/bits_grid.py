@@ -61,6 +61,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from pastiche.engine import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS  # noqa: E402
 from pastiche.quantized import read_header  # noqa: E402
+from load_time import time_ours  # noqa: E402  (benchmarks/load_time.py: warm-up, then timed loads)
 
 # The data-aware variants: name → (label, pastiche-compress options). {calibrate} is replaced by
 # the calibration image paths.
@@ -137,18 +138,6 @@ CODE = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((REPO / "pastiche"
 
 
 # ---------------------------------------------------------------------------- measurements
-
-def load_time(path: Path, repeats: int) -> float:
-    from pastiche.vgg import vgg19
-
-    vgg19(weights=path)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        vgg19(weights=path)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
 
 def eval_images(size: int) -> Dict[str, "object"]:
     """Evaluation images at the transfer's pixel count (the content at long edge ``size``)."""
@@ -318,7 +307,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for n in names:
         grams, content, deepest = feature_errors(files[n], reference, images)
         held = sum(math.prod(e["shape"]) for e in read_header(files[n])[0]["layers"])  # weights in the file
-        rows[n] = {"size": files[n].stat().st_size, "weights": held, "load": load_time(files[n], args.repeats),
+        rows[n] = {"size": files[n].stat().st_size, "weights": held, "load": statistics.median(time_ours(files[n], args.repeats)),
                    "grams": grams, "content": content, "deepest": deepest, "judge": {}}
     tiles = []
     for i, (c, s) in enumerate(pairs):
