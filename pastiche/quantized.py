@@ -276,22 +276,25 @@ def load_file(path: PathLike) -> WeightsFile:
                        header.get("source", {}), header.get("metadata", {}))
 
 
-def load_dequantized(path: PathLike, *, names: Optional[List[str]] = None,
-                     threads: Optional[int] = None) -> Tuple[Dict, Dict[str, Tuple[np.ndarray, np.ndarray]]]:
-    """Validate ``path`` and return (header, {name: (float32 weight, float32 bias)}).
+def load_dequantized(path: PathLike, *, names: Optional[List[str]] = None, threads: Optional[int] = None,
+                     indexed: bool = False) -> Tuple[Dict, Dict[str, Tuple[np.ndarray, ...]]]:
+    """Validate ``path`` and return (header, {name: (float32 weight, float32 bias)}), or with
+    ``indexed`` {name: (uint8 indices, float32 centroids, float32 bias)} (weights left quantized).
 
     Checksums and table lookups of different layers run in a thread pool (numpy releases the GIL),
-    largest layers first. ``names`` limits which layers are materialised (all by default).
+    largest layers first. ``names`` limits which layers are materialised (all by default). The
+    arrays are copies: the file's bytes are freed on return.
     """
     header, payload = read_header(path)
     entries = [e for e in header["layers"] if names is None or e["name"] in names]
 
-    def work(entry: Dict) -> Tuple[np.ndarray, np.ndarray]:
+    def work(entry: Dict) -> Tuple[np.ndarray, ...]:
         layer = _layer(entry, payload, path)
+        if indexed:
+            return layer.indices(), layer.centroids.copy(), layer.bias.copy()
         return layer.dequantize(), layer.bias.copy()
 
     entries.sort(key=lambda e: -math.prod(e["shape"]))
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
         results = dict(zip((e["name"] for e in entries), pool.map(work, entries)))
     return header, {e["name"]: results[e["name"]] for e in header["layers"] if e["name"] in results}
-

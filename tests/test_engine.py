@@ -51,6 +51,17 @@ def test_loss_falls_over_ten_lbfgs_steps(content_path, style_path):
     assert job.evaluate() < 0.5 * losses[0]  # the image after the 10th step is good too
 
 
+def test_low_memory_takes_the_same_steps_with_a_shorter_history(content_path, style_path):
+    """low_memory keeps the kernels as uint8 indices (same kernels, so the same losses while
+    L-BFGS's history is not yet full) and 10 history pairs instead of 20."""
+    full, low = _job(content_path, style_path), _job(content_path, style_path, low_memory=True)
+    assert (full.lbfgs_history, low.lbfgs_history) == (20, 10)
+    assert low.vgg.layers["block1_conv1"].weight is None
+    assert [full.step() for _ in range(8)] == [low.step() for _ in range(8)]
+    assert torch.equal(full.pixels, low.pixels)
+    assert _job(content_path, style_path, low_memory=True, lbfgs_history=3).lbfgs_history == 3
+
+
 def test_output_moves_towards_the_style(content_path, style_path):
     job = _job(content_path, style_path)
     run(job, 10)

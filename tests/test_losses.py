@@ -66,3 +66,14 @@ def test_tv_loss_of_known_2x2_image():
     # horizontal |1-0|, |4-2| → mean 1.5; vertical |2-0|, |4-1| → mean 2.5.
     assert tv_loss(image).item() == pytest.approx(4.0)
     assert tv_loss(-image).item() == pytest.approx(4.0)  # absolute differences
+
+
+def test_gram_gradient_matches_autograd_through_bmm():
+    """gram() has its own backward (one product instead of two): same gradient as autograd's."""
+    x = torch.randn(2, 5, 4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gram, (x,))
+    weights = torch.randn(2, 5, 5, dtype=torch.float64)
+    (ours,) = torch.autograd.grad((gram(x) * weights).sum(), x)
+    flat = x.reshape(2, 5, 12)
+    (ref,) = torch.autograd.grad((torch.bmm(flat, flat.transpose(1, 2)) / 12 * weights).sum(), x)
+    assert torch.allclose(ours, ref)

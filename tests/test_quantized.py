@@ -80,6 +80,7 @@ def test_round_trip_every_width(tmp_path, bits):
     assert loaded.source == {"name": "x"} and loaded.metadata == {"k": "v"}
     header, dequantized = load_dequantized(path)
     assert list(dequantized) == list(layers)
+    _, indexed = load_dequantized(path, indexed=True)
     for name, (idx, cen, bias) in originals.items():
         got = loaded.layers[name]
         assert got.shape == idx.shape and got.bits == bits
@@ -93,6 +94,9 @@ def test_round_trip_every_width(tmp_path, bits):
         assert np.array_equal(w, expected)
         dw, db = dequantized[name]
         assert np.array_equal(dw, expected) and np.array_equal(db, bias)
+        ii, ic, ib = indexed[name]
+        assert ii.dtype == np.uint8 and np.array_equal(ii, idx)
+        assert np.array_equal(ic[:cen.size], cen) and np.array_equal(ib, bias)
 
 
 @pytest.mark.parametrize("bits", range(1, 9))

@@ -123,9 +123,9 @@ def test_up_to_builds_only_the_needed_layers(monkeypatch, image):
     asked = []
     real = vgg_module.load_dequantized
 
-    def spy(path, *, names=None, threads=None):
+    def spy(path, *, names=None, threads=None, indexed=False):
         asked.append(list(names))
-        return real(path, names=names, threads=threads)
+        return real(path, names=names, threads=threads, indexed=indexed)
 
     monkeypatch.setattr(vgg_module, "load_dequantized", spy)
     small = vgg19(weights=BUNDLED_FILE, up_to="block2_relu1")
@@ -308,13 +308,14 @@ def test_compact_max_pool_matches_autograd(shape):
     assert torch.equal(y, y_ref) and torch.equal(b.grad, a.grad)
 
 
-@pytest.mark.parametrize("strip_values", [1 << 30, 8 * 7 * 5, 8 * 7])  # whole, 5-row and 1-row strips
-def test_winograd_conv_and_its_gradient_match_conv2d(monkeypatch, strip_values):
+@pytest.mark.parametrize("in_channels", [3, 20])  # input gradient by oneDNN (few channels) / NNPACK
+@pytest.mark.parametrize("strip_values", [1 << 30, 20 * 7 * 5, 20 * 7])  # whole, 5-row and 1-row strips
+def test_winograd_conv_and_its_gradient_match_conv2d(monkeypatch, strip_values, in_channels):
     monkeypatch.setattr(vgg_module, "_NNPACK_STRIP_VALUES", strip_values)
     g = torch.Generator().manual_seed(0)
-    weight, bias = torch.randn(8, 5, 3, 3, generator=g), torch.randn(8, generator=g)
+    weight, bias = torch.randn(8, in_channels, 3, 3, generator=g), torch.randn(8, generator=g)
     conv = vgg_module.Conv3x3(weight, bias)
-    x = torch.randn(1, 5, 23, 7, generator=g, requires_grad=True)  # 161 px: odd rows, a last short strip
+    x = torch.randn(1, in_channels, 23, 7, generator=g, requires_grad=True)  # odd rows, a last short strip
     monkeypatch.setattr(vgg_module, "_NNPACK_MIN_PIXELS", 1)
     y = conv(x)
     (grad,) = torch.autograd.grad((y * y.detach().sin()).sum(), x)
@@ -358,3 +359,22 @@ def test_image_gradient_matches_autograd(model, layers, monkeypatch):
     (ref,) = torch.autograd.grad(loss(_reference_features(model, y, name) for name in layers), y)
     assert ref.abs().max() > 0
     assert (ours - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_compact_model_gives_the_same_features_and_gradient(model, image):
+    """compact=True keeps uint8 codebook indices (a quarter of the bytes) and rebuilds the same
+    float32 kernels: bit-identical activations and image gradients."""
+    compact = vgg19(weights=BUNDLED_FILE, up_to="block3_relu1", compact=True)
+    conv = compact.layers["block3_conv1"]
+    assert conv.weight is None and conv.indices.dtype == torch.uint8
+    assert torch.equal(conv.kernel(), model.layers["block3_conv1"].weight)
+    held = sum(b.numel() * b.element_size() for b in compact.buffers(recurse=True) if b is not None)
+    floats = sum(model.layers[n].weight.numel() * 4 for n in compact.layers if "_conv" in n)
+    assert held < 0.3 * floats
+    layers = ["block1_relu1", "block2_relu1", "block3_relu1"]
+    a, b = image.clone().requires_grad_(), image.clone().requires_grad_()
+    out_a, out_b = model(a, layers), compact(b, layers)
+    sum(v.square().sum() for v in out_a.values()).backward()
+    sum(v.square().sum() for v in out_b.values()).backward()
+    assert all(torch.equal(out_a[n], out_b[n]) for n in layers)
+    assert torch.equal(a.grad, b.grad) and a.grad.abs().max() > 0

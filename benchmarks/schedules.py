@@ -1,0 +1,97 @@
+"""Coarse-to-fine schedules against pastiche 1.6.0: speed-up at each of its judge levels.
+
+For each pair, pastiche 1.6.0 runs once and each of our schedules runs once, all from the command
+line with --workspace frames judged by benchmarks/judge.py (the same machinery as
+time_to_quality.py). The table gives, per schedule, how many times sooner ours reaches each judge
+level pastiche 1.6.0 reaches, and the best judge ours shows by a few wall times: the trade-off
+between early levels (short coarse levels) and later quality (long ones).
+
+    python benchmarks/schedules.py                       # both pairs, --size 256
+
+Writes benchmarks/results/schedules.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from judge import Judge  # noqa: E402
+from time_to_quality import IMAGES, PEER, RESULTS, curve, first_time, run_tool  # noqa: E402
+
+SCHEDULES = {  # label → our options; total steps chosen so every run lasts about as long
+    "default (150,100 + 200)": ["--num-steps", "200"],
+    "50,50 + 150": ["--schedule", "50,50", "--num-steps", "150"],
+    "20,20 + 180": ["--schedule", "20,20", "--num-steps", "180"],
+    "10,10 + 190": ["--schedule", "10,10", "--num-steps", "190"],
+    "single scale, 150": ["--single-scale", "--num-steps", "150"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", default="tubingen:starry_night,golden_gate:the_scream")
+    parser.add_argument("--size", default="256")
+    parser.add_argument("--peer-steps", type=int, default=300)
+    parser.add_argument("--levels", default="10,20,50,100,150,200,300", help="pastiche 1.6.0 steps to compare at")
+    parser.add_argument("--at", default="30,45,60", help="wall times (s) to show our best judge at")
+    parser.add_argument("--out", default=str(RESULTS / "schedules.md"))
+    args = parser.parse_args()
+    if not IMAGES.is_dir():
+        sys.exit(f"needs {IMAGES} (the shared test data)")
+    levels, at = [int(s) for s in args.levels.split(",")], [float(t) for t in args.at.split(",")]
+    lines = ["# Coarse-to-fine schedules against pastiche 1.6.0", "",
+             f"Command: `python {' '.join(map(shlex.quote, sys.argv))}` on {os.cpu_count()} CPU cores."
+             " Speed-up = pastiche 1.6.0's time to its judge level after N steps / ours to the same level;"
+             " times from each program's 'step elapsed loss' rows.", ""]
+    with tempfile.TemporaryDirectory() as tmp_text:
+        tmp = Path(tmp_text)
+        for pair_text in args.pairs.split(","):
+            content, style = (str(IMAGES / f"{name}.jpg") for name in pair_text.split(":"))
+            common = ["--content", content, "--size", args.size, "--seed", "0", "--device", "cpu",
+                      "--info-step", "5", "--workspace-step", "5"]
+            judge = Judge(content, style)
+            runs = {"pastiche 1.6.0": [str(PEER), *common, "--styles", style, "--num-steps", str(args.peer_steps)]}
+            runs.update({label: [sys.executable, "-m", "pastiche", *common, "--style", style, *options]
+                         for label, options in SCHEDULES.items()})
+            curves, size = {}, None
+            for i, (label, command) in enumerate(runs.items()):
+                run_dir = tmp / f"{pair_text.replace(':', '-')}-{i}"
+                run_dir.mkdir()
+                workspace, output = run_dir / "ws", run_dir / "out.png"
+                times = run_tool([*command, "--workspace", str(workspace), "-o", str(output)], workspace, output)
+                size = size or Image.open(output).size  # pastiche 1.6.0's output size first
+                curves[label] = curve(judge, workspace, times, size)
+            peer = {step: (t, level) for t, level, step in curves.pop("pastiche 1.6.0")}
+            lines += [f"## {pair_text.replace(':', ' x ')} ({size[0]}x{size[1]})", "",
+                      "| ours | " + " | ".join(f"{n} steps" for n in levels) + " | "
+                      + " | ".join(f"best by {t:.0f} s" for t in at) + " | run |",
+                      "|---|" + "---:|" * (len(levels) + len(at) + 1),
+                      "| pastiche 1.6.0 (judge, s) | " + " | ".join(
+                          f"{peer[n][1]:,.0f}, {peer[n][0]:.0f} s" if n in peer else "-" for n in levels)
+                      + " | " + " | ".join("-" for _ in at) + " | - |"]
+            for label, points in curves.items():
+                speedups = []
+                for n in levels:
+                    t_ours = first_time(points, peer[n][1])[0] if n in peer else None
+                    speedups.append(f"{peer[n][0] / t_ours:.1f}x" if t_ours else "-")
+                best = [min((loss for t, loss, _ in points if t <= limit), default=None) for limit in at]
+                lines.append(f"| {label} | " + " | ".join(speedups) + " | "
+                             + " | ".join(f"{b:,.0f}" if b else "-" for b in best)
+                             + f" | {points[-1][1]:,.0f} after {points[-1][0]:.0f} s |")
+            lines.append("")
+            print("\n".join(lines), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
