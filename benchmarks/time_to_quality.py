@@ -64,7 +64,8 @@ def curve(judge: Judge, workspace: Path, times: Dict[int, float], size: Tuple[in
         image = Image.open(frame).convert("RGB")
         if image.size != size:  # a coarse level: judge what it would give at the output size
             image = image.resize(size, Image.BICUBIC)
-            frame = frame.with_name(f"judge-{frame.name}")
+            # beside the workspace, not in it: a second curve() over it must see only frames
+            frame = workspace.parent / f"judge-{workspace.name}-{frame.name}"
             image.save(frame)
         points.append((times[step], judge.score(str(frame)), step))
     return points
