@@ -190,6 +190,8 @@ class StyleTransfer:
         """Optimise at (width, height) from now on: recompute targets, resample the current image
         (or create the initial one), and restart the optimiser (coarse-to-fine uses this)."""
         start = None
+        if self.size != (width, height):
+            self.vgg.clear_cache()  # transformed kernels of the old size's algorithms
         if self.pixels is not None:
             start = F.interpolate(self.pixels.detach(), size=(height, width), mode="bicubic",
                                   align_corners=False).clamp_(0, 255)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .conv import Conv3x3
 from .errors import PasticheError
 from .quantized import load_dequantized
 
@@ -71,51 +72,6 @@ def check_layers(names: Iterable[str], *, option: str = "layer") -> List[str]:
     return names
 
 
-# NNPACK's Winograd convolutions are 2-2.5x faster than oneDNN's on a 2-core CPU for VGG's 3x3
-# layers (see README). Asking whether it is available also initialises it: calls fail before.
-_NNPACK = bool(getattr(torch, "_nnpack_available", lambda: False)())
-# NNPACK transforms the kernel on every call: a fixed cost that only pays off on larger maps.
-_NNPACK_MIN_PIXELS = 256
-# ... and it is slower than oneDNN at producing few channels: the image gradient (64 → 3 channels)
-# takes 10 ms by NNPACK and 3.5 ms by oneDNN at 256x192 px (57 and 41 ms at 577x433).
-_NNPACK_MIN_CHANNELS = 16
-# NNPACK's workspace is ~4x the output of a call and torch keeps the largest one for the life of
-# the process (228 MB for block1 at 500^2 px). Calls on bigger maps go in strips of rows whose
-# input and output each hold at most this many values (~30 MB of workspace), at the same speed.
-_NNPACK_STRIP_VALUES = 1 << 21
-
-
-def _nnpack_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """3x3 convolution, stride 1, padding 1, of (1, C, H, W) ``x`` by NNPACK, in strips of rows."""
-    x = x.contiguous()
-    height, width = x.shape[2:]
-    rows = max(1, _NNPACK_STRIP_VALUES // (max(weight.shape[:2]) * width))  # input or output side
-    if rows >= height:
-        return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
-    out = x.new_empty(1, weight.shape[0], height, width)
-    for top in range(0, height, rows):
-        bottom = min(top + rows, height)
-        first = max(top - 1, 0)  # one row of context each side; the zero padding NNPACK adds
-        strip = x[:, :, first:min(bottom + 1, height)]  # at inner edges lands in discarded rows
-        result = torch._nnpack_spatial_convolution(strip.contiguous(), weight, bias, [1, 1])
-        out[:, :, top:bottom] = result[:, :, top - first:top - first + bottom - top]
-    return out
-
-
-class _WinogradConv3x3(torch.autograd.Function):
-    """3x3 convolution, padding 1, by NNPACK. Weights take no gradient, and no activation is
-    saved for backward: the input gradient needs only the kernel (see :meth:`Conv3x3.input_grad`)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, conv: "Conv3x3") -> torch.Tensor:
-        ctx.conv, ctx.input_shape = conv, x.shape
-        return _nnpack_conv(x, conv.kernel(), conv.bias)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return ctx.conv.input_grad(grad, ctx.input_shape), None
-
-
 class _ReLU(torch.autograd.Function):
     """ReLU that keeps for backward where it let values through, as a bool mask (1 byte per value)
     instead of autograd's float32 output: a quarter of the memory for every unwatched layer."""
@@ -160,53 +116,6 @@ class _MaxPool2x2(torch.autograd.Function):
         return out
 
 
-class Conv3x3(nn.Module):
-    """A frozen 3x3 convolution, padding 1. Unlike nn.Conv2d it takes its tensors as given, so
-    building VGG19 spends no time on random initialisation of 20 M weights.
-
-    ``weight`` is the (out, in, 3, 3) float32 kernel, or, with ``centroids`` (K,) float32, its
-    uint8 codebook indices (kept as ``indices``): a quarter of the memory, and no cached flipped
-    copy for backward, for a table lookup at each use (~15 ms per pass over 13 M weights).
-    """
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, centroids: Optional[torch.Tensor] = None):
-        super().__init__()
-        compact = centroids is not None
-        self.in_channels = weight.shape[1]
-        self.weight = None if compact else nn.Parameter(weight, requires_grad=False)  # (out, in, 3, 3) float32
-        self.register_buffer("indices", weight if compact else None)  # (out, in, 3, 3) uint8
-        self.register_buffer("centroids", centroids)  # (K,) float32
-        self.bias = nn.Parameter(bias, requires_grad=False)  # (out,) float32
-        self._kernel_t: Optional[torch.Tensor] = None  # kernel_t(), kept unless compact
-
-    def kernel(self) -> torch.Tensor:
-        """The (out, in, 3, 3) float32 kernel."""
-        return self.weight if self.indices is None else torch.take(self.centroids, self.indices.long())
-
-    def kernel_t(self) -> torch.Tensor:
-        """The kernel of the input gradient, (in, out, 3, 3): for stride 1 and padding 1 that
-        gradient is the same convolution with the kernel transposed and flipped."""
-        if self.indices is not None:
-            return torch.take(self.centroids, self.indices.transpose(0, 1).flip(2, 3).long())
-        if self._kernel_t is None or self._kernel_t.device != self.weight.device:
-            self._kernel_t = self.weight.transpose(0, 1).flip(2, 3).contiguous()
-        return self._kernel_t
-
-    def input_grad(self, grad: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
-        """Gradient with respect to the input (``input_shape``) given ``grad`` at the output."""
-        if self.in_channels < _NNPACK_MIN_CHANNELS:  # the image's 3 channels: oneDNN is faster
-            return torch.nn.grad.conv2d_input(input_shape, self.kernel(), grad, padding=1)
-        return _nnpack_conv(grad, self.kernel_t(), None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (_NNPACK and x.device.type == "cpu" and x.dtype == torch.float32
-                and x.shape[-1] * x.shape[-2] >= _NNPACK_MIN_PIXELS):
-            return F.conv2d(x, self.kernel(), self.bias, padding=1)
-        if not torch.is_grad_enabled() or not x.requires_grad:
-            return _nnpack_conv(x, self.kernel(), self.bias)
-        return _WinogradConv3x3.apply(x, self)
-
-
 class VGG19(nn.Module):
     """Pretrained VGG19 features; parameters are frozen and the module is in eval mode.
 
@@ -247,6 +156,13 @@ class VGG19(nn.Module):
             self.devices[i] = current
             layer.to(current)
         return self
+
+    def clear_cache(self) -> None:
+        """Forget the kernels' transformed copies (see :class:`Conv3x3`); each is rebuilt when a
+        convolution next needs it, so a new image size holds only those it uses."""
+        for layer in self.layers.values():
+            if isinstance(layer, Conv3x3):
+                layer.clear_cache()
 
     def forward(self, image: torch.Tensor, layers: Iterable[str]) -> Dict[str, torch.Tensor]:
         wanted = set(check_layers(layers))
@@ -290,7 +206,8 @@ def vgg19(*, weights: Union[str, os.PathLike, None] = None, pooling: str = "max"
     (deeper layers' weights are not even dequantized); by default, every layer the file holds
     (a file may hold only the first convolutions, e.g. the bundled ``vgg19-4bit``). ``compact``:
     keep the kernels as the file's uint8 indices (see :class:`Conv3x3`): 13 instead of 52 MB
-    resident up to block5_conv1 (plus 52 MB of flipped kernels for backward), same results.
+    resident up to block5_conv1 (plus up to 52 MB of transformed kernels kept for speed), same
+    results.
     """
     if pooling not in ("max", "avg"):
         raise PasticheError(f"unknown pooling '{pooling}'; use 'max' or 'avg'")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+import pastiche.conv as conv_module
 import pastiche.vgg as vgg_module
 from pastiche.errors import PasticheError
 from pastiche.quantized import WeightsFile, load_file, save_file
@@ -284,7 +285,7 @@ def test_torchvision_normalize(torchvision_file, model):
                               model(img, ["block1_conv1"])["block1_conv1"])
 
 
-@pytest.mark.skipif(not vgg_module._NNPACK, reason="this torch has no NNPACK")
+@pytest.mark.skipif(not conv_module._NNPACK, reason="this torch has no NNPACK")
 @pytest.mark.parametrize("shape", [(1, 3, 8, 10), (2, 4, 7, 9)])
 def test_compact_max_pool_matches_autograd(shape):
     """Same output and input gradient as F.max_pool2d, odd sizes and ties included, and no
@@ -308,25 +309,6 @@ def test_compact_max_pool_matches_autograd(shape):
     assert torch.equal(y, y_ref) and torch.equal(b.grad, a.grad)
 
 
-@pytest.mark.parametrize("in_channels", [3, 20])  # input gradient by oneDNN (few channels) / NNPACK
-@pytest.mark.parametrize("strip_values", [1 << 30, 20 * 7 * 5, 20 * 7])  # whole, 5-row and 1-row strips
-def test_winograd_conv_and_its_gradient_match_conv2d(monkeypatch, strip_values, in_channels):
-    monkeypatch.setattr(vgg_module, "_NNPACK_STRIP_VALUES", strip_values)
-    g = torch.Generator().manual_seed(0)
-    weight, bias = torch.randn(8, in_channels, 3, 3, generator=g), torch.randn(8, generator=g)
-    conv = vgg_module.Conv3x3(weight, bias)
-    x = torch.randn(1, in_channels, 23, 7, generator=g, requires_grad=True)  # odd rows, a last short strip
-    monkeypatch.setattr(vgg_module, "_NNPACK_MIN_PIXELS", 1)
-    y = conv(x)
-    (grad,) = torch.autograd.grad((y * y.detach().sin()).sum(), x)
-    x_ref = x.detach().requires_grad_()
-    y_ref = F.conv2d(x_ref, weight, bias, padding=1)
-    (grad_ref,) = torch.autograd.grad((y_ref * y_ref.detach().sin()).sum(), x_ref)
-    # Winograd's rounding differs from direct convolution's by ~1e-5 of the values' scale
-    assert torch.allclose(y, y_ref, atol=1e-3, rtol=1e-4)
-    assert torch.allclose(grad, grad_ref, atol=1e-3, rtol=1e-4)
-
-
 def _reference_features(model, image, last):
     """Plain torch ops (autograd's own ReLU, pooling and convolution) up to layer ``last``."""
     x = model.normalize(image)
@@ -341,11 +323,14 @@ def _reference_features(model, image, last):
             return x
 
 
+@pytest.mark.parametrize("winograd_max_pixels", [0, 1 << 20])  # NNPACK / cached Winograd on every layer
 @pytest.mark.parametrize("layers", [("block3_relu1",), ("block1_relu1", "block2_conv2", "block3_relu2")])
-def test_image_gradient_matches_autograd(model, layers, monkeypatch):
-    """The memory-saving ReLU and pooling (masks, int32 indices) and the Winograd input gradient
-    give autograd's gradient, on a map with odd sides (pooling drops a row and a column)."""
-    monkeypatch.setattr(vgg_module, "_NNPACK_MIN_PIXELS", 1)  # Winograd on every layer
+def test_image_gradient_matches_autograd(model, layers, winograd_max_pixels, monkeypatch):
+    """The memory-saving ReLU and pooling (masks, int32 indices) and the convolutions' own input
+    gradients give autograd's gradient, on a map with odd sides (pooling drops a row and a column)."""
+    monkeypatch.setattr(conv_module, "_NNPACK_MIN_PIXELS", 1)
+    monkeypatch.setattr(conv_module, "WINOGRAD_MAX_PIXELS", winograd_max_pixels)
+    model.clear_cache()
     image = torch.rand(1, 3, 37, 23, generator=torch.Generator().manual_seed(1))
 
     def loss(features):  # fixed random weights: the gradient does not hinge on rounding
@@ -361,9 +346,11 @@ def test_image_gradient_matches_autograd(model, layers, monkeypatch):
     assert (ours - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
-def test_compact_model_gives_the_same_features_and_gradient(model, image):
+def test_compact_model_gives_the_same_features_and_gradient(model, image, monkeypatch):
     """compact=True keeps uint8 codebook indices (a quarter of the bytes) and rebuilds the same
-    float32 kernels: bit-identical activations and image gradients."""
+    float32 kernels: bit-identical activations and image gradients by the same algorithms (a
+    compact convolution never takes the cached-kernel Winograd, so that is off here)."""
+    monkeypatch.setattr(conv_module, "WINOGRAD_MAX_PIXELS", 0)
     compact = vgg19(weights=BUNDLED_FILE, up_to="block3_relu1", compact=True)
     conv = compact.layers["block3_conv1"]
     assert conv.weight is None and conv.indices.dtype == torch.uint8
@@ -378,3 +365,12 @@ def test_compact_model_gives_the_same_features_and_gradient(model, image):
     sum(v.square().sum() for v in out_b.values()).backward()
     assert all(torch.equal(out_a[n], out_b[n]) for n in layers)
     assert torch.equal(a.grad, b.grad) and a.grad.abs().max() > 0
+
+
+def test_clear_cache_forgets_every_transformed_kernel(model, image):
+    x = image.clone().requires_grad_()
+    model(x, ["block2_relu1"])["block2_relu1"].sum().backward()
+    convs = [layer for layer in model.layers.values() if isinstance(layer, conv_module.Conv3x3)]
+    assert any(conv._cache for conv in convs)
+    model.clear_cache()
+    assert not any(conv._cache for conv in convs)

@@ -1,0 +1,188 @@
+"""VGG19's frozen 3x3 convolutions (stride 1, padding 1) on the CPU, and their input gradients.
+
+Style transfer differentiates with respect to the image only, so a convolution needs no weight
+gradient and keeps nothing for backward: the input gradient of a 3x3 convolution is the same
+convolution with the kernel transposed (in <-> out) and flipped. Which algorithm runs depends on
+the map (timings on 2 cores, README):
+
+- NNPACK (Winograd F(6x6, 3x3)) for most maps: 2-2.5x faster than oneDNN on VGG's layers. It
+  transforms the kernel on every call, a fixed ~14 ms for 512x512 channels.
+- F(2x2, 3x3) Winograd in torch ops with the kernel transformed once and kept (16/9 of the
+  kernel's memory) for maps of at most ``WINOGRAD_MAX_PIXELS``: there NNPACK's per-call transform
+  is most of its time (block4 of a 256 px image: 13 instead of 19 ms a call).
+- torch's own convolution for tiny maps, other devices and dtypes, and without NNPACK.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# Asking whether NNPACK is available also initialises it: calls fail before.
+_NNPACK = bool(getattr(torch, "_nnpack_available", lambda: False)())
+# Below this many pixels a map goes to torch's convolution (oneDNN): no fixed cost to amortise.
+_NNPACK_MIN_PIXELS = 256
+# ... and NNPACK is slower than oneDNN at producing few channels: the image gradient (64 → 3
+# channels) takes 10 ms by NNPACK and 3.5 ms by oneDNN at 256x192 px (57 and 41 ms at 577x433).
+_NNPACK_MIN_CHANNELS = 16
+# NNPACK's workspace is ~4x the output of a call and torch keeps the largest one for the life of
+# the process (228 MB for block1 at 500^2 px). Calls on bigger maps go in strips of rows whose
+# input and output each hold at most this many values (~30 MB of workspace), at the same speed.
+_NNPACK_STRIP_VALUES = 1 << 21
+# Maps of at most this many pixels use the cached-kernel Winograd below (512x512 channels: 13 vs
+# 19 ms at 24x32 px, 20 vs 23 ms at 32x40, a loss from ~36x48 on).
+WINOGRAD_MAX_PIXELS = 1024
+
+
+def _nnpack_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """3x3 convolution, stride 1, padding 1, of (1, C, H, W) ``x`` by NNPACK, in strips of rows."""
+    x = x.contiguous()
+    height, width = x.shape[2:]
+    rows = max(1, _NNPACK_STRIP_VALUES // (max(weight.shape[:2]) * width))  # input or output side
+    if rows >= height:
+        return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
+    out = x.new_empty(1, weight.shape[0], height, width)
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        first = max(top - 1, 0)  # one row of context each side; the zero padding NNPACK adds
+        strip = x[:, :, first:min(bottom + 1, height)]  # at inner edges lands in discarded rows
+        result = torch._nnpack_spatial_convolution(strip.contiguous(), weight, bias, [1, 1])
+        out[:, :, top:bottom] = result[:, :, top - first:top - first + bottom - top]
+    return out
+
+
+# F(2x2, 3x3) Winograd (Lavin & Gray, 2016): a 4x4 input tile d and a 3x3 kernel g give the 2x2
+# output tile  Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A.  Over channels the ⊙ becomes 16 matrix products
+# U[ξ] @ V[ξ], one per position ξ of the 4x4 transformed tile: U = G g Gᵀ is (16, out, in).
+_BT = torch.tensor([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=torch.float32)
+_G = torch.tensor([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], dtype=torch.float32)
+_AT = torch.tensor([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=torch.float32)
+_TILE_IN = torch.kron(_BT, _BT)  # (16, 16): flattened 4x4 input tile → transformed tile
+_TILE_OUT = torch.kron(_AT, _AT)  # (4, 16): transformed tile → flattened 2x2 output tile
+# A flipped kernel's transform is the original's with rows/columns 0 and 3 swapped (G J = P G),
+# so the input gradient reuses U, transposed, with inputs and outputs of the products permuted.
+_SWAP = torch.tensor([3, 1, 2, 0])
+_FLIP = (_SWAP.view(4, 1) * 4 + _SWAP.view(1, 4)).flatten()  # on the 16 flattened positions
+_TILE_IN_FLIPPED, _TILE_OUT_FLIPPED = _TILE_IN[_FLIP], _TILE_OUT[:, _FLIP]
+
+
+def winograd_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in, 3, 3) kernel → its (16, out, in) F(2x2, 3x3) transform U."""
+    g = _G.to(weight)
+    return torch.einsum("ai,ocij,bj->aboc", g, weight, g).reshape(16, *weight.shape[:2]).contiguous()
+
+
+def winograd_conv(x: torch.Tensor, u: torch.Tensor, bias: Optional[torch.Tensor] = None, *,
+                  transposed: bool = False) -> torch.Tensor:
+    """3x3 convolution, padding 1, of (1, C, H, W) ``x`` given the kernel's transform ``u``
+    (16, out, in). ``transposed``: convolve with the kernel transposed and flipped instead, i.e.
+    the input gradient of the convolution whose output gradient is ``x`` (``u`` unchanged)."""
+    _, channels, height, width = x.shape
+    th, tw = -(-height // 2), -(-width // 2)  # 2x2 output tiles down and across
+    tile_in, tile_out = (_TILE_IN_FLIPPED, _TILE_OUT_FLIPPED) if transposed else (_TILE_IN, _TILE_OUT)
+    products = u.transpose(1, 2) if transposed else u  # (16, out', in')
+    padded = F.pad(x, (1, 2 * tw + 1 - width, 1, 2 * th + 1 - height))  # (1, C, 2th+2, 2tw+2)
+    tiles = padded.unfold(2, 4, 2).unfold(3, 4, 2)  # (1, C, th, tw, 4, 4), overlapping by 2
+    tiles = tiles[0].permute(3, 4, 0, 1, 2).reshape(16, channels * th * tw)
+    v = (tile_in.to(x) @ tiles).view(16, channels, th * tw)  # transformed input tiles
+    m = torch.bmm(products, v)  # (16, out', tiles)
+    out_channels = m.shape[1]
+    y = (tile_out.to(x) @ m.view(16, -1)).view(2, 2, out_channels, th, tw)
+    y = y.permute(2, 3, 0, 4, 1).reshape(1, out_channels, 2 * th, 2 * tw)[:, :, :height, :width]
+    return y + bias.view(1, -1, 1, 1) if bias is not None else y.contiguous()
+
+
+class _FrozenConv3x3(torch.autograd.Function):
+    """A :class:`Conv3x3` in autograd: no weight gradient, and no activation saved for backward,
+    since the input gradient needs only the kernel (see :meth:`Conv3x3.input_grad`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, conv: "Conv3x3") -> torch.Tensor:
+        ctx.conv, ctx.input_shape = conv, x.shape
+        return conv.convolve(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return ctx.conv.input_grad(grad, ctx.input_shape), None
+
+
+class Conv3x3(nn.Module):
+    """A frozen 3x3 convolution, padding 1. Unlike nn.Conv2d it takes its tensors as given, so
+    building VGG19 spends no time on random initialisation of 20 M weights.
+
+    ``weight`` is the (out, in, 3, 3) float32 kernel, or, with ``centroids`` (K,) float32, its
+    uint8 codebook indices (kept as ``indices``): a quarter of the memory, and no transformed
+    copies kept, for a table lookup at each use (~15 ms per pass over 13 M weights). A compact
+    convolution never takes the cached-kernel Winograd (a transform per call would cost more than
+    NNPACK's), so on small maps its results differ from the float kernel's by rounding.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, centroids: Optional[torch.Tensor] = None):
+        super().__init__()
+        compact = centroids is not None
+        self.in_channels = weight.shape[1]
+        self.weight = None if compact else nn.Parameter(weight, requires_grad=False)  # (out, in, 3, 3) float32
+        self.register_buffer("indices", weight if compact else None)  # (out, in, 3, 3) uint8
+        self.register_buffer("centroids", centroids)  # (K,) float32
+        self.bias = nn.Parameter(bias, requires_grad=False)  # (out,) float32
+        self._cache = {}  # "flipped": kernel_t(), "winograd": its transform; kept unless compact
+
+    def clear_cache(self) -> None:
+        """Forget the transformed kernels (rebuilt at the next use): a new image size may not
+        need them."""
+        self._cache.clear()
+
+    def _cached(self, key: str, make) -> torch.Tensor:
+        if self.indices is not None:
+            return make()
+        if key not in self._cache or self._cache[key].device != self.weight.device:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def kernel(self) -> torch.Tensor:
+        """The (out, in, 3, 3) float32 kernel."""
+        return self.weight if self.indices is None else torch.take(self.centroids, self.indices.long())
+
+    def kernel_t(self) -> torch.Tensor:
+        """The kernel of the input gradient, (in, out, 3, 3): for stride 1 and padding 1 that
+        gradient is the same convolution with the kernel transposed and flipped."""
+        return self._cached("flipped", lambda: self.kernel().transpose(0, 1).flip(2, 3).contiguous())
+
+    def _algorithm(self, x: torch.Tensor) -> str:
+        if x.device.type != "cpu" or x.dtype != torch.float32:
+            return "torch"
+        pixels = x.shape[-1] * x.shape[-2]
+        if pixels < _NNPACK_MIN_PIXELS:
+            return "torch"
+        if pixels <= WINOGRAD_MAX_PIXELS and self.indices is None:  # compact: no kept transform
+            return "winograd"
+        return "nnpack" if _NNPACK else "torch"
+
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of (1, in, H, W) ``x`` by the fastest algorithm for its size."""
+        algorithm = self._algorithm(x)
+        if algorithm == "winograd":
+            return winograd_conv(x, self._cached("winograd", lambda: winograd_kernel(self.kernel())), self.bias)
+        if algorithm == "nnpack":
+            return _nnpack_conv(x, self.kernel(), self.bias)
+        return F.conv2d(x, self.kernel(), self.bias, padding=1)
+
+    def input_grad(self, grad: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
+        """Gradient with respect to the input (``input_shape``) given ``grad`` at the output."""
+        algorithm = self._algorithm(grad)
+        if algorithm == "winograd":
+            u = self._cached("winograd", lambda: winograd_kernel(self.kernel()))
+            return winograd_conv(grad, u, transposed=True)
+        if algorithm == "nnpack" and self.in_channels >= _NNPACK_MIN_CHANNELS:
+            return _nnpack_conv(grad, self.kernel_t(), None)
+        return torch.nn.grad.conv2d_input(input_shape, self.kernel(), grad, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._algorithm(x) == "torch" or x.shape[0] != 1:
+            return F.conv2d(x, self.kernel(), self.bias, padding=1)  # autograd's own backward
+        if not torch.is_grad_enabled() or not x.requires_grad:
+            return self.convolve(x)
+        return _FrozenConv3x3.apply(x, self)

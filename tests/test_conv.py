@@ -1,0 +1,79 @@
+"""pastiche.conv: each algorithm for VGG's frozen 3x3 convolutions against torch's own."""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import pastiche.conv as conv_module
+from pastiche.conv import Conv3x3, winograd_conv, winograd_kernel
+
+
+def _random(out_channels, in_channels, height, width, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(out_channels, in_channels, 3, 3, generator=g), torch.randn(out_channels, generator=g),
+            torch.randn(1, in_channels, height, width, generator=g))
+
+
+def _close(got, expected):  # Winograd's rounding: ~1e-6 of the values' scale in float32
+    return (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+@pytest.mark.parametrize("channels", [(1, 1), (3, 8), (16, 5)])
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (7, 5), (6, 9)])  # odd sides: a part-filled last tile
+def test_winograd_conv_matches_conv2d(channels, size):
+    weight, bias, x = _random(*channels, *size)
+    u = winograd_kernel(weight)
+    assert u.shape == (16, *channels)
+    assert _close(winograd_conv(x, u, bias), F.conv2d(x, weight, bias, padding=1))
+    assert _close(winograd_conv(x, u), F.conv2d(x, weight, padding=1))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (7, 5), (8, 8)])
+def test_transposed_winograd_conv_is_the_input_gradient(size):
+    """transposed=True reuses the forward's U for the kernel transposed and flipped."""
+    weight, _, x = _random(6, 4, *size)
+    grad = torch.randn(1, 6, *size, generator=torch.Generator().manual_seed(1))
+    expected = torch.nn.grad.conv2d_input(x.shape, weight, grad, padding=1)
+    assert _close(winograd_conv(grad, winograd_kernel(weight), transposed=True), expected)
+
+
+def test_conv3x3_picks_the_algorithm_by_map_size(monkeypatch):
+    weight, bias, _ = _random(8, 4, 1, 1)
+    conv = Conv3x3(weight, bias)
+    pick = lambda h, w: conv._algorithm(torch.zeros(1, 4, h, w))  # noqa: E731
+    assert pick(8, 8) == "torch"  # under _NNPACK_MIN_PIXELS
+    assert pick(24, 32) == "winograd"  # block4 of a 256x192 image
+    assert pick(48, 64) == ("nnpack" if conv_module._NNPACK else "torch")
+    assert conv._algorithm(torch.zeros(1, 4, 24, 32, dtype=torch.float64)) == "torch"
+    compact = Conv3x3(torch.zeros(8, 4, 3, 3, dtype=torch.uint8), bias, centroids=torch.zeros(256))
+    assert compact._algorithm(torch.zeros(1, 4, 24, 32)) != "winograd"  # no transform kept
+
+
+def test_winograd_kernel_is_kept_until_cleared():
+    weight, bias, _ = _random(8, 4, 1, 1)
+    conv = Conv3x3(weight, bias)
+    x = torch.randn(1, 4, 20, 20, requires_grad=True)
+    conv(x).sum().backward()  # forward and input gradient share one transform
+    assert list(conv._cache) == ["winograd"] and conv._cache["winograd"].shape == (16, 8, 4)
+    conv.clear_cache()
+    assert conv._cache == {}
+
+
+@pytest.mark.parametrize("winograd_max_pixels", [0, 1 << 20])  # NNPACK (if present) / cached Winograd
+@pytest.mark.parametrize("in_channels", [3, 20])  # input gradient by oneDNN (few channels) / NNPACK
+@pytest.mark.parametrize("strip_values", [1 << 30, 20 * 7 * 5, 20 * 7])  # whole, 5-row and 1-row strips
+def test_conv3x3_and_its_gradient_match_conv2d(monkeypatch, strip_values, in_channels, winograd_max_pixels):
+    monkeypatch.setattr(conv_module, "_NNPACK_STRIP_VALUES", strip_values)
+    monkeypatch.setattr(conv_module, "_NNPACK_MIN_PIXELS", 1)
+    monkeypatch.setattr(conv_module, "WINOGRAD_MAX_PIXELS", winograd_max_pixels)
+    weight, bias, x = _random(8, in_channels, 23, 7)  # odd rows, a last short strip
+    conv = Conv3x3(weight, bias)
+    x.requires_grad_()
+    y = conv(x)
+    (grad,) = torch.autograd.grad((y * y.detach().sin()).sum(), x)
+    x_ref = x.detach().requires_grad_()
+    y_ref = F.conv2d(x_ref, weight, bias, padding=1)
+    (grad_ref,) = torch.autograd.grad((y_ref * y_ref.detach().sin()).sum(), x_ref)
+    # Winograd's rounding differs from direct convolution's by ~1e-5 of the values' scale
+    assert torch.allclose(y, y_ref, atol=1e-3, rtol=1e-4)
+    assert torch.allclose(grad, grad_ref, atol=1e-3, rtol=1e-4)
