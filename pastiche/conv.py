@@ -15,7 +15,7 @@ the map (timings on 2 cores, README):
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import nn
@@ -128,16 +128,15 @@ class Conv3x3(nn.Module):
         self.register_buffer("indices", weight if compact else None)  # (out, in, 3, 3) uint8
         self.register_buffer("centroids", centroids)  # (K,) float32
         self.bias = nn.Parameter(bias, requires_grad=False)  # (out,) float32
-        self._cache = {}  # "flipped": kernel_t(), "winograd": its transform; kept unless compact
+        self._cache: Dict[str, torch.Tensor] = {}  # "flipped": kernel_t(); "winograd": the transform
 
     def clear_cache(self) -> None:
         """Forget the transformed kernels (rebuilt at the next use): a new image size may not
         need them."""
         self._cache.clear()
 
-    def _cached(self, key: str, make) -> torch.Tensor:
-        if self.indices is not None:
-            return make()
+    def _cached(self, key: str, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``make()``, kept under ``key`` (float kernels only: compact ones keep nothing)."""
         if key not in self._cache or self._cache[key].device != self.weight.device:
             self._cache[key] = make()
         return self._cache[key]
@@ -149,7 +148,9 @@ class Conv3x3(nn.Module):
     def kernel_t(self) -> torch.Tensor:
         """The kernel of the input gradient, (in, out, 3, 3): for stride 1 and padding 1 that
         gradient is the same convolution with the kernel transposed and flipped."""
-        return self._cached("flipped", lambda: self.kernel().transpose(0, 1).flip(2, 3).contiguous())
+        if self.indices is not None:  # flip the uint8 indices (a quarter of the bytes), then look up
+            return torch.take(self.centroids, self.indices.transpose(0, 1).flip(2, 3).long())
+        return self._cached("flipped", lambda: self.weight.transpose(0, 1).flip(2, 3).contiguous())
 
     def _algorithm(self, x: torch.Tensor) -> str:
         if x.device.type != "cpu" or x.dtype != torch.float32:
