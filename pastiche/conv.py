@@ -152,6 +152,9 @@ class Conv3x3(nn.Module):
             return torch.take(self.centroids, self.indices.transpose(0, 1).flip(2, 3).long())
         return self._cached("flipped", lambda: self.weight.transpose(0, 1).flip(2, 3).contiguous())
 
+    def _winograd_kernel(self) -> torch.Tensor:
+        return self._cached("winograd", lambda: winograd_kernel(self.weight))  # (16, out, in)
+
     def _algorithm(self, x: torch.Tensor) -> str:
         if x.device.type != "cpu" or x.dtype != torch.float32:
             return "torch"
@@ -166,7 +169,7 @@ class Conv3x3(nn.Module):
         """The convolution of (1, in, H, W) ``x`` by the fastest algorithm for its size."""
         algorithm = self._algorithm(x)
         if algorithm == "winograd":
-            return winograd_conv(x, self._cached("winograd", lambda: winograd_kernel(self.kernel())), self.bias)
+            return winograd_conv(x, self._winograd_kernel(), self.bias)
         if algorithm == "nnpack":
             return _nnpack_conv(x, self.kernel(), self.bias)
         return F.conv2d(x, self.kernel(), self.bias, padding=1)
@@ -175,8 +178,7 @@ class Conv3x3(nn.Module):
         """Gradient with respect to the input (``input_shape``) given ``grad`` at the output."""
         algorithm = self._algorithm(grad)
         if algorithm == "winograd":
-            u = self._cached("winograd", lambda: winograd_kernel(self.kernel()))
-            return winograd_conv(grad, u, transposed=True)
+            return winograd_conv(grad, self._winograd_kernel(), transposed=True)
         if algorithm == "nnpack" and self.in_channels >= _NNPACK_MIN_CHANNELS:
             return _nnpack_conv(grad, self.kernel_t(), None)
         return torch.nn.grad.conv2d_input(input_shape, self.kernel(), grad, padding=1)
