@@ -156,10 +156,9 @@ class Conv3x3(nn.Module):
         return self._cached("winograd", lambda: winograd_kernel(self.weight))  # (16, out, in)
 
     def _algorithm(self, x: torch.Tensor) -> str:
-        if x.device.type != "cpu" or x.dtype != torch.float32:
-            return "torch"
         pixels = x.shape[-1] * x.shape[-2]
-        if pixels < _NNPACK_MIN_PIXELS:
+        # NNPACK strips and the Winograd tiles are written for one image (batch 1)
+        if x.device.type != "cpu" or x.dtype != torch.float32 or x.shape[0] != 1 or pixels < _NNPACK_MIN_PIXELS:
             return "torch"
         if pixels <= WINOGRAD_MAX_PIXELS and self.indices is None:  # compact: no kept transform
             return "winograd"
@@ -184,7 +183,7 @@ class Conv3x3(nn.Module):
         return torch.nn.grad.conv2d_input(input_shape, self.kernel(), grad, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._algorithm(x) == "torch" or x.shape[0] != 1:
+        if self._algorithm(x) == "torch":
             return F.conv2d(x, self.kernel(), self.bias, padding=1)  # autograd's own backward
         if not torch.is_grad_enabled() or not x.requires_grad:
             return self.convolve(x)

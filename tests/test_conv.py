@@ -45,6 +45,7 @@ def test_conv3x3_picks_the_algorithm_by_map_size(monkeypatch):
     assert pick(24, 32) == "winograd"  # block4 of a 256x192 image
     assert pick(48, 64) == ("nnpack" if conv_module._NNPACK else "torch")
     assert conv._algorithm(torch.zeros(1, 4, 24, 32, dtype=torch.float64)) == "torch"
+    assert conv._algorithm(torch.zeros(2, 4, 24, 32)) == "torch"  # a batch: torch's own
     compact = Conv3x3(torch.zeros(8, 4, 3, 3, dtype=torch.uint8), bias, centroids=torch.zeros(256))
     assert compact._algorithm(torch.zeros(1, 4, 24, 32)) != "winograd"  # no transform kept
 
