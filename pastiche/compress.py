@@ -25,7 +25,7 @@ import numpy as np
 from . import __version__
 from .errors import PasticheError
 from .quantized import QuantizedLayer, WeightsFile, save_file
-from .vgg import CAFFE_PREPROCESSING, CONV_NAMES, LAYER_INDEX, check_layers
+from .vgg import CAFFE_PREPROCESSING, CONV_NAMES, LAYER_INDEX, check_layers, preprocessing_affine
 
 TORCHVISION_PREPROCESSING = {"channel_order": "RGB", "scale": 1.0,
                              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -141,15 +141,6 @@ def _quantize_job(name: str, weight: np.ndarray, bias: np.ndarray, bits: int) ->
 # The result is the same file format: indices, 2**bits centroids and a bias per layer.
 
 CALIBRATION_SIZES = (256, 384, 512, 768, 1024)
-
-
-def _normalize(image, pre: Mapping):
-    import torch
-
-    order = [2, 1, 0] if pre["channel_order"] == "BGR" else [0, 1, 2]
-    mean = torch.tensor(pre["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(pre["std"], dtype=torch.float32).view(1, 3, 1, 1)
-    return (image[:, order] * float(pre["scale"]) - mean) / std
 
 
 def calibration_images(paths: Sequence[Union[str, os.PathLike]],
@@ -352,7 +343,8 @@ def calibrated_quantize(layers: Layers, bits: Mapping[str, int], images: Sequenc
     names = iter(CONV_NAMES)
     with torch.no_grad(), tqdm(total=len(bits), desc="calibrating", unit="layer",
                                disable=not progress) as bar:
-        floats = [_normalize(image, pre) for image in images]
+        order, gain, offset = preprocessing_affine(pre)
+        floats = [image[:, order] * gain + offset for image in images]
         quants = floats  # the same list while every layer so far is exact
         for item in CFG_E:
             if item == "M":

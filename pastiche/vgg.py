@@ -72,6 +72,17 @@ def check_layers(names: Iterable[str], *, option: str = "layer") -> List[str]:
     return names
 
 
+def preprocessing_affine(preprocessing: Dict) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A weights file's preprocessing as ``(order, gain, offset)``: channel order (3,) int64 and
+    (1, 3, 1, 1) float32 factors with ``image[:, order] * gain + offset`` equal to
+    ``(image[:, order] * scale - mean) / std`` for RGB ``image`` in [0, 1] — one multiply-add."""
+    order = [2, 1, 0] if preprocessing["channel_order"] == "BGR" else [0, 1, 2]
+    std = torch.tensor(preprocessing["std"], dtype=torch.float64)
+    gain = (preprocessing["scale"] / std).float().view(1, 3, 1, 1)
+    offset = (-torch.tensor(preprocessing["mean"]) / std).float().view(1, 3, 1, 1)
+    return torch.tensor(order), gain, offset
+
+
 class _ReLU(torch.autograd.Function):
     """ReLU that keeps for backward where it let values through, as a bool mask (1 byte per value)
     instead of autograd's float32 output: a quarter of the memory for every unwatched layer."""
@@ -127,15 +138,10 @@ class VGG19(nn.Module):
         super().__init__()
         self.layers = nn.ModuleDict(layers)
         self.preprocessing = dict(preprocessing)
-        order = [2, 1, 0] if preprocessing["channel_order"] == "BGR" else [0, 1, 2]
-        shape = (1, 3, 1, 1)
-        # Fold channel order, scale, mean and std into one affine map per input channel.
-        # (x * scale - mean) / std  ==  x * gain + offset
-        std = torch.tensor(preprocessing["std"], dtype=torch.float64)
-        self.register_buffer("order", torch.tensor(order), persistent=False)
-        self.register_buffer("gain", (preprocessing["scale"] / std).float().view(shape), persistent=False)
-        self.register_buffer("offset", (-torch.tensor(preprocessing["mean"]) / std).float().view(shape),
-                             persistent=False)
+        order, gain, offset = preprocessing_affine(preprocessing)
+        self.register_buffer("order", order, persistent=False)
+        self.register_buffer("gain", gain, persistent=False)
+        self.register_buffer("offset", offset, persistent=False)
         self.devices: List[torch.device] = [torch.device("cpu")] * len(layers)
         self.requires_grad_(False).eval()
 

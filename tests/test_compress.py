@@ -360,12 +360,13 @@ def _block2_conv1(weights_file, image):
     """block2_conv1's pre-ReLU output on ``image`` (Caffe preprocessing), from a weights file."""
     from torch.nn import functional as F
 
-    from pastiche.compress import PREPROCESSING, _normalize
     from pastiche.imageio import load_image
+    from pastiche.vgg import CAFFE_PREPROCESSING, preprocessing_affine
 
     _, t = load_dequantized(weights_file)
     conv = lambda x, n: F.conv2d(x, *(torch.from_numpy(a) for a in t[n]), padding=1)  # noqa: E731
-    x = _normalize(load_image(image), PREPROCESSING["caffe"])
+    order, gain, offset = preprocessing_affine(CAFFE_PREPROCESSING)
+    x = load_image(image)[:, order] * gain + offset
     x = F.max_pool2d(conv(conv(x, "block1_conv1").relu(), "block1_conv2").relu(), 2)
     return conv(x, "block2_conv1")
 
