@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
 import statistics
 import subprocess
@@ -26,11 +25,13 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from time_to_quality import step_times  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 IMAGES = SHARED / "data" / "images"
 PEER = SHARED / "tools" / "peer-pastiche"
-ROW = re.compile(r"^(\d+)\s+([\d.]+)\s+\S+\s*$")
 
 
 def run(command: List[str], cwd: str) -> Tuple[float, float]:
@@ -42,8 +43,7 @@ def run(command: List[str], cwd: str) -> Tuple[float, float]:
     _, status, usage = os.wait4(process.pid, 0)
     if status != 0:
         raise SystemExit(f"failed ({status}): {' '.join(map(shlex.quote, command))}")
-    times: Dict[int, float] = {int(m.group(1)): float(m.group(2))
-                               for m in map(ROW.match, map(str.strip, text.splitlines())) if m}
+    times = step_times(text)
     last = max(times)
     first = max(1, last // 2)  # the second half of the run: steady state, past any warm-up
     return (times[last] - times[first]) / (last - first), usage.ru_maxrss / 1024
