@@ -27,11 +27,11 @@ from judge import Judge  # noqa: E402
 from time_to_quality import IMAGES, PEER, RESULTS, curve, first_time, run_tool  # noqa: E402
 
 SCHEDULES = {  # label → our options; total steps chosen so every run lasts about as long
-    "default (150,100 + 200)": ["--num-steps", "200"],
-    "50,50 + 150": ["--schedule", "50,50", "--num-steps", "150"],
-    "20,20 + 180": ["--schedule", "20,20", "--num-steps", "180"],
-    "10,10 + 190": ["--schedule", "10,10", "--num-steps", "190"],
-    "single scale, 150": ["--single-scale", "--num-steps", "150"],
+    "default (150,30 + 200)": ["--num-steps", "200"],
+    "150,100 + 200 (default before session 6)": ["--schedule", "150,100", "--num-steps", "200"],
+    "100,20 + 200": ["--schedule", "100,20", "--num-steps", "200"],
+    "20,20 + 200": ["--schedule", "20,20", "--num-steps", "200"],
+    "single scale, 200": ["--single-scale", "--num-steps", "200"],
 }
 
 
