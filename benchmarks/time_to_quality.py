@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -30,12 +29,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from judge import SHARED, Judge  # noqa: E402
+from rows import step_times  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = SHARED / "data" / "images"
 PEER = SHARED / "tools" / "peer-pastiche"
 RESULTS = ROOT / "benchmarks" / "results"
-ROW = re.compile(r"^(\d+)\s+([\d.]+)\s+([\d.e+-]+|nan)\s*$")
 
 Curve = List[Tuple[float, float, int]]  # (seconds, judge loss, step)
 
@@ -48,11 +47,6 @@ def run_tool(command: List[str], workspace: Path, output: Path) -> Dict[int, flo
     text = subprocess.run(command, check=True, capture_output=True, text=True, cwd=workspace.parent).stdout
     print(f"  finished in {time.perf_counter() - start:.0f} s", flush=True)
     return step_times(text)
-
-
-def step_times(text: str) -> Dict[int, float]:
-    """{step: elapsed seconds} from a tool's 'step elapsed loss' rows (both tools print them)."""
-    return {int(m.group(1)): float(m.group(2)) for m in map(ROW.match, map(str.strip, text.splitlines())) if m}
 
 
 def curve(judge: Judge, workspace: Path, times: Dict[int, float], size: Tuple[int, int]) -> Curve:
