@@ -24,7 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from judge import Judge  # noqa: E402
-from time_to_quality import IMAGES, PEER, RESULTS, curve, first_time, run_tool  # noqa: E402
+from time_to_quality import IMAGES, PEER, RESULTS, curve, first_time, frames, run_tool  # noqa: E402
 
 SCHEDULES = {  # label → our options; total steps chosen so every run lasts about as long
     "default (150,30 + 200)": ["--num-steps", "200"],
@@ -55,8 +55,7 @@ def main() -> None:
         tmp = Path(tmp_text)
         for pair_text in args.pairs.split(","):
             content, style = (str(IMAGES / f"{name}.jpg") for name in pair_text.split(":"))
-            common = ["--content", content, "--size", args.size, "--seed", "0", "--device", "cpu",
-                      "--info-step", "5", "--workspace-step", "5"]
+            common = ["--content", content, "--size", args.size, "--seed", "0", "--device", "cpu", *frames(5)]
             judge = Judge(content, style)
             runs = {"pastiche 1.6.0": [str(PEER), *common, "--styles", style, "--num-steps", str(args.peer_steps)]}
             runs.update({label: [sys.executable, "-m", "pastiche", *common, "--style", style, *options]
