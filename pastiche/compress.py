@@ -1,10 +1,9 @@
 """The compressor: VGG19 float32 weights → a quantized weights file (``pastiche-compress``).
 
-Each convolution's weights are clustered with optimal 1-D k-means into 2**bits centroids. A layer
-with at most 2**bits distinct values is stored exactly; one with few distinct values (≤ 2048) is
-clustered by an exact weighted dynamic programme over its distinct values, which reaches the same
-optimum as ``kmeans1d`` on the expanded data in a fraction of the time; anything else goes to
-``kmeans1d``. Layers are compressed in parallel processes.
+Reads a torchvision-layout ``.pth`` or Keras ``.h5`` source, quantizes each convolution — by
+optimal 1-D k-means (:mod:`pastiche.kmeans`, layers in parallel processes) or, with calibration
+images, against the float network's outputs (:mod:`pastiche.calibrate`) — and writes the weights
+file (:mod:`pastiche.quantized`) with the source's hash and a per-layer report.
 """
 
 from __future__ import annotations
@@ -16,366 +15,28 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import __version__
+from .calibrate import CALIBRATION_SIZES, calibrated_quantize, calibration_images
 from .errors import PasticheError
+from .kmeans import LayerReport, layer_report, quantize
 from .quantized import QuantizedLayer, WeightsFile, save_file
-from .vgg import CAFFE_PREPROCESSING, CONV_NAMES, LAYER_INDEX, check_layers, preprocessing_affine
+from .vgg import CONV_NAMES, LAYER_INDEX, PREPROCESSING, check_layers
 
-TORCHVISION_PREPROCESSING = {"channel_order": "RGB", "scale": 1.0,
-                             "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-PREPROCESSING = {"caffe": CAFFE_PREPROCESSING, "torchvision": TORCHVISION_PREPROCESSING}
 ATTRIBUTION = ("VGG19 by Karen Simonyan and Andrew Zisserman, 'Very Deep Convolutional Networks"
                " for Large-Scale Image Recognition' (2014); weights licensed CC BY 4.0")
-DP_MAX_DISTINCT = 2048  # the dynamic programme is O(k n^2) in memory-light numpy rows
 
 Layers = Dict[str, Tuple[np.ndarray, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class LayerReport:
-    name: str
-    distinct: int  # distinct values in the source weights
-    bits: int
-    method: str  # "exact", "dp" or "kmeans1d"
-    max_error: float
-    mean_error: float
-    nbytes: int
-    seconds: float
-    output_error: Optional[float] = None  # calibrated layers: relative error of their outputs
-
-
-# ---------------------------------------------------------------------------- k-means
-
-def weighted_kmeans(values: np.ndarray, counts: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Optimal 1-D k-means of sorted distinct ``values`` with multiplicities ``counts``.
-
-    Returns (centroids (k',) float64, label of each value (n,)), k' = min(k, n). Exact: the
-    classic O(k n^2) dynamic programme over contiguous segments of the sorted values.
-    """
-    n = values.size
-    if n <= k:
-        return values.astype(np.float64), np.arange(n)
-    x = values.astype(np.float64) - np.average(values, weights=counts)  # centred: less cancellation
-    w = counts.astype(np.float64)
-    p0, p1, p2 = (np.concatenate([[0.0], np.cumsum(a)]) for a in (w, w * x, w * x * x))
-    i, j = np.triu_indices(n + 1, 1)
-    cost = np.full((n + 1, n + 1), np.inf)  # cost[i, j]: squared error of segment [i, j)
-    cost[i, j] = (p2[j] - p2[i]) - (p1[j] - p1[i]) ** 2 / (p0[j] - p0[i])
-    best = cost[0].copy()  # best[j]: error of the first j values in c+1 clusters
-    back = np.zeros((k, n + 1), dtype=np.int64)
-    for c in range(1, k):
-        total = best[:, None] + cost
-        back[c] = total.argmin(axis=0)
-        best = total[back[c], np.arange(n + 1)]
-    bounds, j = [n], n
-    for c in range(k - 1, 0, -1):
-        j = back[c, j]
-        bounds.append(j)
-    bounds = bounds[::-1]
-    starts = np.array([0] + bounds[:-1])
-    labels = np.repeat(np.arange(k), np.diff([0] + bounds))
-    centroids = (p1[bounds] - p1[starts]) / (p0[bounds] - p0[starts])
-    return centroids + np.average(values, weights=counts), labels
-
-
-def quantize(weight: np.ndarray, bias: np.ndarray, bits: int) -> Tuple[QuantizedLayer, str]:
-    """Cluster one layer's weights into 2**bits centroids; return the layer and the method used."""
-    flat = weight.astype(np.float32).ravel()
-    k = 1 << bits
-    distinct, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    if distinct.size <= k:
-        method, centroids, labels = "exact", distinct, np.arange(distinct.size)
-    elif distinct.size <= DP_MAX_DISTINCT:
-        method, (centroids, labels) = "dp", weighted_kmeans(distinct, counts, k)
-    else:
-        import kmeans1d
-
-        method = "kmeans1d"
-        clusters, centroids = kmeans1d.cluster(flat.astype(np.float64), k)
-        return QuantizedLayer.from_indices(np.asarray(clusters).reshape(weight.shape),
-                                           centroids, bias, bits=bits), method
-    indices = labels[inverse].reshape(weight.shape)
-    return QuantizedLayer.from_indices(indices, centroids, bias, bits=bits), method
-
-
-def _report(name: str, weight: np.ndarray, layer: QuantizedLayer, method: str, start: float,
-            output_error: Optional[float] = None) -> LayerReport:
-    """What quantizing ``weight`` into ``layer`` did, for the per-layer table."""
-    error = np.abs(layer.dequantize() - weight)
-    nbytes = layer.packed.nbytes + layer.centroids.nbytes + layer.bias.nbytes
-    return LayerReport(name, int(np.unique(weight).size), layer.bits, method, float(error.max()),
-                       float(error.mean()), nbytes, time.perf_counter() - start, output_error)
 
 
 def _quantize_job(name: str, weight: np.ndarray, bias: np.ndarray, bits: int) -> Tuple[str, QuantizedLayer, LayerReport]:
     start = time.perf_counter()
     layer, method = quantize(weight, bias, bits)
-    return name, layer, _report(name, weight, layer, method, start)
-
-
-# ---------------------------------------------------------------------------- data-aware quantization
-#
-# With calibration images, layers are quantized in network order, each one so that its outputs on
-# the calibration images match the float network's (layer-wise distillation, GPTQ-style):
-#
-# 1. run the images through the float network and through the network quantized so far; at the
-#    layer's input take patches X (quantized path, plus a constant 1 for the bias) at up to
-#    ``positions`` sampled pixels, and the float network's pre-ReLU output Y there;
-# 2. H = X^T X + λI (λ = ``damp`` × mean diagonal), the best float weights for the quantized
-#    inputs W* = argmin ‖XWᵀ - Y‖² + λ‖W - W_source‖² (this also undoes error that earlier layers
-#    let through);
-# 3. the codebook: k-means of the source weights, each weighted by the mean squared input
-#    activation it multiplies (diag H), by the exact dynamic programme over distinct values;
-# 4. indices by GPTQ (Frantar et al., 2022) with that codebook: columns are rounded to the nearest
-#    centroid one at a time, most active input first, and each rounding error is pushed onto the
-#    columns not yet rounded through H⁻¹; the float32 bias is the last column, never rounded, so it
-#    absorbs what is left (bias correction);
-# 5. optionally ``refit`` rounds of least-squares centroids for the fixed indices (a K×K system).
-#
-# The result is the same file format: indices, 2**bits centroids and a bias per layer.
-
-CALIBRATION_SIZES = (256, 384, 512, 768, 1024)
-
-
-def calibration_images(paths: Sequence[Union[str, os.PathLike]],
-                       sizes: Sequence[int] = CALIBRATION_SIZES) -> list:
-    """Each image at each long edge in ``sizes``: (1, 3, H, W) float32 RGB tensors in [0, 1]."""
-    from .imageio import load_image
-
-    images = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise PasticheError(f"cannot read calibration image '{path}': no such file")
-        images += [load_image(path, size=size, name="calibration image", min_side=16) for size in sizes]
-    return images
-
-
-def _sample_positions(shapes, limit: int, generator):
-    """Pick up to ``limit`` pixels spread over feature maps of ``shapes`` [(H, W)]: per map (ys, xs)."""
-    import torch
-
-    sizes = [h * w for h, w in shapes]
-    total = sum(sizes)
-    if total <= limit:
-        picks = [torch.arange(n) for n in sizes]
-    else:
-        chosen = torch.randperm(total, generator=generator)[:limit].sort().values
-        starts = np.cumsum([0] + sizes)
-        picks = [chosen[(chosen >= a) & (chosen < b)] - a for a, b in zip(starts[:-1], starts[1:])]
-    return [(p // w, p % w) for p, (h, w) in zip(picks, shapes)]
-
-
-def _patches(x, ys, xs):
-    """3x3 patches of (1, C, H, W) ``x`` (zero padded) centred at (ys, xs): (N, C*9), in the
-    order of weight.reshape(out, C*9)."""
-    import torch
-    import torch.nn.functional as F
-
-    padded = F.pad(x[0], (1, 1, 1, 1))
-    offsets = torch.arange(3)
-    rows = ys[:, None] + offsets[None, :]
-    cols = xs[:, None] + offsets[None, :]
-    patches = padded[:, rows[:, :, None], cols[:, None, :]]  # (C, N, 3, 3)
-    return patches.permute(1, 0, 2, 3).reshape(len(ys), -1)
-
-
-def _gptq(target, hinv, codebook, free, block: int = 128):
-    """GPTQ with a codebook. ``target`` (n, m): one row per input column of the weights, already
-    in rounding order; ``hinv`` (n, n): upper Cholesky factor of H⁻¹ in that order (row i says how
-    column i's rounding error spreads over the later ones); ``free`` (n,) bool: columns not
-    rounded (the bias). Returns the codebook index of each entry (n, m) (0 where free)."""
-    import torch
-
-    n = target.shape[0]
-    w = target.clone()
-    index = torch.zeros(w.shape, dtype=torch.long)
-    mids = ((codebook[1:] + codebook[:-1]) / 2).contiguous()
-    for a in range(0, n, block):
-        b = min(a + block, n)
-        chunk, errors, hh = w[a:b].clone(), torch.empty(b - a, w.shape[1], dtype=w.dtype), hinv[a:b, a:b]
-        for j in range(b - a):
-            row = chunk[j]
-            if free[a + j]:
-                errors[j] = 0  # nothing rounded: the error is zero and nothing moves
-                continue
-            k = torch.bucketize(row, mids)
-            index[a + j] = k
-            err = (row - codebook[k]) / hh[j, j]
-            chunk[j:] -= hh[j, j:, None] * err[None, :]
-            errors[j] = err
-        w[b:] -= hinv[a:b, b:].T @ errors
-    return index
-
-
-def _refit(index, target, hessian, k: int, rows: int, generator):
-    """Least-squares centroids for fixed ``index`` (m, d): minimise Σ_o (c[index_o] - w*_o)ᵀ Hc
-    (c[index_o] - w*_o) with Hc the Schur complement of the bias in ``hessian`` (the bias is
-    re-fitted afterwards, so it is eliminated), estimated on ``rows`` sampled output channels."""
-    import torch
-
-    m, d = index.shape
-    h = hessian[:d, :d] - torch.outer(hessian[:d, d], hessian[:d, d]) / hessian[d, d]
-    pick = torch.randperm(m, generator=generator)[:rows] if rows < m else torch.arange(m)
-    gram = torch.zeros(k, k, dtype=torch.float64)
-    rhs = torch.zeros(k, dtype=torch.float64)
-    for batch in pick.split(32):
-        onehot = torch.zeros(d, len(batch), k, dtype=h.dtype)
-        onehot[torch.arange(d)[:, None], torch.arange(len(batch))[None, :], index[batch].T] = 1
-        he = (h @ onehot.reshape(d, -1)).reshape(d, len(batch), k)
-        gram += torch.einsum("dbk,dbl->kl", onehot, he).double()
-        rhs += torch.einsum("dbk,bd->k", he, target[batch, :d]).double()
-    used = gram.diagonal() > 0
-    centroids = torch.zeros(k, dtype=torch.float64)
-    g = gram[used][:, used]
-    centroids[used] = torch.linalg.solve(g + 1e-9 * g.diagonal().mean() * torch.eye(len(g), dtype=g.dtype),
-                                         rhs[used])
-    return centroids, used
-
-
-def _calibrated_layer(weight: np.ndarray, bias: np.ndarray, bits: int, inputs, targets, *,
-                      positions: int, damp: float, refit: int, generator) -> Tuple[QuantizedLayer, float]:
-    """Quantize one convolution against calibration data (steps 1-5 above).
-
-    ``inputs``: the layer's inputs on the quantized path, [(1, C, H, W)]; ``targets``: the float
-    network's pre-ReLU outputs there, [(1, out, H, W)]. Returns the layer and its relative output
-    error on the sampled calibration pixels, sqrt(‖X Wqᵀ - Y‖² / ‖Y - mean‖²).
-    """
-    import torch
-
-    m, d = weight.shape[0], weight[0].size
-    k = 1 << bits
-    hessian = torch.zeros(d + 1, d + 1, dtype=torch.float64)
-    cross = torch.zeros(m, d + 1, dtype=torch.float64)
-    yy, ysum, count = 0.0, torch.zeros(m, dtype=torch.float64), 0
-    picks = _sample_positions([x.shape[2:] for x in inputs], positions, generator)
-    for x, y, (py, px) in zip(inputs, targets, picks):
-        if len(py) == 0:
-            continue
-        patches = torch.cat([_patches(x, py, px), torch.ones(len(py), 1)], 1)
-        out = y[0][:, py, px].T  # (n, m)
-        hessian += (patches.T @ patches).double()
-        cross += (out.T @ patches).double()
-        yy += float((out.double() ** 2).sum())
-        ysum += out.double().sum(0)
-        count += len(py)
-    spread = yy - float((ysum ** 2).sum()) / count  # ‖Y - per-channel mean‖²
-    lam = damp * float(hessian.diagonal()[:d].mean())
-    source = torch.cat([torch.from_numpy(weight).reshape(m, d), torch.from_numpy(bias)[:, None]], 1).double()
-    damped = hessian + lam * torch.eye(d + 1, dtype=torch.float64)
-    rhs = cross + lam * source
-    target = torch.cholesky_solve(rhs.T.contiguous(), torch.linalg.cholesky(damped)).T  # W*
-
-    def loss(w: torch.Tensor) -> float:  # ‖X wᵀ - Y‖² + λ‖w - W_source‖², up to a constant
-        return float(((w @ damped) * w).sum() - 2 * (w * rhs).sum())
-
-    def best_bias(w: torch.Tensor) -> torch.Tensor:
-        return (rhs[:, d] - w @ damped[:d, d]) / damped[d, d]
-
-    # The codebook: k-means of the source weights weighted by the activation they multiply.
-    activity = hessian.diagonal()[:d].numpy()
-    distinct, inverse = np.unique(weight.reshape(m, d), return_inverse=True)
-    inverse = inverse.ravel()
-    if distinct.size > DP_MAX_DISTINCT:  # a float source: pool sorted values into equal-count bins
-        counts = np.bincount(inverse, minlength=distinct.size)
-        bins = (np.cumsum(counts) - counts) * DP_MAX_DISTINCT // counts.sum()
-        bins = np.unique(bins, return_inverse=True)[1].ravel()  # no empty bins
-        distinct = np.bincount(bins, weights=distinct * counts) / np.bincount(bins, weights=counts)
-        inverse = bins[inverse]
-    importance = np.bincount(inverse, weights=np.broadcast_to(activity, (m, d)).ravel(),
-                             minlength=distinct.size)
-    importance += 1e-12 * importance.sum() + 1e-30  # no zero-weight values: dead inputs
-    codebook = torch.from_numpy(weighted_kmeans(distinct.astype(np.float64), importance, k)[0])
-    order = torch.cat([torch.argsort(torch.from_numpy(activity), descending=True), torch.tensor([d])])
-    permuted = damped[order][:, order]
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(permuted)), upper=True)
-    free = order == d
-    target_t = target[:, order].T.contiguous()
-    best = None
-    for _ in range(refit + 1):
-        codebook = torch.sort(codebook).values
-        index = torch.empty(m, d, dtype=torch.long)
-        index[:, order[:d]] = _gptq(target_t, hinv, codebook, free)[:d].T
-        candidates = [codebook]
-        fitted, used = _refit(index, target, damped, k, max(8, 2048 // k), generator)
-        if used.any():
-            fitted[~used] = codebook[~used]
-            candidates.append(fitted)
-        for centroids in candidates:
-            w = centroids[index]
-            full = torch.cat([w, best_bias(w)[:, None]], 1)
-            value = loss(full)
-            if best is None or value < best[0]:
-                best = (value, centroids, index, full[:, d])
-        codebook = candidates[-1]
-    value, centroids, index, new_bias = best
-    w = torch.cat([centroids[index], new_bias[:, None]], 1)
-    residual = float(((w @ hessian) * w).sum() - 2 * (w * cross).sum()) + yy  # ‖X wᵀ - Y‖²
-    rel = max(residual, 0.0) / spread
-    # Unused centroids are harmless; sort for a tidy file (indices follow).
-    sort = torch.argsort(centroids)
-    remap = torch.empty_like(sort)
-    remap[sort] = torch.arange(sort.numel())
-    layer = QuantizedLayer.from_indices(remap[index].reshape(weight.shape).numpy(),
-                                        centroids[sort].numpy(), new_bias.numpy(), bits=bits)
-    return layer, rel ** 0.5
-
-
-def calibrated_quantize(layers: Layers, bits: Mapping[str, int], images: Sequence, *,
-                        preprocessing: str = "caffe", positions: int = 16384, damp: float = 0.1,
-                        refit: int = 1, seed: int = 0, progress: bool = True) -> Dict[str, Tuple[QuantizedLayer, LayerReport]]:
-    """Quantize VGG19's convolutions named in ``bits`` (the first ones, in order) layer by layer
-    against ``images`` (see the section comment)."""
-    import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
-
-    from .vgg import CFG_E
-
-    generator = torch.Generator().manual_seed(seed)
-    pre = PREPROCESSING[preprocessing]
-    done: Dict[str, Tuple[QuantizedLayer, LayerReport]] = {}
-    names = iter(CONV_NAMES)
-    with torch.no_grad(), tqdm(total=len(bits), desc="calibrating", unit="layer",
-                               disable=not progress) as bar:
-        order, gain, offset = preprocessing_affine(pre)
-        floats = [image[:, order] * gain + offset for image in images]
-        quants = floats  # the same list while every layer so far is exact
-        for item in CFG_E:
-            if item == "M":
-                same = quants is floats
-                floats = [F.max_pool2d(x, 2) for x in floats]
-                quants = floats if same else [F.max_pool2d(x, 2) for x in quants]
-                continue
-            name = next(names)
-            if name not in bits:
-                break
-            start = time.perf_counter()
-            weight, bias = layers[name]
-            wf, bf = torch.from_numpy(weight), torch.from_numpy(bias)
-            outs_f = [F.conv2d(x, wf, bf, padding=1) for x in floats]
-            if np.unique(weight).size <= 1 << bits[name]:
-                layer, method = quantize(weight, bias, bits[name])
-                rel = None
-                outs_q = outs_f if quants is floats else [F.conv2d(x, wf, bf, padding=1) for x in quants]
-            else:
-                layer, rel = _calibrated_layer(weight, bias, bits[name], quants, outs_f,
-                                               positions=positions, damp=damp, refit=refit,
-                                               generator=generator)
-                method = "gptq"
-                wq, bq = torch.from_numpy(layer.dequantize()), torch.from_numpy(layer.bias)
-                outs_q = [F.conv2d(x, wq, bq, padding=1) for x in quants]
-            same = outs_q is outs_f
-            floats = [F.relu_(y) for y in outs_f]
-            quants = floats if same else [F.relu_(y) for y in outs_q]
-            done[name] = (layer, _report(name, weight, layer, method, start, rel))
-            bar.update()
-    return done
+    return name, layer, layer_report(name, weight, layer, method, start)
 
 
 # ---------------------------------------------------------------------------- sources

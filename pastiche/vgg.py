@@ -43,10 +43,13 @@ LAYER_NAMES = layer_names()
 CONV_NAMES = tuple(n for n in LAYER_NAMES if "_conv" in n)
 LAYER_INDEX = {name: i for i, name in enumerate(LAYER_NAMES)}
 
-# What the bundled (Caffe) weights expect; a torchvision-made file would declare
-# {"channel_order": "RGB", "scale": 1.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}.
+# Input conventions a weights file may declare: what the bundled (Caffe) weights expect, and
+# what weights made from torchvision's VGG19 expect (pastiche-compress --preprocessing).
 CAFFE_PREPROCESSING = {"channel_order": "BGR", "scale": 255.0,
                        "mean": [103.939, 116.779, 123.68], "std": [1.0, 1.0, 1.0]}
+TORCHVISION_PREPROCESSING = {"channel_order": "RGB", "scale": 1.0,
+                             "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+PREPROCESSING = {"caffe": CAFFE_PREPROCESSING, "torchvision": TORCHVISION_PREPROCESSING}
 
 # Bundled variants (pastiche --weights NAME). vgg19-8bit equals the float source exactly;
 # vgg19-4bit (calibrated, ≈4 bits/weight, up to block5_relu1) is under half its size: see README.

@@ -1,24 +1,15 @@
-"""Tests for pastiche.compress: optimal k-means, exact quantization, the CLI, exact reproduction."""
+"""Tests for pastiche.compress: reading sources, the CLI and its errors, exact reproduction of the
+source, calibrated compression end to end, and the bundled files."""
 
 import hashlib
 import json
 from pathlib import Path
 
-import kmeans1d
 import numpy as np
 import pytest
 import torch
 
-from pastiche.compress import (
-    LayerReport,
-    _gptq,
-    compress,
-    main,
-    parse_bits,
-    quantize,
-    read_source,
-    weighted_kmeans,
-)
+from pastiche.compress import LayerReport, compress, main, parse_bits, read_source
 from pastiche.errors import PasticheError
 from pastiche.quantized import load_dequantized, load_file, read_header
 from pastiche.vgg import CONV_NAMES, vgg19
@@ -46,85 +37,25 @@ def _state(shapes, indices=FEATURE_INDICES, seed=0):
     return state
 
 
-def _sse(values, counts, centroids, labels):
-    return float(np.sum(counts * (values - centroids[labels]) ** 2))
-
-
-# ---------------------------------------------------------------------------- k-means
-
-@pytest.mark.parametrize("seed, n_distinct, size, k", [
-    (0, 12, 200, 4), (1, 40, 500, 8), (2, 100, 3000, 16), (3, 9, 60, 8), (4, 30, 300, 2), (5, 5, 50, 1),
-])
-def test_weighted_kmeans_matches_kmeans1d(seed, n_distinct, size, k):
-    rng = np.random.default_rng(seed)
-    pool = rng.standard_normal(n_distinct) * rng.uniform(0.01, 10)
-    data = rng.choice(pool, size=size, p=rng.dirichlet(np.ones(n_distinct)))
-    data[:n_distinct] = pool  # every value occurs, some many times
-    values, inverse, counts = np.unique(data, return_inverse=True, return_counts=True)
-    assert values.size > k
-    centroids, labels = weighted_kmeans(values, counts, k)
-    assert centroids.shape == (k,) and labels.shape == values.shape
-    assert np.all(np.diff(labels) >= 0) and np.all(np.diff(centroids) > 0)
-
-    clusters, ref_centroids = kmeans1d.cluster(data, k)
-    ref_centroids, clusters = np.asarray(ref_centroids), np.asarray(clusters)
-    ours = _sse(values, counts, centroids, labels)
-    ref = float(np.sum((data - ref_centroids[clusters]) ** 2))
-    assert ours == pytest.approx(ref, rel=1e-9, abs=1e-12)
-    np.testing.assert_allclose(centroids, ref_centroids, rtol=1e-9, atol=1e-12)
-    # the expanded labelling agrees too
-    assert np.array_equal(labels[inverse], clusters)
-
-
-def test_weighted_kmeans_with_no_more_values_than_clusters():
-    values, counts = np.array([-1.0, 0.5, 2.0]), np.array([3, 1, 7])
-    centroids, labels = weighted_kmeans(values, counts, 3)
-    assert centroids.tolist() == values.tolist() and labels.tolist() == [0, 1, 2]
-    centroids, labels = weighted_kmeans(values, counts, 8)
-    assert centroids.tolist() == values.tolist()
-
-
-# ---------------------------------------------------------------------------- quantize
-
-@pytest.mark.parametrize("bits", range(1, 9))
-def test_quantize_is_exact_when_values_fit(bits):
-    rng = np.random.default_rng(bits)
-    for n_distinct in {1, max(1, (1 << bits) - 1), 1 << bits}:
-        pool = rng.standard_normal(n_distinct).astype(np.float32)
-        weight = rng.choice(pool, size=(6, 5, 3, 3)).astype(np.float32)
-        weight.flat[:n_distinct] = pool  # every value occurs
-        bias = rng.standard_normal(6).astype(np.float32)
-        layer, method = quantize(weight, bias, bits)
-        assert method == "exact" and layer.bits == bits
-        assert np.array_equal(layer.dequantize(), weight)
-        assert np.array_equal(layer.bias, bias)
-
-
-def test_quantize_dp_and_kmeans1d_paths_are_optimal():
-    rng = np.random.default_rng(3)
-    pool = rng.standard_normal(300).astype(np.float32)
-    weight = rng.choice(pool, size=(8, 16, 3, 3)).astype(np.float32)  # ≤ 300 distinct: dp
-    layer, method = quantize(weight, np.zeros(8, np.float32), 3)
-    assert method == "dp"
-    flat = weight.ravel().astype(np.float64)
-    clusters, centroids = kmeans1d.cluster(flat, 8)
-    ref_sse = float(np.sum((np.asarray(centroids)[np.asarray(clusters)] - flat) ** 2))
-    sse = float(np.sum((layer.dequantize().ravel().astype(np.float64) - flat) ** 2))
-    assert sse == pytest.approx(ref_sse, rel=1e-5)  # centroids are stored as float32
-
-    weight = rng.standard_normal((64, 8, 3, 3)).astype(np.float32)  # 4608 distinct: kmeans1d
-    layer, method = quantize(weight, np.zeros(64, np.float32), 2)
-    assert method == "kmeans1d"
-    clusters, centroids = kmeans1d.cluster(weight.ravel().astype(np.float64), 4)
-    assert np.array_equal(layer.indices().ravel(), np.asarray(clusters))
-    assert np.array_equal(layer.centroids, np.asarray(centroids, np.float32))
-
-
 def test_parse_bits():
     assert parse_bits("3") == 3
     assert parse_bits("block1_conv1=8, block5_conv4=2") == {"block1_conv1": 8, "block5_conv4": 2}
     with pytest.raises(PasticheError, match="--bits"):
         parse_bits("lots")
+
+
+def test_parse_bits_with_a_default_width():
+    bits = parse_bits("4,block1_conv1=8, block5_conv4=1")
+    assert bits == {"*": 4, "block1_conv1": 8, "block5_conv4": 1}
+    with pytest.raises(PasticheError, match="more than one"):
+        parse_bits("4,5,block1_conv1=8")
+
+
+def test_unknown_layer_in_bits(tmp_path, capsys):
+    src = tmp_path / "s.pth"
+    torch.save(_state([(2, 3)] + [(2, 2)] * 15), src)
+    assert main([str(src), str(tmp_path / "o.pqw"), "--bits", "block9_conv1=4"]) == 2
+    assert "block9_conv1" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- sources and CLI
@@ -259,74 +190,6 @@ def test_committed_file_is_the_source_exactly(source_state):
 
 
 # ---------------------------------------------------------------------------- data-aware quantization
-
-def _brute_force_kmeans(values, weights, k):
-    """Best weighted SSE over all splits of sorted values into k contiguous groups."""
-    from itertools import combinations
-
-    best = np.inf
-    for cuts in combinations(range(1, values.size), k - 1):
-        bounds = [0, *cuts, values.size]
-        sse = 0.0
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            v, w = values[a:b], weights[a:b]
-            sse += float(np.sum(w * (v - np.average(v, weights=w)) ** 2))
-        best = min(best, sse)
-    return best
-
-
-@pytest.mark.parametrize("seed, n, k", [(0, 9, 3), (1, 10, 4), (2, 8, 2), (3, 11, 5)])
-def test_weighted_kmeans_with_real_weights_is_optimal(seed, n, k):
-    rng = np.random.default_rng(seed)
-    values = np.sort(rng.standard_normal(n))
-    weights = rng.exponential(size=n) * 1e-3  # importances, not counts
-    centroids, labels = weighted_kmeans(values, weights, k)
-    assert _sse(values, weights, centroids, labels) == pytest.approx(
-        _brute_force_kmeans(values, weights, k), rel=1e-9)
-    # each centroid is the weighted mean of its values
-    for c in range(k):
-        assert centroids[c] == pytest.approx(np.average(values[labels == c], weights=weights[labels == c]))
-
-
-def test_gptq_rounds_to_the_codebook_and_beats_nearest_rounding():
-    rng = np.random.default_rng(0)
-    n, m = 40, 24
-    x = rng.standard_normal((500, n)) @ rng.standard_normal((n, n)) * 0.3  # correlated inputs
-    hessian = torch.from_numpy(x.T @ x + 1e-3 * np.eye(n))
-    target = torch.from_numpy(rng.standard_normal((m, n)))
-    codebook = torch.tensor([-1.5, -0.5, 0.0, 0.7, 1.6], dtype=torch.float64)
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)
-    free = torch.zeros(n, dtype=torch.bool)
-    index = _gptq(target.T.contiguous(), hinv, codebook, free).T
-    nearest = torch.argmin((target[..., None] - codebook).abs(), -1)
-
-    def loss(idx):
-        e = codebook[idx] - target
-        return float(((e @ hessian) * e).sum())
-
-    assert index.shape == (m, n) and int(index.min()) >= 0 and int(index.max()) < codebook.numel()
-    assert loss(index) < 0.8 * loss(nearest)
-    # with an identity Hessian there is nothing to compensate: GPTQ is nearest rounding
-    eye = torch.eye(n, dtype=torch.float64)
-    assert torch.equal(_gptq(target.T.contiguous(), eye, codebook, free).T, nearest)
-    # a free column is never rounded and takes no index
-    free[-1] = True
-    assert torch.all(_gptq(target.T.contiguous(), hinv, codebook, free)[-1] == 0)
-
-
-def test_parse_bits_with_a_default_width():
-    bits = parse_bits("4,block1_conv1=8, block5_conv4=1")
-    assert bits == {"*": 4, "block1_conv1": 8, "block5_conv4": 1}
-    with pytest.raises(PasticheError, match="more than one"):
-        parse_bits("4,5,block1_conv1=8")
-
-
-def test_unknown_layer_in_bits(tmp_path, capsys):
-    src = tmp_path / "s.pth"
-    torch.save(_state([(2, 3)] + [(2, 2)] * 15), src)
-    assert main([str(src), str(tmp_path / "o.pqw"), "--bits", "block9_conv1=4"]) == 2
-    assert "block9_conv1" in capsys.readouterr().err
-
 
 @pytest.fixture(scope="module")
 def calibration_photo(tmp_path_factory):
