@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -76,8 +75,9 @@ def _weights(values: Optional[Sequence[float]], count: int, default: Callable[[i
     if values is None or len(values) == 0:
         return [default(i) for i in range(count)]
     if len(values) != count:
-        raise PasticheError(f"{option} has {len(values)} values for {count} {what}; give one per"
-                            f" {what[:-1]} or none for the defaults")
+        plural = lambda n, noun: f"{n} {noun}" if n == 1 else f"{n} {noun}s"  # noqa: E731
+        raise PasticheError(f"{option} has {plural(len(values), 'value')} for {plural(count, what)};"
+                            f" give one per {what} or none for the defaults")
     return [float(v) for v in values]
 
 
@@ -132,12 +132,12 @@ class StyleTransfer:
         if not self.content_layers and not self.style_layers:
             raise PasticheError("no content or style layers chosen; see --list-layers")
         self.content_layer_weights = _weights(content_layer_weights, len(self.content_layers),
-                                              lambda i: 0.01, "--content-layer-weights", "content layers")
+                                              lambda i: 0.01, "--content-layer-weights", "content layer")
         self.style_layer_weights = _weights(style_layer_weights, len(self.style_layers), None,
-                                            "--style-layer-weights", "style layers") \
+                                            "--style-layer-weights", "style layer") \
             if style_layer_weights else None  # default 10/C² needs the channel count C
         self.style_weights = _weights(style_weights, len(styles), lambda i: 1 / len(styles),
-                                      "--style-weights", "style images")
+                                      "--style-weights", "style image")
         for value, option in ((size, "--size"), (size_pixels, "--size-pixels"),
                               (style_size, "--style-size"), (style_size_pixels, "--style-size-pixels"),
                               (learning_rate, "--learning-rate")):

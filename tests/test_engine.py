@@ -398,3 +398,14 @@ def test_no_style_and_bad_num_steps(content_path, style_path):
 def test_missing_file_names_it(tmp_path, style_path):
     with pytest.raises(PasticheError, match="nope.png"):
         _job(tmp_path / "nope.png", style_path)
+
+
+def test_weight_lists_of_the_wrong_length_say_how_many(content_path, style_path):
+    with pytest.raises(PasticheError) as info:
+        StyleTransfer(content_path, [style_path, style_path], style_weights=[1.0], **TINY)
+    assert str(info.value) == ("--style-weights has 1 value for 2 style images; give one per style"
+                               " image or none for the defaults")
+    with pytest.raises(PasticheError) as info:
+        StyleTransfer(content_path, style_path, content_layer_weights=[1.0, 2.0], **TINY)
+    assert str(info.value) == ("--content-layer-weights has 2 values for 1 content layer; give one"
+                               " per content layer or none for the defaults")
