@@ -35,7 +35,7 @@ def _run(make, steps):
         return value
 
     for _ in range(steps):
-        losses.append(float(optimizer.step(closure)))
+        losses.append(float(optimizer.step(closure).detach()))
     return x.detach(), losses
 
 
