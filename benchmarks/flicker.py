@@ -7,7 +7,7 @@ stylised with starry_night.jpg
 
 * independently: ``--steps`` L-BFGS steps from the frame's own content (what a per-frame loop does);
 * ours: frame 0 as above, then each frame starts from the previous stylised frame moved by
-  :func:`pastiche.video.warp_previous` (block-matching flow) and steps in chunks of ``--chunk`` only
+  :func:`pastiche.flow.warp_previous` (block-matching flow) and steps in chunks of ``--chunk`` only
   until its judge loss is at most the independent frame's (so both are at equal judge loss per
   frame), at most ``--steps``; the same without flow is reported too.
 
@@ -97,7 +97,7 @@ def ours(frames: List[Image.Image], style: Path, first: torch.Tensor, targets: L
          ) -> Tuple[List[Image.Image], List[float], List[int]]:
     """Frame 0 is the independent one; later frames continue from the previous stylised frame."""
     from pastiche import StyleTransfer
-    from pastiche.video import warp_previous
+    from pastiche.flow import warp_previous
     job = StyleTransfer(frames[0], style, size=frames[0].width, device="cpu", init=first)
     images, scores, used = [job.image()], [targets[0]], [steps]
     for t in range(1, len(frames)):
