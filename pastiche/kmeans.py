@@ -22,10 +22,12 @@ DP_MAX_DISTINCT = 2048  # the dynamic programme is O(k n^2) in memory-light nump
 
 @dataclass(frozen=True)
 class LayerReport:
+    """One row of pastiche-compress's per-layer table."""
+
     name: str
     distinct: int  # distinct values in the source weights
     bits: int
-    method: str  # "exact", "dp" or "kmeans1d"
+    method: str  # "exact", "dp", "kmeans1d" or (calibrate.py) "gptq"
     max_error: float
     mean_error: float
     nbytes: int
@@ -86,7 +88,7 @@ def quantize(weight: np.ndarray, bias: np.ndarray, bits: int) -> Tuple[Quantized
 
 
 def layer_report(name: str, weight: np.ndarray, layer: QuantizedLayer, method: str, start: float,
-            output_error: Optional[float] = None) -> LayerReport:
+                 output_error: Optional[float] = None) -> LayerReport:
     """What quantizing ``weight`` into ``layer`` did, for the per-layer table."""
     error = np.abs(layer.dequantize() - weight)
     nbytes = layer.packed.nbytes + layer.centroids.nbytes + layer.bias.nbytes
