@@ -70,13 +70,16 @@ def seed_everything(seed: Optional[int], *, deterministic: bool = False) -> int:
     return seed
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _weights(values: Optional[Sequence[float]], count: int, default: Callable[[int], float],
              option: str, what: str) -> List[float]:
     if values is None or len(values) == 0:
         return [default(i) for i in range(count)]
     if len(values) != count:
-        plural = lambda n, noun: f"{n} {noun}" if n == 1 else f"{n} {noun}s"  # noqa: E731
-        raise PasticheError(f"{option} has {plural(len(values), 'value')} for {plural(count, what)};"
+        raise PasticheError(f"{option} has {_count(len(values), 'value')} for {_count(count, what)};"
                             f" give one per {what} or none for the defaults")
     return [float(v) for v in values]
 

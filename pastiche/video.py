@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 
 from . import color
-from .flow import warp_previous
 from .errors import PasticheError
+from .flow import warp_previous
 from .imageio import SUPPORTED_EXTENSIONS, ImageLike, atomic_file, check_writable, open_image, save_image
 
 PathLike = Union[str, os.PathLike]
