@@ -26,8 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from judge import Judge  # noqa: E402
 from time_to_quality import IMAGES, PEER, RESULTS, curve, first_time, frames, run_tool  # noqa: E402
 
+from pastiche.engine import DEFAULT_COARSE_STEPS  # noqa: E402
+
 SCHEDULES = {  # label → our options; total steps chosen so every run lasts about as long
-    "default (150,30 + 200)": ["--num-steps", "200"],
+    # the default row runs whatever the engine's default is, so its label says that, not a literal
+    f"default ({','.join(map(str, DEFAULT_COARSE_STEPS))} + 200)": ["--num-steps", "200"],
     "150,100 + 200 (default before session 6)": ["--schedule", "150,100", "--num-steps", "200"],
     "100,20 + 200": ["--schedule", "100,20", "--num-steps", "200"],
     "20,20 + 200": ["--schedule", "20,20", "--num-steps", "200"],
