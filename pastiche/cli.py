@@ -14,9 +14,9 @@ from typing import List, Optional, Sequence
 from . import __version__
 from tqdm.auto import tqdm
 
+from .devices import available_devices, default_device, seed_everything
 from .engine import (DEFAULT_COARSE_STEPS, DEFAULT_CONTENT_LAYERS, DEFAULT_NUM_STEPS, DEFAULT_SIZE_PIXELS,
-                     DEFAULT_STYLE_LAYERS, StyleTransfer, available_devices, default_device, plan, run,
-                     seed_everything)
+                     DEFAULT_STYLE_LAYERS, StyleTransfer, plan, run)
 from .errors import PasticheError
 from .imageio import check_output_path, save_image
 from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES

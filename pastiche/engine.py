@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import math
 import os
-import random
-import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from PIL import Image
 from torch.nn import functional as F
 
 from . import color
+from .devices import default_device, device_memory, resolve_device, seed_everything
 from .errors import PasticheError
 from .imageio import ImageLike, load_image, open_image, resized_dims, to_pil
 from .losses import content_loss, gram, style_loss, tv_loss
@@ -36,38 +36,12 @@ DEFAULT_COARSE_STEPS = (150, 30)
 DEFAULT_NUM_STEPS = 120
 
 
-def available_devices() -> Tuple[str, ...]:
-    devices = ["cpu"]
-    with warnings.catch_warnings():  # a CUDA build without a GPU warns on this query
-        warnings.simplefilter("ignore")
-        if torch.cuda.is_available():
-            devices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if torch.backends.mps.is_available():
-        devices.append("mps")
-    return tuple(devices)
-
-
-def default_device() -> str:
-    devices = available_devices()
-    return "cuda" if "cuda" in devices else "mps" if "mps" in devices else "cpu"
-
-
-def resolve_device(spec: Union[str, torch.device]) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` → a device that exists, or PasticheError."""
-    if str(spec) not in available_devices():
-        raise PasticheError(f"device '{spec}' is not available here; available: "
-                            f"{', '.join(available_devices())} (choose one with --device)")
-    return torch.device(spec)
-
-
-def seed_everything(seed: Optional[int], *, deterministic: bool = False) -> int:
-    """Seed torch's generators (a random seed if None); return the seed used."""
-    seed = random.randint(0, 2 ** 32 - 1) if seed is None else seed
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    return seed
+# Memory a run needs at least, per pixel of the output image (saved activations and the largest
+# gradients of block1: peak RSS grew 1.2-1.4 KB per pixel at 1024-1600 px, with and without
+# --low-memory) and per pixel of a style image (its targets need no gradients: 0.7 KB). Lower
+# bounds, so a refused run could not have fitted (README, "How much memory a size needs").
+BYTES_PER_PIXEL, STYLE_BYTES_PER_PIXEL = 1024, 512
+_OUT_OF_MEMORY = ("can't allocate memory", "out of memory")  # in allocation failures' messages
 
 
 def _count(n: int, noun: str) -> str:
@@ -81,12 +55,21 @@ def _weights(values: Optional[Sequence[float]], count: int, default: Callable[[i
     if len(values) != count:
         raise PasticheError(f"{option} has {_count(len(values), 'value')} for {_count(count, what)};"
                             f" give one per {what} or none for the defaults")
-    return [float(v) for v in values]
+    return [_nonnegative(v, option) for v in values]
 
 
 def _positive(value: Optional[float], option: str) -> None:
     if value is not None and not value > 0:
         raise PasticheError(f"{option} must be positive, got {value}")
+
+
+def _nonnegative(value: float, option: str) -> float:
+    """A loss weight: 0 turns a term off; a negative or non-finite one would make the loss
+    unbounded below, so the optimiser would blow up instead of stylising."""
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise PasticheError(f"{option} must be zero or positive, got {value}")
+    return value
 
 
 @dataclass
@@ -109,7 +92,9 @@ class StyleTransfer:
     (600 MB at 500² px) for little gain per step. ``low_memory`` keeps VGG19's kernels as uint8
     codebook indices (−91 MB, ~15 ms per pass to rebuild them) and 10 L-BFGS pairs unless
     ``lbfgs_history`` says otherwise (−60 MB at 500² px, ~4 % higher loss after 150 steps at 256 px).
-    Targets are computed at the first :meth:`resize` (``run`` does it), so construction is cheap.
+    Targets are computed at the first :meth:`resize` (``run`` does it), so construction is cheap;
+    it raises PasticheError for a bad option, or for sizes that cannot fit in the device's memory.
+    Running out of memory later also raises PasticheError, with the image kept as it was.
     """
 
     def __init__(self, content: ImageLike, styles: Union[ImageLike, Sequence[ImageLike]], *,
@@ -149,8 +134,10 @@ class StyleTransfer:
             raise PasticheError(f"unknown optimizer '{optimizer}'; use 'lbfgs' or 'adam'")
         if preserve_color and luminance_only:
             raise PasticheError("--preserve-color and --luminance-only exclude each other; pick one")
-        self.content_weight, self.tv_weight = float(content_weight), float(tv_weight)
+        self.content_weight = _nonnegative(content_weight, "--content-weight")
+        self.tv_weight = _nonnegative(tv_weight, "--tv-weight")
         self.optimizer_name, self.learning_rate = optimizer, learning_rate
+        self.low_memory = low_memory
         self.lbfgs_history = lbfgs_history if lbfgs_history is not None else 10 if low_memory else 20
         self.preserve_color, self.luminance_only = preserve_color, luminance_only
         self.device = resolve_device(device or default_device())
@@ -177,6 +164,7 @@ class StyleTransfer:
         self.pixels: Optional[torch.Tensor] = None
         self.full_size = resized_dims(*self._content_image.size, size=size,
                                       pixels=None if size else size_pixels)
+        self._check_memory([self.device, *(d for d, _ in supplemental)])
         # Targets and the image are made by the first resize(), at run()'s first level; stepping
         # before that starts at full size.
 
@@ -212,27 +200,51 @@ class StyleTransfer:
         self._retarget(*self.size, self.pixels.detach() if start is None else start)
 
     def _retarget(self, width: int, height: int, start: Optional[torch.Tensor]) -> None:
-        full = self.full_size
-        scale = width / full[0]  # styles shrink with the content on coarse levels
-        content = self._load(self._content_image, (width, height), "content image")
-        self.content = content
-        styles = []
-        for image in self._style_images:
-            style_size = self._sizes["style_size"] and max(1, round(self._sizes["style_size"] * scale))
-            style_pixels = (self._sizes["style_pixels"] or full[0] * full[1]) * scale ** 2
-            dims = resized_dims(*image.size, size=style_size, pixels=None if style_size else round(style_pixels))
-            style = self._load(image, dims, "style image")
-            if self.preserve_color:
-                style = color.match_color(style, content)
-            if self.luminance_only:
-                style = color.match_luminance(color.luminance(style), color.luminance(content))
-            styles.append(style)
-        self.targets = self._targets(content, styles)
-        start = self._initial_image(content) if start is None else start
-        self.pixels = start.to(self.device).contiguous().requires_grad_()
-        self._good = self.pixels.detach().clone()
-        self.optimizer = (LBFGS(self.pixels, lr=self.learning_rate, history=self.lbfgs_history)
-                          if self.optimizer_name == "lbfgs" else Adam(self.pixels, lr=self.learning_rate))
+        with self._out_of_memory_is_an_error(width, height):
+            scale = width / self.full_size[0]  # styles shrink with the content on coarse levels
+            content = self._load(self._content_image, (width, height), "content image")
+            self.content = content
+            styles = []
+            for image in self._style_images:
+                style = self._load(image, self._style_dims(image, scale), "style image")
+                if self.preserve_color:
+                    style = color.match_color(style, content)
+                if self.luminance_only:
+                    style = color.match_luminance(color.luminance(style), color.luminance(content))
+                styles.append(style)
+            self.targets = self._targets(content, styles)
+            start = self._initial_image(content) if start is None else start
+            self.pixels = start.to(self.device).contiguous().requires_grad_()
+            self._good = self.pixels.detach().clone()
+            self.optimizer = (LBFGS(self.pixels, lr=self.learning_rate, history=self.lbfgs_history)
+                              if self.optimizer_name == "lbfgs" else Adam(self.pixels, lr=self.learning_rate))
+
+    def _style_dims(self, image: Image.Image, scale: float = 1.0) -> Tuple[int, int]:
+        """(width, height) of a style image on a level whose width is ``scale`` times the output's."""
+        full, style_size = self.full_size, self._sizes["style_size"]
+        style_size = style_size and max(1, round(style_size * scale))
+        style_pixels = (self._sizes["style_pixels"] or full[0] * full[1]) * scale ** 2
+        return resized_dims(*image.size, size=style_size, pixels=None if style_size else round(style_pixels))
+
+    def _check_memory(self, devices: Sequence[torch.device]) -> None:
+        """Refuse, before any resizing, sizes whose feature maps cannot fit in the devices' memory:
+        such a run would allocate for minutes and then fail, or be killed by the system."""
+        totals = [device_memory(d) for d in set(devices)]
+        if None in totals:
+            return  # no way to ask this platform
+        total = sum(totals)
+        sizes = [("output image", self.full_size, BYTES_PER_PIXEL, "--size", "--size-pixels")]
+        sizes += [("style image", self._style_dims(image), STYLE_BYTES_PER_PIXEL, "--style-size",
+                   "--style-size-pixels") for image in self._style_images]
+        needs = [w * h * per_pixel for _, (w, h), per_pixel, _, _ in sizes]
+        if needs[0] + max(needs[1:]) <= total:
+            return
+        what, (w, h), _, size_flag, pixels_flag = sizes[needs.index(max(needs))]
+        where = ("this machine" if all(d.type != "cuda" for d in devices)
+                 else " + ".join(str(d) for d in dict.fromkeys(devices)))
+        raise PasticheError(f"the {what} would be {w}x{h} px, which needs at least"
+                            f" {(needs[0] + max(needs[1:])) / 2 ** 30:,.1f} GB of memory and {where} has"
+                            f" {total / 2 ** 30:,.1f} GB; choose a smaller {size_flag} or {pixels_flag}")
 
     def _load(self, image: Image.Image, dims: Tuple[int, int], name: str) -> torch.Tensor:
         tensor = load_image(image.resize(dims, Image.BILINEAR), name=name)
@@ -307,7 +319,8 @@ class StyleTransfer:
             return loss
 
         before = self.pixels.detach().clone()
-        loss = float(self.optimizer.step(closure).detach())
+        with self._out_of_memory_is_an_error(*self.size):  # the closure runs first: pixels unchanged
+            loss = float(self.optimizer.step(closure).detach())
         if not math.isfinite(loss):
             with torch.no_grad():
                 self.pixels.copy_(self._good)
@@ -319,6 +332,20 @@ class StyleTransfer:
         self.step_count += 1
         self.loss = loss
         return loss
+
+    @contextmanager
+    def _out_of_memory_is_an_error(self, width: int, height: int) -> Iterator[None]:
+        """Turn an allocation failure into a PasticheError that says what to change."""
+        try:
+            yield
+        except (MemoryError, RuntimeError) as e:
+            # torch's CPU allocator raises RuntimeError("...can't allocate memory..."), CUDA's
+            # torch.cuda.OutOfMemoryError ("CUDA out of memory"), MPS "MPS backend out of memory".
+            if not isinstance(e, MemoryError) and not any(m in str(e) for m in _OUT_OF_MEMORY):
+                raise
+            raise PasticheError(f"out of memory at {width}x{height} px on {self.device}; choose a"
+                                " smaller --size or --size-pixels"
+                                + ("" if self.low_memory else ", or add --low-memory")) from None
 
     # ------------------------------------------------------------------ results
 

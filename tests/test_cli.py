@@ -188,8 +188,11 @@ BAD_INPUTS = {
     "wrong-length layer weights": ({"--style-layers": ["block1_relu1", "block2_relu1"],
                                     "--style-layer-weights": ["1"]}, ["--style-layer-weights"]),
     "wrong-length style weights": ({"--style-weights": ["0.5", "0.5"]}, ["--style-weights"]),
+    "negative tv weight": ({"--tv-weight": "-1"}, ["--tv-weight", "-1.0"]),
+    "nan content weight": ({"--content-weight": "nan"}, ["--content-weight", "nan"]),
     "zero steps": ({"--num-steps": "0"}, ["--num-steps"]),
     "negative size": ({"--size": "-5"}, ["--size"]),
+    "size beyond memory": ({"--size": "100000"}, ["100000x", "GB", "--size"]),
     "too small": ({"--size": "8", "--content-layers": ["block4_relu2"]}, ["too small"]),
     "no such output dir": ({"-o": "nodir/out.png"}, ["nodir"]),
     "unknown extension": ({"-o": "out.xyz"}, [".xyz"]),
@@ -304,6 +307,26 @@ def test_nan_loss_fails_and_keeps_the_last_good_image(images, tmp_path, monkeypa
     assert out.is_file()
     # The last image whose loss was finite: the loss of step 2 is that of the image after step 1.
     assert np.array_equal(pixels(out), frames[0])
+
+
+def test_out_of_memory_fails_and_keeps_the_latest_image(images, tmp_path, monkeypatch, capsys):
+    frames = _record_steps(monkeypatch)
+    objective = StyleTransfer.objective
+
+    def starved(self, pixels_):
+        if self.step_count >= 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 TB")
+        return objective(self, pixels_)
+
+    monkeypatch.setattr(StyleTransfer, "objective", starved)
+    out = tmp_path / "out.png"
+    code = cli("-c", "content.png", "-s", "style.png", "-o", out, "--num-steps", 10, "--size", 32,
+               "--no-verbose", *SHALLOW)
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err == ("pastiche: error: out of memory at 32x27 px on cpu; choose a smaller --size"
+                            " or --size-pixels, or add --low-memory\n")
+    assert len(frames) == 2 and np.array_equal(pixels(out), frames[-1])
 
 
 # ---------------------------------------------------------------------------- pastiche 1.6.0

@@ -352,6 +352,67 @@ def test_nan_loss_raises_and_keeps_the_last_good_image(content_path, style_path,
                           np.asarray(pastiche.imageio.to_pil(after_first / 255)))
 
 
+# ---------------------------------------------------------------------------- out of memory
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory"),
+    RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+    MemoryError(),
+])
+def test_out_of_memory_in_a_step_is_an_error_that_keeps_the_image(content_path, style_path, monkeypatch, error):
+    job = _job(content_path, style_path)
+    job.step()
+    kept = job.pixels.detach().clone()
+
+    def allocate(pixels):
+        raise error
+
+    monkeypatch.setattr(job, "objective", allocate)
+    with pytest.raises(PasticheError) as info:
+        job.step()
+    assert str(info.value) == ("out of memory at 48x40 px on cpu; choose a smaller --size or"
+                               " --size-pixels, or add --low-memory")
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert torch.equal(job.pixels.detach(), kept) and job.step_count == 1
+
+
+def test_sizes_that_cannot_fit_are_refused_before_any_resizing(content_path, style_path, monkeypatch):
+    monkeypatch.setattr(pastiche.engine, "device_memory", lambda device: 2 ** 30)  # a 1 GB machine
+    resized = []
+    monkeypatch.setattr(Image.Image, "resize", lambda *a, **k: resized.append(1))
+    with pytest.raises(PasticheError) as info:
+        StyleTransfer(content_path, style_path, size=1200, device="cpu")  # 1.2 M px each: ≥ 1.7 GB
+    assert str(info.value) == ("the output image would be 1200x1000 px, which needs at least 1.7 GB of"
+                               " memory and this machine has 1.0 GB; choose a smaller --size or --size-pixels")
+    with pytest.raises(PasticheError, match="the style image would be 4000x4000 px.*--style-size or"):
+        StyleTransfer(content_path, style_path, size=64, style_size=4000, device="cpu")
+    assert not resized
+    StyleTransfer(content_path, style_path, size=900, device="cpu")  # 0.68 M px fits
+
+
+def test_out_of_memory_while_resizing_is_an_error(content_path, style_path, monkeypatch):
+    job = StyleTransfer(content_path, style_path, **TINY)
+
+    def targets(content, styles):
+        raise RuntimeError("MPS backend out of memory (MPS allocated: 1.00 GB)")
+
+    monkeypatch.setattr(job, "_targets", targets)
+    with pytest.raises(PasticheError, match=r"^out of memory at 24x20 px on cpu; .* --low-memory$"):
+        job.resize(24, 20)
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory(content_path, style_path, monkeypatch):
+    job = _job(content_path, style_path)
+
+    def broken(pixels):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(job, "objective", broken)
+    with pytest.raises(RuntimeError, match="shapes"):
+        job.step()
+
+
 # ---------------------------------------------------------------------------- bad options
 
 
@@ -369,6 +430,10 @@ def test_nan_loss_raises_and_keeps_the_last_good_image(content_path, style_path,
     (dict(device="cuda:7"), ["cuda:7"]),
     (dict(preserve_color=True, luminance_only=True), ["--preserve-color", "--luminance-only"]),
     (dict(pooling="median"), ["median"]),
+    (dict(tv_weight=-1), ["--tv-weight", "-1.0"]),
+    (dict(content_weight=float("nan")), ["--content-weight", "nan"]),
+    (dict(style_weights=[float("inf")]), ["--style-weights", "inf"]),
+    (dict(style_layer_weights=[1, -2]), ["--style-layer-weights", "-2.0"]),
 ])
 def test_bad_options_raise_helpful_errors(content_path, style_path, options, needles):
     with pytest.raises(PasticheError) as info:

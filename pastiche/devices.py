@@ -1,0 +1,61 @@
+"""Where the computation runs: which devices exist, how much memory they have, and seeding.
+
+Device names are torch's: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``. An absent device is a
+PasticheError naming the ones present, not torch's own error on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from typing import Optional, Tuple, Union
+
+import torch
+
+from .errors import PasticheError
+
+
+def available_devices() -> Tuple[str, ...]:
+    devices = ["cpu"]
+    with warnings.catch_warnings():  # a CUDA build without a GPU warns on this query
+        warnings.simplefilter("ignore")
+        if torch.cuda.is_available():
+            devices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return tuple(devices)
+
+
+def default_device() -> str:
+    devices = available_devices()
+    return "cuda" if "cuda" in devices else "mps" if "mps" in devices else "cpu"
+
+
+def device_memory(device: torch.device) -> Optional[int]:
+    """Total memory of ``device`` in bytes: the GPU's own for CUDA, physical RAM otherwise (MPS
+    shares it); None where the platform does not say (os.sysconf is POSIX only)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def resolve_device(spec: Union[str, torch.device]) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` → a device that exists, or PasticheError."""
+    if str(spec) not in available_devices():
+        raise PasticheError(f"device '{spec}' is not available here; available: "
+                            f"{', '.join(available_devices())} (choose one with --device)")
+    return torch.device(spec)
+
+
+def seed_everything(seed: Optional[int], *, deterministic: bool = False) -> int:
+    """Seed torch's generators (a random seed if None); return the seed used."""
+    seed = random.randint(0, 2 ** 32 - 1) if seed is None else seed
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return seed

@@ -1,0 +1,37 @@
+import sys
+
+import pytest
+import torch
+
+from pastiche.devices import available_devices, default_device, device_memory, resolve_device, seed_everything
+from pastiche.errors import PasticheError
+
+
+def test_cpu_is_always_available_and_resolves():
+    assert available_devices()[0] == "cpu"
+    assert default_device() in available_devices()
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_an_absent_device_names_the_ones_present():
+    with pytest.raises(PasticheError) as info:
+        resolve_device("cuda:7")
+    assert str(info.value) == (f"device 'cuda:7' is not available here; available:"
+                               f" {', '.join(available_devices())} (choose one with --device)")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/meminfo")
+def test_cpu_memory_is_the_physical_ram():
+    with open("/proc/meminfo") as f:
+        total_kb = int(next(line for line in f if line.startswith("MemTotal:")).split()[1])
+    # MemTotal leaves out what the kernel reserved at boot: a few percent at most.
+    assert 0.9 < total_kb * 1024 / device_memory(torch.device("cpu")) <= 1.0
+
+
+def test_seed_makes_runs_repeat_and_none_draws_one():
+    assert seed_everything(7) == 7
+    first = torch.rand(3)
+    seed_everything(7)
+    assert torch.equal(torch.rand(3), first)
+    drawn = seed_everything(None)
+    assert 0 <= drawn < 2 ** 32
