@@ -6,14 +6,17 @@ import argparse
 import ctypes
 import os
 import platform
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
-from . import __version__
 from tqdm.auto import tqdm
 
+from . import __version__
 from .devices import available_devices, default_device, seed_everything
 from .engine import (DEFAULT_COARSE_STEPS, DEFAULT_CONTENT_LAYERS, DEFAULT_NUM_STEPS, DEFAULT_SIZE_PIXELS,
                      DEFAULT_STYLE_LAYERS, StyleTransfer, plan, run)
@@ -160,21 +163,36 @@ def release_freed_memory() -> None:
         ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 128 * 1024)
 
 
+@contextmanager
+def termination_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (kill, a job scheduler's time limit) as Ctrl-C, so the run stops the same
+    way: the latest image saved, exit 130. Signal handlers belong to the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.low_memory:
         release_freed_memory()
     try:
-        _check_args(args)
-        if is_video(args.content):
-            return _run_video(args)
-        output = check_output_path(args.output or default_output(args.content, args.styles),
-                                   inputs=[args.content, *args.styles, *([args.init] if args.init else [])])
-        if args.video and not args.workspace:
-            raise PasticheError("--video joins the --workspace frames; give --workspace DIR too")
-        if args.video:
-            check_video_output(args.video, inputs=[args.content, *args.styles])
-        return _run(args, output)
+        with termination_as_interrupt():
+            _check_args(args)
+            if is_video(args.content):
+                return _run_video(args)
+            output = check_output_path(args.output or default_output(args.content, args.styles),
+                                       inputs=[args.content, *args.styles, *([args.init] if args.init else [])])
+            if args.video and not args.workspace:
+                raise PasticheError("--video joins the --workspace frames; give --workspace DIR too")
+            if args.video:
+                check_video_output(args.video, inputs=[args.content, *args.styles])
+            return _run(args, output)
     except PasticheError as e:
         print(f"pastiche: error: {e}", file=sys.stderr)
         return EXIT_ERROR

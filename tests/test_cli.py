@@ -5,7 +5,9 @@ conftest.py. Bad input must give a non-zero exit, one line on stderr naming the 
 traceback, and leave the file system as it was (no output, no temporary file, nothing clobbered).
 """
 
+import os
 import re
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -284,6 +286,27 @@ def test_ctrl_c_saves_the_latest_image_and_exits_130(images, tmp_path, monkeypat
     assert np.array_equal(pixels(out), frames[-1])
     assert "Traceback" not in captured.err
     assert "interrupt" in captured.err.lower()
+
+
+def test_sigterm_saves_the_latest_image_like_ctrl_c(images, tmp_path, monkeypatch, capsys):
+    frames, original = [], StyleTransfer.step
+
+    def step(self):
+        if len(frames) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a scheduler's time limit would
+        loss = original(self)
+        frames.append(np.asarray(self.image()))
+        return loss
+
+    monkeypatch.setattr(StyleTransfer, "step", step)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out.png"
+    code = cli("-c", "content.png", "-s", "style.png", "-o", out, "--num-steps", 10, "--size", 32,
+               "--no-verbose", *SHALLOW)
+    assert code == 130
+    assert capsys.readouterr().err == f"pastiche: interrupted at step 2; saved {out}\n"
+    assert len(frames) == 2 and np.array_equal(pixels(out), frames[-1])
+    assert signal.getsignal(signal.SIGTERM) is before  # the command's handler does not outlive it
 
 
 def test_nan_loss_fails_and_keeps_the_last_good_image(images, tmp_path, monkeypatch, capsys):
