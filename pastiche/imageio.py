@@ -51,6 +51,10 @@ def _label(source: object, name: str) -> str:
     return f"{name} ({kind})"
 
 
+# Float images are 0..1; resampling can overshoot a little, but one reaching this is 0..255.
+_FLOAT_LIMIT = 1.5
+
+
 def _from_array(a: np.ndarray, label: str) -> Image.Image:
     """HxW, HxWx1, HxWx3 or HxWx4 array (uint8 0..255, uint16 0..65535, float 0..1) -> RGB."""
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)) or a.size == 0:
@@ -63,8 +67,12 @@ def _from_array(a: np.ndarray, label: str) -> Image.Image:
     elif a.dtype == np.uint16:
         x = a.astype(np.float32) / 65535.0
     elif np.issubdtype(a.dtype, np.floating):
-        # Out-of-range values are clipped, NaN treated as black, rather than wrapping.
-        x = np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0), 0.0, 1.0)
+        x = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        if x.max() > _FLOAT_LIMIT:  # clipping would turn the picture white
+            raise PasticheError(f"cannot use {label}: float values must be in 0..1, this one reaches"
+                                f" {x.max():g}; divide it by 255 (or pass uint8)")
+        # Slightly out-of-range values (resampling overshoot) are clipped, NaN treated as black.
+        x = np.clip(x, 0.0, 1.0)
     else:
         raise PasticheError(
             f"cannot use {label}: unsupported array dtype {a.dtype}; "
@@ -92,9 +100,10 @@ def _pil_to_rgb(im: Image.Image, label: str) -> Image.Image:
         a = np.clip(np.asarray(im).astype(np.float64) / 65535.0, 0.0, 1.0)
         return _from_array(a, label)
     if mode == "F":
-        # Float images: data in [0, 1] (max <= 1) is scaled x255, otherwise read as 0..255.
+        # Float files declare no range: data in [0, 1] (max <= 1) is scaled x255, otherwise
+        # read as 0..255; values beyond clip.
         a = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0)
-        return _from_array(a if a.size and a.max() <= 1.0 else a / 255.0, label)
+        return _from_array(np.clip(a if a.size and a.max() <= 1.0 else a / 255.0, 0.0, 1.0), label)
     try:
         if mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in im.info:
             return _from_array(np.asarray(im.convert("RGBA")), label)
@@ -136,8 +145,9 @@ def _open_path(path: str, label: str) -> Image.Image:
 def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
     """Return an upright 8-bit RGB PIL image (size w x h) from a path, PIL image, array or tensor.
 
-    Arrays: HxW/HxWx3/HxWx4, uint8 0..255, uint16 0..65535 or float 0..1 (clipped).
-    Tensors: (H, W), (3, H, W) or (1, 3, H, W), float 0..1 (clipped) or uint8.
+    Arrays: HxW/HxWx3/HxWx4, uint8 0..255, uint16 0..65535 or float 0..1 (values up to 1.5
+    clipped; beyond, an error that suggests dividing by 255). Tensors: (H, W), (3, H, W) or
+    (1, 3, H, W), float as arrays, or uint8.
     Alpha is composited over white.
     """
     label = _label(source, name)

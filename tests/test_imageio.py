@@ -157,9 +157,18 @@ def test_numpy_arrays():
     assert _px(_load(np.full((2, 3, 3), 7, np.uint8))) == (7, 7, 7)
     assert _px(_load(np.full((2, 3), 65535, np.uint16))) == (255, 255, 255)
     rgba = np.zeros((2, 2, 4), np.float64)
-    rgba[..., 0], rgba[..., 3] = 2.0, 1.0  # out-of-range red clips to 1
+    rgba[..., 0], rgba[..., 3] = 1.2, 1.0  # resampling overshoot clips to 1
     assert _px(_load(rgba)) == (255, 0, 0)
     assert open_image(np.zeros((4, 5), np.float32)).size == (5, 4)
+
+
+@pytest.mark.parametrize("source", [np.full((2, 2, 3), 254.0, np.float32), torch.full((3, 2, 2), 254.0)])
+def test_float_images_in_0_255_are_an_error_not_a_white_picture(source):
+    with pytest.raises(PasticheError) as e:
+        open_image(source, name="content image")
+    kind = "numpy array" if isinstance(source, np.ndarray) else "tensor"
+    assert str(e.value) == (f"cannot use content image ({kind}): float values must be in 0..1, this one"
+                            " reaches 254; divide it by 255 (or pass uint8)")
 
 
 @pytest.mark.parametrize(
@@ -173,7 +182,7 @@ def test_bad_arrays_name_the_source(bad):
 
 def test_tensors():
     assert _px(_load(torch.full((3, 2, 2), 0.5))) == (128, 128, 128)
-    assert _px(_load(torch.full((1, 3, 2, 2), 3.0))) == (255, 255, 255)
+    assert _px(_load(torch.full((1, 3, 2, 2), 1.25))) == (255, 255, 255)
     assert _px(_load(torch.full((2, 2), 0.0))) == (0, 0, 0)
     assert _px(_load(torch.full((3, 2, 2), 9, dtype=torch.uint8))) == (9, 9, 9)
     with pytest.raises(PasticheError) as e:
