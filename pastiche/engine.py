@@ -215,7 +215,9 @@ class StyleTransfer:
             self.targets = self._targets(content, styles)
             start = self._initial_image(content) if start is None else start
             self.pixels = start.to(self.device).contiguous().requires_grad_()
-            self._good = self.pixels.detach().clone()
+            # The last image whose loss was finite, and the buffer for the next one (kept, not
+            # allocated per step: see optim.LBFGS on scattering the heap).
+            self._good, self._spare = self.pixels.detach().clone(), torch.empty_like(self.pixels.detach())
             self.optimizer = (LBFGS(self.pixels, lr=self.learning_rate, history=self.lbfgs_history)
                               if self.optimizer_name == "lbfgs" else Adam(self.pixels, lr=self.learning_rate))
 
@@ -313,12 +315,13 @@ class StyleTransfer:
         self._ready()
 
         def closure() -> torch.Tensor:
-            self.pixels.grad = None
+            if self.pixels.grad is not None:
+                self.pixels.grad.zero_()  # accumulate into the same buffer on every step
             loss = self.objective(self.pixels)
             loss.backward()
             return loss
 
-        before = self.pixels.detach().clone()
+        before = self._spare.copy_(self.pixels.detach())
         with self._out_of_memory_is_an_error(*self.size):  # the closure runs first: pixels unchanged
             loss = float(self.optimizer.step(closure).detach())
         if not math.isfinite(loss):
@@ -326,7 +329,7 @@ class StyleTransfer:
                 self.pixels.copy_(self._good)
             raise PasticheError(f"the loss became {loss} at step {self.step_count + 1}; kept the last"
                                 " good image — try smaller weights or --learning-rate")
-        self._good = before
+        self._good, self._spare = before, self._good
         with torch.no_grad():
             self.pixels.clamp_(0, 255)
         self.step_count += 1

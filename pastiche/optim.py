@@ -8,7 +8,7 @@ memory and over a second of start-up for nothing a style transfer uses.
 
 from __future__ import annotations
 
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import torch
 
@@ -18,16 +18,23 @@ Closure = Callable[[], torch.Tensor]  # zeroes the gradient, returns the loss af
 class LBFGS:
     """L-BFGS without line search, one loss evaluation per :meth:`step` (pastiche 1.6.0 used
     ``torch.optim.LBFGS(max_iter=1, lr=1)``, with its default tolerances). ``history`` pairs of
-    image-sized vectors are kept."""
+    image-sized vectors are kept.
+
+    All its image-sized vectors live in buffers allocated once, at the first step: tensors that
+    outlive a step, allocated anew on every step between the feature maps, would scatter the
+    heap and keep the maps' freed memory from being reused (README, "Speed and memory").
+    """
 
     def __init__(self, param: torch.Tensor, *, lr: float = 1.0, history: int = 100,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9):
         self.param, self.lr, self.history = param, lr, history
         self.tolerance_grad, self.tolerance_change = tolerance_grad, tolerance_change
-        self.steps: List[torch.Tensor] = []  # s_k = x_{k+1} - x_k, flattened
-        self.changes: List[torch.Tensor] = []  # y_k = g_{k+1} - g_k, flattened
-        self.rho: List[float] = []  # 1 / (y_k . s_k)
-        self.direction = self.previous_grad = None
+        # Pairs (s_k = x_{k+1} - x_k, y_k = g_{k+1} - g_k) in a ring of history + 1 rows: the
+        # spare row takes a new pair before its curvature is known to be positive.
+        self.pairs: Optional[torch.Tensor] = None  # (history + 1, 2, N) float32
+        self.order: List[int] = []  # rows of the kept pairs, oldest first
+        self.rho: List[float] = []  # 1 / (y_k . s_k), per kept pair
+        self.previous_grad = self.direction = None  # (N,) each, once the first step is taken
         self.t = 0.0
         self.scale = 1.0  # the initial inverse Hessian is scale * I
 
@@ -39,42 +46,45 @@ class LBFGS:
         grad = self.param.grad.reshape(-1)
         if float(grad.abs().max()) <= self.tolerance_grad:
             return loss  # optimal already
-        if self.direction is None:  # first step: steepest descent, at most a unit-L1 step
-            direction = grad.neg()
+        if self.pairs is None:  # first step: steepest descent, at most a unit-L1 step
+            self.pairs = grad.new_empty(self.history + 1, 2, grad.numel())
+            self.previous_grad, self.direction = torch.empty_like(grad), torch.neg(grad)
             t = min(1.0, 1.0 / float(grad.abs().sum())) * self.lr
         else:
-            y = grad - self.previous_grad
-            s = self.direction * self.t
+            row = next(i for i in range(self.history + 1) if i not in self.order)  # the spare one
+            s, y = self.pairs[row]
+            torch.mul(self.direction, self.t, out=s)
+            torch.sub(grad, self.previous_grad, out=y)
             ys = float(y.dot(s))
             if ys > 1e-10:  # keep the pair only where curvature is positive
-                if len(self.steps) == self.history:
-                    del self.steps[0], self.changes[0], self.rho[0]
-                self.steps.append(s)
-                self.changes.append(y)
+                if len(self.order) == self.history:
+                    del self.order[0], self.rho[0]
+                self.order.append(row)
                 self.rho.append(1.0 / ys)
                 self.scale = ys / float(y.dot(y))
-            direction = self._two_loop(grad)
+            self._two_loop(grad, out=self.direction)
             t = self.lr
-        self.previous_grad = grad.clone()
-        self.direction, self.t = direction, t  # kept even without a move, as torch does
-        if float(grad.dot(direction)) > -self.tolerance_change:
+        self.previous_grad.copy_(grad)
+        self.t = t  # the direction is kept even without a move, as torch does
+        if float(grad.dot(self.direction)) > -self.tolerance_change:
             return loss  # not a descent direction: no progress possible
-        self.param.add_(direction.view_as(self.param), alpha=t)
+        self.param.add_(self.direction.view_as(self.param), alpha=t)
         return loss
 
-    def _two_loop(self, grad: torch.Tensor) -> torch.Tensor:
-        """-H grad by the two-loop recursion over the kept pairs."""
-        q = grad.neg()
+    def _two_loop(self, grad: torch.Tensor, *, out: torch.Tensor) -> None:
+        """-H grad by the two-loop recursion over the kept pairs, written to ``out``."""
+        q = torch.neg(grad, out=out)
         alphas = []
-        for s, y, rho in zip(reversed(self.steps), reversed(self.changes), reversed(self.rho)):
+        for row, rho in zip(reversed(self.order), reversed(self.rho)):
+            s, y = self.pairs[row]
             alpha = float(s.dot(q)) * rho
             q.add_(y, alpha=-alpha)
             alphas.append(alpha)
         q.mul_(self.scale)
-        for s, y, rho, alpha in zip(self.steps, self.changes, self.rho, reversed(alphas)):
+        for row, rho, alpha in zip(self.order, self.rho, reversed(alphas)):
+            s, y = self.pairs[row]
             beta = float(y.dot(q)) * rho
             q.add_(s, alpha=alpha - beta)
-        return q
 
 
 class Adam:
