@@ -37,7 +37,7 @@ DEFAULT_NUM_STEPS = 120
 
 
 # Memory a run needs at least, per pixel of the output image (saved activations and the largest
-# gradients of block1: peak RSS grew 1.2-1.4 KB per pixel at 1024-1600 px, with and without
+# gradients of block1: peak RSS grew 1.2-1.3 KB per pixel at 1024-1600 px, with and without
 # --low-memory) and per pixel of a style image (its targets need no gradients: 0.7 KB). Lower
 # bounds, so a refused run could not have fitted (README, "How much memory a size needs").
 BYTES_PER_PIXEL, STYLE_BYTES_PER_PIXEL = 1024, 512
