@@ -138,6 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     if not IMAGES.is_dir():
         sys.exit(f"needs {IMAGES} (the shared test data)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # before the runs, not after them
     results, lines = [], ["# Time to quality: pastiche 1.6.0 vs this pastiche", "",
                           f"Command: `python {' '.join(map(shlex.quote, sys.argv))}` on {os.cpu_count()} CPU cores.",
                           "Judge: benchmarks/judge.py. Times are wall seconds since each program's start"
@@ -158,7 +159,6 @@ def main() -> None:
                 curves[f"{label} {size[0]}x{size[1]}"] = {"pastiche-1.6.0": peer, "ours": ours}
                 lines += table(label, size, peer, ours, args.checkpoints)
                 print("\n".join(lines[-(args.checkpoints + 6):]), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".md").write_text("\n".join(lines) + f"\n![plot]({Path(args.out).name}.png)\n")
     plot(results, Path(args.out + ".png"))
     Path(args.out + ".json").write_text(json.dumps(curves, indent=1))  # (seconds, judge, step) points
