@@ -55,9 +55,9 @@ def test_winograd_kernel_is_kept_until_cleared():
     conv = Conv3x3(weight, bias)
     x = torch.randn(1, 4, 20, 20, requires_grad=True)
     conv(x).sum().backward()  # forward and input gradient share one transform
-    assert list(conv._cache) == ["winograd"] and conv._cache["winograd"].shape == (16, 8, 4)
+    assert conv._winograd.shape == (16, 8, 4)
     conv.clear_cache()
-    assert conv._cache == {}
+    assert conv._winograd is None
 
 
 @pytest.mark.parametrize("winograd_max_pixels", [0, 1 << 20])  # NNPACK (if present) / cached Winograd
