@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
     opt.add_argument("--low-memory", action="store_true",
                      help="keep VGG19's kernels quantized, 10 L-BFGS pairs instead of 20, and return"
-                          " freed memory to the system at once (Linux/glibc): ~40%% less peak memory"
+                          " freed memory to the system at once (Linux/glibc): ~25%% less peak memory"
                           " at 500^2 px for ~25%% more time per step (README)")
     opt.add_argument("--learning-rate", type=float, default=1.0)
     opt.add_argument("--pooling", choices=("max", "avg"), default="max")
