@@ -217,7 +217,8 @@ class StyleTransfer:
             self.pixels = start.to(self.device).contiguous().requires_grad_()
             # The last image whose loss was finite, and the buffer for the next one (kept, not
             # allocated per step: see optim.LBFGS on scattering the heap).
-            self._good, self._spare = self.pixels.detach().clone(), torch.empty_like(self.pixels.detach())
+            self._good = self.pixels.detach().clone()
+            self._spare = torch.empty_like(self._good)
             self.optimizer = (LBFGS(self.pixels, lr=self.learning_rate, history=self.lbfgs_history)
                               if self.optimizer_name == "lbfgs" else Adam(self.pixels, lr=self.learning_rate))
 
@@ -239,13 +240,14 @@ class StyleTransfer:
         sizes += [("style image", self._style_dims(image), STYLE_BYTES_PER_PIXEL, "--style-size",
                    "--style-size-pixels") for image in self._style_images]
         needs = [w * h * per_pixel for _, (w, h), per_pixel, _, _ in sizes]
-        if needs[0] + max(needs[1:]) <= total:
+        need = needs[0] + max(needs[1:])  # the styles' targets are made one style at a time
+        if need <= total:
             return
         what, (w, h), _, size_flag, pixels_flag = sizes[needs.index(max(needs))]
         where = ("this machine" if all(d.type != "cuda" for d in devices)
                  else " + ".join(str(d) for d in dict.fromkeys(devices)))
         raise PasticheError(f"the {what} would be {w}x{h} px, which needs at least"
-                            f" {(needs[0] + max(needs[1:])) / 2 ** 30:,.1f} GB of memory and {where} has"
+                            f" {need / 2 ** 30:,.1f} GB of memory and {where} has"
                             f" {total / 2 ** 30:,.1f} GB; choose a smaller {size_flag} or {pixels_flag}")
 
     def _load(self, image: Image.Image, dims: Tuple[int, int], name: str) -> torch.Tensor:
