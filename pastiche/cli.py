@@ -241,6 +241,9 @@ def _run_video(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, output: Path) -> int:
     start = time.perf_counter()
     if args.workspace:
+        if os.path.exists(args.workspace) and not os.path.isdir(args.workspace):
+            raise PasticheError(f"--workspace '{args.workspace}' is a file, not a folder; choose a folder"
+                                " (it is created if missing)")
         try:
             os.makedirs(args.workspace, exist_ok=True)
         except OSError as e:

@@ -204,7 +204,7 @@ BAD_INPUTS = {
     "output is the content": ({"-o": "content.png"}, ["content.png"]),
     "output is the style": ({"-o": "./style.png"}, ["style.png"]),
     "output is a directory": ({"-o": "adir"}, ["adir"]),
-    "workspace is a file": ({"--workspace": "content.png"}, ["--workspace", "content.png"]),
+    "workspace is a file": ({"--workspace": "content.png"}, ["--workspace", "content.png", "not a folder"]),
     "supplemental index out of range": ({"--supplemental-device": ["cpu", "99"]}, ["--supplemental-device", "99"]),
     "missing weights file": ({"--weights": "nope.pqw"}, ["nope.pqw"]),
     "layer deeper than the weights hold": ({"--weights": "vgg19-4bit", "--style-layers": ["block5_relu2"]},
