@@ -44,47 +44,58 @@ class LBFGS:
         with torch.enable_grad():
             loss = closure()
         grad = self.param.grad.reshape(-1)
-        if float(grad.abs().max()) <= self.tolerance_grad:
-            return loss  # optimal already
-        if self.pairs is None:  # first step: steepest descent, at most a unit-L1 step
+        first = self.pairs is None
+        if first:
             self.pairs = grad.new_empty(self.history + 1, 2, grad.numel())
-            self.previous_grad, self.direction = torch.empty_like(grad), torch.neg(grad)
-            t = min(1.0, 1.0 / float(grad.abs().sum())) * self.lr
+            self.previous_grad, self.direction = torch.empty_like(grad), torch.empty_like(grad)
+            stats = torch.stack([grad.abs().max(), grad.abs().sum()])
         else:
             row = next(i for i in range(self.history + 1) if i not in self.order)  # the spare one
             s, y = self.pairs[row]
             torch.mul(self.direction, self.t, out=s)
             torch.sub(grad, self.previous_grad, out=y)
-            ys = float(y.dot(s))
+            stats = torch.stack([grad.abs().max(), y.dot(s), y.dot(y)])
+        # The step's only read from the device: every decision on the host uses these numbers.
+        # (The two-loop recursion below keeps its coefficients on the device, where torch's
+        # LBFGS reads two per kept pair and a GPU idles while the host waits for each.)
+        grad_max, *stats = stats.tolist()
+        if grad_max <= self.tolerance_grad:
+            return loss  # optimal already
+        if first:  # steepest descent, at most a unit-L1 step
+            torch.neg(grad, out=self.direction)
+            t = min(1.0, 1.0 / stats[0]) * self.lr
+        else:
+            ys, yy = stats
             if ys > 1e-10:  # keep the pair only where curvature is positive
                 if len(self.order) == self.history:
                     del self.order[0], self.rho[0]
                 self.order.append(row)
                 self.rho.append(1.0 / ys)
-                self.scale = ys / float(y.dot(y))
+                self.scale = ys / yy
             self._two_loop(grad, out=self.direction)
             t = self.lr
         self.previous_grad.copy_(grad)
         self.t = t  # the direction is kept even without a move, as torch does
-        if float(grad.dot(self.direction)) > -self.tolerance_change:
-            return loss  # not a descent direction: no progress possible
-        self.param.add_(self.direction.view_as(self.param), alpha=t)
+        # Move only along a descent direction (torch stops otherwise: no progress is possible),
+        # decided on the device: a zero step where grad . direction > -tolerance_change.
+        descent = grad.dot(self.direction) <= -self.tolerance_change
+        self.param.addcmul_(self.direction.view_as(self.param), descent * t)
         return loss
 
     def _two_loop(self, grad: torch.Tensor, *, out: torch.Tensor) -> None:
-        """-H grad by the two-loop recursion over the kept pairs, written to ``out``."""
+        """-H grad by the two-loop recursion over the kept pairs, written to ``out``; the
+        coefficients alpha and beta are 0-dim tensors on the device."""
         q = torch.neg(grad, out=out)
         alphas = []
         for row, rho in zip(reversed(self.order), reversed(self.rho)):
             s, y = self.pairs[row]
-            alpha = float(s.dot(q)) * rho
-            q.add_(y, alpha=-alpha)
+            alpha = s.dot(q) * rho
+            q.addcmul_(y, alpha, value=-1)
             alphas.append(alpha)
         q.mul_(self.scale)
         for row, rho, alpha in zip(self.order, self.rho, reversed(alphas)):
             s, y = self.pairs[row]
-            beta = float(y.dot(q)) * rho
-            q.add_(s, alpha=alpha - beta)
+            q.addcmul_(s, alpha - y.dot(q) * rho)
 
 
 class Adam:

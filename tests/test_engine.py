@@ -16,7 +16,7 @@ from torch.nn import functional as F
 import pastiche
 from pastiche import color
 from pastiche import conv as conv_module
-from pastiche.engine import StyleTransfer, run, transfer
+from pastiche.engine import DEFAULT_STYLE_LAYERS, StyleTransfer, run, transfer
 from pastiche.errors import PasticheError
 from pastiche.imageio import load_image
 from pastiche.losses import gram
@@ -50,6 +50,25 @@ def test_loss_falls_over_ten_lbfgs_steps(content_path, style_path):
     assert all(math.isfinite(x) for x in losses)
     assert losses[-1] < 0.5 * losses[0]
     assert job.evaluate() < 0.5 * losses[0]  # the image after the 10th step is good too
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_a_step_reads_from_the_device_at_most_twice(content_path, style_path, optimizer, monkeypatch):
+    """The loss math stays on the compute device: a step reads the loss (for NaN checks and the
+    progress display) and, with L-BFGS, one stack of numbers for its decisions. Each read is a
+    round-trip that stalls a GPU; torch's own LBFGS makes two more per kept pair."""
+    job = _job(content_path, style_path, style_layers=DEFAULT_STYLE_LAYERS, optimizer=optimizer)
+    for _ in range(4):
+        job.step()  # L-BFGS now has pairs in its history
+    reads = []
+    for name in ("__float__", "__int__", "__bool__", "__index__", "item", "tolist", "numpy", "cpu"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name, **k:
+                            reads.append(_name) or _real(self, *a, **k))
+    job.step()
+    monkeypatch.undo()
+    assert optimizer == "adam" or job.optimizer.order  # the recursion had pairs to go over
+    assert sorted(reads) == (["__float__", "tolist"] if optimizer == "lbfgs" else ["__float__"])
 
 
 def test_low_memory_takes_the_same_steps_with_a_shorter_history(content_path, style_path, monkeypatch):
