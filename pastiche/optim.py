@@ -44,10 +44,7 @@ class LBFGS:
         with torch.enable_grad():
             loss = closure()
         grad = self.param.grad.reshape(-1)
-        first = self.pairs is None
-        if first:
-            self.pairs = grad.new_empty(self.history + 1, 2, grad.numel())
-            self.previous_grad, self.direction = torch.empty_like(grad), torch.empty_like(grad)
+        if self.pairs is None:
             stats = torch.stack([grad.abs().max(), grad.abs().sum()])
         else:
             row = next(i for i in range(self.history + 1) if i not in self.order)  # the spare one
@@ -61,8 +58,9 @@ class LBFGS:
         grad_max, *stats = stats.tolist()
         if grad_max <= self.tolerance_grad:
             return loss  # optimal already
-        if first:  # steepest descent, at most a unit-L1 step
-            torch.neg(grad, out=self.direction)
+        if self.pairs is None:  # first step: steepest descent, at most a unit-L1 step
+            self.pairs = grad.new_empty(self.history + 1, 2, grad.numel())
+            self.previous_grad, self.direction = torch.empty_like(grad), torch.neg(grad)
             t = min(1.0, 1.0 / stats[0]) * self.lr
         else:
             ys, yy = stats

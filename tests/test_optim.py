@@ -58,18 +58,23 @@ def test_adam_matches_torch():
     assert our_losses[-1] < our_losses[0]
 
 
-def test_lbfgs_stops_at_an_optimum():
+def test_lbfgs_stops_at_an_optimum_and_starts_afresh_when_it_can_move():
     x = torch.zeros(4, requires_grad=True)
+    target = [0.0]
     optimizer = LBFGS(x)
 
     def closure():
         x.grad = None
-        value = x.pow(2).sum()
+        value = (x - target[0]).pow(2).sum()
         value.backward()
         return value
 
     optimizer.step(closure)
     assert torch.equal(x.detach(), torch.zeros(4))  # zero gradient: nothing moves
+    target[0] = 1.0
+    optimizer.step(closure)
+    # its first move, as torch's: steepest descent, gradient -2 everywhere scaled to unit L1 norm
+    assert torch.allclose(x.detach(), torch.full((4,), 0.25))
 
 
 def test_a_style_transfer_never_imports_dynamo():
