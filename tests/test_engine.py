@@ -53,7 +53,7 @@ def test_loss_falls_over_ten_lbfgs_steps(content_path, style_path):
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
-def test_a_step_reads_from_the_device_at_most_twice(content_path, style_path, optimizer, monkeypatch):
+def test_a_step_reads_from_the_device_only_the_loss_and_lbfgs_decisions(content_path, style_path, optimizer, monkeypatch):
     """The loss math stays on the compute device: a step reads the loss (for NaN checks and the
     progress display) and, with L-BFGS, one stack of numbers for its decisions. Each read is a
     round-trip that stalls a GPU; torch's own LBFGS makes two more per kept pair."""
