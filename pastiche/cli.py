@@ -241,11 +241,11 @@ def _run_video(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, output: Path) -> int:
     start = time.perf_counter()
     if args.workspace:
-        if os.path.exists(args.workspace) and not os.path.isdir(args.workspace):
-            raise PasticheError(f"--workspace '{args.workspace}' is a file, not a folder; choose a folder"
-                                " (it is created if missing)")
         try:
             os.makedirs(args.workspace, exist_ok=True)
+        except FileExistsError:  # exist_ok covers folders only
+            raise PasticheError(f"--workspace '{args.workspace}' is a file, not a folder; choose a folder"
+                                " (it is created if missing)") from None
         except OSError as e:
             raise PasticheError(f"cannot create --workspace '{args.workspace}': {e.strerror}") from None
     seed = seed_everything(args.seed, deterministic=args.deterministic)
