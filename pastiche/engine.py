@@ -325,7 +325,7 @@ class StyleTransfer:
 
         before = self._spare.copy_(self.pixels.detach())
         with self._out_of_memory_is_an_error(*self.size):  # the closure runs first: pixels unchanged
-            loss = float(self.optimizer.step(closure).detach())
+            loss = self.optimizer.step(closure)
         if not math.isfinite(loss):
             with torch.no_grad():
                 self.pixels.copy_(self._good)
