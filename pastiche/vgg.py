@@ -137,6 +137,14 @@ class _MaxPool2x2(torch.autograd.Function):
         return out
 
 
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """The memory format a (N, C, H, W) tensor on ``x``'s device should have: channels-last on a
+    GPU, where cuDNN's fast kernels are NHWC and an NCHW tensor costs a transpose each way of
+    every convolution (2 of the 13 ms of a step at 1024 px on an H100); NCHW elsewhere, which our
+    CPU convolutions expect."""
+    return torch.channels_last if x.device.type == "cuda" else torch.contiguous_format
+
+
 class VGG19(nn.Module):
     """Pretrained VGG19 features; parameters are frozen and the module is in eval mode.
 
@@ -195,14 +203,18 @@ class VGG19(nn.Module):
             if i > last:
                 break
             x = x.to(self.devices[i])
-            graph = torch.is_grad_enabled() and x.requires_grad
+            x = x.contiguous(memory_format=_layout(x))  # a no-op but at the first layer on a device
+            # Under autograd on the CPU, ReLU and pooling keep uint8 masks for backward (RAM is
+            # what runs out there); on a GPU torch's own kernels are faster (10.2-10.6 instead of
+            # 14.2 ms per step at 1024 px on an H100, for 1.84 instead of 1.57 GB at the peak).
+            masks = torch.is_grad_enabled() and x.requires_grad and x.device.type == "cpu"
             if isinstance(layer, nn.ReLU):
                 # In place unless the conv output was handed out: halves activation memory.
-                if graph:
+                if masks:
                     x = _ReLU.apply(x, not previous_wanted)
                 else:
                     x = torch.relu(x) if previous_wanted else torch.relu_(x)
-            elif isinstance(layer, nn.MaxPool2d) and graph:
+            elif isinstance(layer, nn.MaxPool2d) and masks:
                 x = _MaxPool2x2.apply(x)
             else:
                 x = layer(x)

@@ -278,7 +278,7 @@ def test_ctrl_c_saves_the_latest_image_and_exits_130(images, tmp_path, monkeypat
     frames = _record_steps(monkeypatch, interrupt_at=3)
     out = tmp_path / "out.png"
     code = cli("-c", "content.png", "-s", "style.png", "-o", out, "--num-steps", 10, "--size", 32,
-               "--no-verbose", *SHALLOW)
+               "--no-verbose", "--device", "cpu", *SHALLOW)  # poisons eager steps
     captured = capsys.readouterr()
     assert code == 130
     assert len(frames) == 2
@@ -320,7 +320,7 @@ def test_nan_loss_fails_and_keeps_the_last_good_image(images, tmp_path, monkeypa
     monkeypatch.setattr(StyleTransfer, "objective", poisoned)
     out = tmp_path / "out.png"
     code = cli("-c", "content.png", "-s", "style.png", "-o", out, "--num-steps", 10, "--size", 32,
-               "--no-verbose", *SHALLOW)
+               "--no-verbose", "--device", "cpu", *SHALLOW)  # poisons eager steps
     captured = capsys.readouterr()
     assert code not in (0, None)
     lines = captured.err.strip().splitlines()
@@ -344,7 +344,7 @@ def test_out_of_memory_fails_and_keeps_the_latest_image(images, tmp_path, monkey
     monkeypatch.setattr(StyleTransfer, "objective", starved)
     out = tmp_path / "out.png"
     code = cli("-c", "content.png", "-s", "style.png", "-o", out, "--num-steps", 10, "--size", 32,
-               "--no-verbose", *SHALLOW)
+               "--no-verbose", "--device", "cpu", *SHALLOW)  # poisons eager steps
     captured = capsys.readouterr()
     assert code == 1
     assert captured.err == ("pastiche: error: out of memory at 32x27 px on cpu; choose a smaller --size"

@@ -72,6 +72,35 @@ def test_a_step_reads_from_the_device_once(content_path, style_path, optimizer, 
     assert reads == (["tolist"] if optimizer == "lbfgs" else ["__float__"])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_steps_match_eager_steps_and_follow_a_resize(content_path, style_path):
+    """On a GPU a step replays a CUDA graph captured at the level's first step: the same steps
+    run eagerly give the same losses (in float32, TF32 off: and the CPU's too), and a new size
+    (coarse-to-fine) captures a new graph. At the second level compared only before its second
+    move, L-BFGS's first curvature step after a steepest-descent one: it can multiply the loss
+    ~10x, amplifying rounding differences (cuDNN picks its algorithms anew for a capture)."""
+    from pastiche.engine import plan
+
+    curves, graphs_seen = {}, []
+    for device, graphs in (("cuda", True), ("cuda", False), ("cpu", False)):
+        torch.manual_seed(0)
+        job = StyleTransfer(content_path, style_path, size=96, device=device)
+        job.use_cuda_graphs = graphs
+        curve = curves[device, graphs] = []
+
+        def record(j):
+            curve.append(j.loss)
+            graphs_seen.append(j._graph)
+
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            run(job, plan(job.full_size, 4, (4,)), callback=record)
+        assert len(curve) == 8
+    first_level, second_level = set(map(id, graphs_seen[:4])), set(map(id, graphs_seen[4:8]))
+    assert len(first_level) == len(second_level) == 1 and first_level != second_level
+    for reference, rel in ((curves["cuda", False], 1e-3), (curves["cpu", False], 1e-2)):
+        assert curves["cuda", True][:6] == pytest.approx(reference[:6], rel=rel)
+
+
 def test_low_memory_takes_the_same_steps_with_a_shorter_history(content_path, style_path, monkeypatch):
     """low_memory keeps the kernels as uint8 indices (same kernels, so by the same algorithms the
     same losses while L-BFGS's history is not yet full) and 10 history pairs instead of 20.

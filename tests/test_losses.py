@@ -77,3 +77,18 @@ def test_gram_gradient_matches_autograd_through_bmm():
     flat = x.reshape(2, 5, 12)
     (ref,) = torch.autograd.grad((torch.bmm(flat, flat.transpose(1, 2)) / 12 * weights).sum(), x)
     assert torch.allclose(ours, ref)
+
+
+def test_gram_of_channels_last_features_is_the_same_and_keeps_the_layout():
+    """On a GPU the features are channels-last (pastiche.vgg): gram() reads them without a copy
+    and hands back their gradient in that layout, with the same values."""
+    x = torch.randn(1, 6, 5, 7, dtype=torch.float64)
+    weights = torch.randn(1, 6, 6, dtype=torch.float64)
+    grads = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        features = x.contiguous(memory_format=layout).requires_grad_()
+        (grad,) = torch.autograd.grad((gram(features) * weights).sum(), features)
+        assert grad.is_contiguous(memory_format=layout)
+        grads.append((gram(features), grad))
+    assert torch.allclose(grads[0][0], grads[1][0]) and torch.allclose(grads[0][1], grads[1][1])
+    assert torch.autograd.gradcheck(gram, (x.contiguous(memory_format=torch.channels_last).requires_grad_(),))

@@ -346,6 +346,34 @@ def test_image_gradient_matches_autograd(model, layers, winograd_max_pixels, mon
     assert (ours - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("supplemental", [(), (("cpu", 10),)])
+def test_gpu_features_and_gradient_match_the_cpu(model, supplemental):
+    """On a GPU the maps are channels-last (cuDNN's layout) and ReLU and pooling are torch's
+    own: same features and image gradient as on the CPU (in float32: TF32 off, which the Grams
+    follow), also when layers from block3 on run on the CPU (--supplemental-device)."""
+    import copy
+
+    from pastiche.losses import gram
+
+    layers = ("block1_relu1", "block2_relu1", "block3_relu1", "block4_relu2")
+    gpu = copy.deepcopy(model).place("cuda", supplemental)
+    image = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(3))
+    results = []
+    for net, device in ((model, "cpu"), (gpu, "cuda")):
+        x = image.to(device).requires_grad_()
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            out = net(x, layers)
+            assert out["block1_relu1"].is_contiguous(memory_format=torch.channels_last) == (device == "cuda")
+            loss = sum(gram(f).sum() + f.sum() for f in out.values())
+            (grad,) = torch.autograd.grad(loss, x)
+        results.append(([out[n].cpu() for n in layers], grad.cpu()))
+    (cpu_maps, cpu_grad), (gpu_maps, gpu_grad) = results
+    for ours, ref in zip(gpu_maps, cpu_maps):
+        assert (ours - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert (gpu_grad - cpu_grad).abs().max() <= 1e-3 * cpu_grad.abs().max()  # the CPU's Winograd rounds more
+
+
 def test_compact_model_gives_the_same_features_and_gradient(model, image, monkeypatch):
     """compact=True keeps uint8 codebook indices (a quarter of the bytes) and rebuilds the same
     float32 kernels: bit-identical activations and image gradients by the same algorithms (a
