@@ -142,8 +142,10 @@ class StyleTransfer:
         self.preserve_color, self.luminance_only = preserve_color, luminance_only
         self.device = resolve_device(device or default_device())
         supplemental = [(resolve_device(d), int(i)) for d, i in supplemental_devices]
-        # On one CUDA device a step's forward and backward replay as a CUDA graph (see _graphed)
-        self.use_cuda_graphs = self.device.type == "cuda" and not supplemental
+        # On one CUDA device a step's forward and backward replay as a CUDA graph (see _graphed):
+        # on torch's current one, as measured (capture and replay use its streams)
+        self.use_cuda_graphs = (self.device.type == "cuda" and not supplemental
+                                and self.device.index in (None, torch.cuda.current_device()))
         self._graph: Optional[Tuple[torch.cuda.CUDAGraph, torch.Tensor]] = None
         for _, index in supplemental:
             if not 0 < index < len(LAYER_NAMES):
@@ -352,14 +354,13 @@ class StyleTransfer:
         every replay. ``use_cuda_graphs = False`` runs the closure as it is."""
         if self._graph is None:
             # torch's recipe: warm up on a side stream (cuDNN's workspaces, the gradient's
-            # buffer), then capture. The warm-up's freed memory goes back to the device first:
-            # the capture allocates from a pool of its own.
+            # buffer), then capture; torch.cuda.graph first returns the warm-up's freed memory,
+            # the capture having a pool of its own.
             stream = torch.cuda.Stream(self.device)
             stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(stream):
                 closure()
             torch.cuda.current_stream(self.device).wait_stream(stream)
-            torch.cuda.empty_cache()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 loss = closure()
