@@ -68,7 +68,9 @@ class LBFGS:
         loss_value, grad_max, *numbers = torch.cat([loss.detach().reshape(1), grad.abs().max().reshape(1),
                                                     products.reshape(-1)]).tolist()
         if grad_max <= self.tolerance_grad:
-            return loss_value  # optimal already
+            # optimal already (row 2 now holds this gradient where torch keeps the one before:
+            # the two differ only after such a step, which a style loss does not reach)
+            return loss_value
         if self.vectors is None:  # first step: steepest descent, at most a unit-L1 step
             self.vectors = grad.new_empty(3 + 2 * self.history, grad.numel())
             self.vectors[2].copy_(grad)
