@@ -19,7 +19,10 @@ Closure = Callable[[], torch.Tensor]  # zeroes the gradient, returns the loss af
 class LBFGS:
     """L-BFGS without line search, one loss evaluation per :meth:`step` (pastiche 1.6.0 used
     ``torch.optim.LBFGS(max_iter=1, lr=1)``, with its default tolerances). ``history`` pairs of
-    image-sized vectors are kept.
+    image-sized vectors are kept. ``scale`` is the initial inverse Hessian's scale where it is
+    known (a coarser level's, see StyleTransfer.resize): the first step is then ``-lr * scale * g``
+    instead of torch's steepest descent of unit L1 length at most, which on a style loss barely
+    moves.
 
     The two-loop recursion runs on the host, over coefficients: every vector it makes is the
     gradient plus a combination of the kept pairs, so it needs only inner products — among the
@@ -34,7 +37,7 @@ class LBFGS:
     """
 
     def __init__(self, param: torch.Tensor, *, lr: float = 1.0, history: int = 100,
-                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9):
+                 scale: Optional[float] = None, tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9):
         self.param, self.lr, self.history = param, lr, history
         self.tolerance_grad, self.tolerance_change = tolerance_grad, tolerance_change
         # (3 + 2 * history, N) float32. Rows 0-2: this step's s = x_k - x_(k-1), y = g_k - g_(k-1)
@@ -46,7 +49,8 @@ class LBFGS:
         self.order: List[int] = []  # slots of the kept pairs, oldest first
         self.rho: List[float] = []  # 1 / (y_i . s_i), per kept pair
         self.t = 0.0
-        self.scale = 1.0  # the initial inverse Hessian is scale * I
+        self.known_scale = scale is not None
+        self.scale = 1.0 if scale is None else scale  # the initial inverse Hessian is scale * I
 
     @torch.no_grad()
     def step(self, closure: Closure) -> float:
@@ -71,11 +75,11 @@ class LBFGS:
             # optimal already (row 2 now holds this gradient where torch keeps the one before:
             # the two differ only after such a step, which a style loss does not reach)
             return loss_value
-        if self.vectors is None:  # first step: steepest descent, at most a unit-L1 step
+        if self.vectors is None:  # first step: steepest descent, scaled or at most of unit L1 length
             self.vectors = grad.new_empty(3 + 2 * self.history, grad.numel())
             self.vectors[2].copy_(grad)
             self.direction = torch.neg(grad)
-            t, descent = min(1.0, 1.0 / numbers[0]) * self.lr, True
+            t, descent = (self.scale if self.known_scale else min(1.0, 1.0 / numbers[0])) * self.lr, True
         else:
             grad_dots, gg = self._update(np.reshape(numbers, (-1, 3)))
             g_coef, coefs = self._two_loop(grad_dots)

@@ -101,6 +101,24 @@ def test_cuda_graph_steps_match_eager_steps_and_follow_a_resize(content_path, st
         assert curves["cuda", True][:6] == pytest.approx(reference[:6], rel=rel)
 
 
+def test_a_new_level_starts_lbfgs_with_the_last_levels_scale(content_path, style_path):
+    """Coarse-to-fine restarts L-BFGS at each size with the curvature scale it learnt, times the
+    growth in pixels (the loss is a mean over pixels): its first step moves the image, where a
+    fresh L-BFGS's first step moves it by at most a unit L1 length in all."""
+    job = StyleTransfer(content_path, style_path, **TINY)
+    width, height = job.full_size
+    job.resize(width // 2, height // 2)
+    for _ in range(4):
+        job.step()
+    scale, pixels = job.optimizer.scale, (width // 2) * (height // 2)
+    job.resize(width, height)
+    assert job.optimizer.known_scale
+    assert job.optimizer.scale == pytest.approx(scale * width * height / pixels)
+    before = job.pixels.detach().clone()
+    job.step()
+    assert (job.pixels.detach() - before).abs().sum() > 10
+
+
 def test_low_memory_takes_the_same_steps_with_a_shorter_history(content_path, style_path, monkeypatch):
     """low_memory keeps the kernels as uint8 indices (same kernels, so by the same algorithms the
     same losses while L-BFGS's history is not yet full) and 10 history pairs instead of 20.

@@ -87,3 +87,21 @@ def test_a_style_transfer_never_imports_dynamo():
             "print('torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_lbfgs_with_a_known_scale_takes_a_scaled_first_step():
+    """A coarser level's inverse-Hessian scale makes the first step -lr * scale * g, where a
+    fresh L-BFGS (as torch's) moves at most a unit L1 length; later steps use pairs as usual."""
+    x = torch.zeros(4, requires_grad=True)
+
+    def closure():
+        x.grad = None
+        value = (x - 1).pow(2).sum()
+        value.backward()
+        return value
+
+    optimizer = LBFGS(x, lr=0.5, scale=0.4)
+    optimizer.step(closure)  # gradient -2 everywhere
+    assert torch.allclose(x.detach(), torch.full((4,), 0.4))
+    assert optimizer.step(closure) == pytest.approx(4 * 0.6 ** 2)
+    assert optimizer.order and optimizer.scale == pytest.approx(0.5)  # s . y / y . y of 2 (x - 1)
