@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+import pastiche  # first: it sets torch's thread-wait and page-size switches, read at torch's import
 
-import pastiche
-from pastiche.engine import StyleTransfer
+import torch  # noqa: E402  (after pastiche, as above)
+from pastiche.engine import StyleTransfer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from time_to_quality import IMAGES  # noqa: E402  (the shared test images, as every benchmark)
