@@ -7,6 +7,7 @@ level pastiche 1.6.0 reaches, and the best judge ours shows by a few wall times:
 between early levels (short coarse levels) and later quality (long ones).
 
     python benchmarks/schedules.py                       # both pairs, --size 256
+    python benchmarks/schedules.py --schedules '150,30;20,20;single'   # other schedules
 
 Writes benchmarks/results/schedules.md.
 """
