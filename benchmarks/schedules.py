@@ -20,6 +20,7 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
+from typing import List, Tuple
 
 from PIL import Image
 
@@ -29,14 +30,18 @@ from time_to_quality import IMAGES, PEER, RESULTS, curve, first_time, frames, ru
 
 from pastiche.engine import DEFAULT_COARSE_STEPS  # noqa: E402
 
-SCHEDULES = {  # label → our options; total steps chosen so every run lasts about as long
-    # the default row runs whatever the engine's default is, so its label says that, not a literal
-    f"default ({','.join(map(str, DEFAULT_COARSE_STEPS))} + 200)": ["--num-steps", "200"],
-    "150,100 + 200 (default before session 6)": ["--schedule", "150,100", "--num-steps", "200"],
-    "100,20 + 200": ["--schedule", "100,20", "--num-steps", "200"],
-    "20,20 + 200": ["--schedule", "20,20", "--num-steps", "200"],
-    "single scale, 200": ["--single-scale", "--num-steps", "200"],
-}
+# Our schedules: coarse steps per level as --schedule takes them, "single" for single scale, or
+# "default" for whatever the engine's default is; each then runs 200 full-size steps, so that
+# every run lasts about as long.
+SCHEDULES = "default;150,100;100,20;20,20;single"
+
+
+def schedule_run(schedule: str) -> Tuple[str, List[str]]:
+    """A schedule's (label, our options)."""
+    if schedule == "default":  # labelled with what the default is, not a literal
+        return f"default ({','.join(map(str, DEFAULT_COARSE_STEPS))}) + 200", ["--num-steps", "200"]
+    options = ["--single-scale"] if schedule == "single" else ["--schedule", schedule]
+    return f"{schedule} + 200", options + ["--num-steps", "200"]
 
 
 def main() -> None:
@@ -46,13 +51,11 @@ def main() -> None:
     parser.add_argument("--peer-steps", type=int, default=300)
     parser.add_argument("--levels", default="10,20,50,100,150,200,300", help="pastiche 1.6.0 steps to compare at")
     parser.add_argument("--at", default="30,45,60", help="wall times (s) to show our best judge at")
-    parser.add_argument("--schedules", help="instead of the table's: coarse steps per schedule, ';'-separated,"
-                        " 'single' for single scale (e.g. '150,30;50,10;single'), each + 200 full-size steps")
+    parser.add_argument("--schedules", default=SCHEDULES, help="';'-separated coarse steps per schedule, 'single'"
+                        " or 'default' (e.g. '150,30;50,10;single'), each + 200 full-size steps")
     parser.add_argument("--out", default=str(RESULTS / "schedules.md"))
     args = parser.parse_args()
-    schedules = SCHEDULES if not args.schedules else {
-        f"{text} + 200": (["--single-scale"] if text == "single" else ["--schedule", text]) + ["--num-steps", "200"]
-        for text in args.schedules.split(";")}
+    schedules = dict(schedule_run(text) for text in args.schedules.split(";"))
     if not IMAGES.is_dir():
         sys.exit(f"needs {IMAGES} (the shared test data)")
     levels, at = [int(s) for s in args.levels.split(",")], [float(t) for t in args.at.split(",")]
