@@ -17,7 +17,7 @@ from typing import Iterator, List, Optional, Sequence
 from tqdm.auto import tqdm
 
 from . import __version__
-from .devices import available_devices, default_device, seed_everything
+from .devices import PRECISIONS, available_devices, default_device, seed_everything
 from .engine import (DEFAULT_COARSE_STEPS, DEFAULT_CONTENT_LAYERS, DEFAULT_NUM_STEPS, DEFAULT_SIZE_PIXELS,
                      DEFAULT_STYLE_LAYERS, StyleTransfer, plan, run)
 from .errors import PasticheError
@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep VGG19's kernels quantized, 10 L-BFGS pairs instead of 20, and return"
                           " freed memory to the system at once (Linux/glibc): ~25%% less peak memory"
                           " at 500^2 px for ~25%% more time per step (README)")
+    opt.add_argument("--precision", choices=PRECISIONS, default="auto",
+                     help="VGG19's arithmetic: auto is bfloat16 on a CPU that has it in hardware"
+                          " (AVX512-BF16, AMX: ~1.5x faster steps), else float32 (README)")
     opt.add_argument("--learning-rate", type=float, default=1.0)
     opt.add_argument("--pooling", choices=("max", "avg"), default="max")
     opt.add_argument("--weights", default=DEFAULT_WEIGHTS,
@@ -214,7 +217,7 @@ def _options(args: argparse.Namespace) -> dict:
         style_size_pixels=args.style_size_pixels, preserve_color=args.preserve_color,
         luminance_only=args.luminance_only, device=args.device,
         supplemental_devices=[(d, int(i)) for d, i in args.supplemental_devices], weights=args.weights,
-        low_memory=args.low_memory)
+        low_memory=args.low_memory, precision=args.precision)
 
 
 def _run_video(args: argparse.Namespace) -> int:
@@ -251,7 +254,8 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     seed = seed_everything(args.seed, deterministic=args.deterministic)
     job = StyleTransfer(args.content, args.styles, **_options(args))
     say = print if args.verbose else (lambda *a, **k: None)
-    say(f"device: {job.device}\nseed: {seed}\nsize: {job.full_size[0]}x{job.full_size[1]}")
+    dtype = str(job.dtype).replace("torch.", "")
+    say(f"device: {job.device} ({dtype})\nseed: {seed}\nsize: {job.full_size[0]}x{job.full_size[1]}")
     schedule = plan(job.full_size, args.num_steps, args.coarse_steps)
     say("schedule: " + ", ".join(f"{w}x{h} px {n} steps" for (w, h), n in schedule))
     total = sum(n for _, n in schedule)

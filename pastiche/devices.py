@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 import warnings
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -49,6 +49,31 @@ def resolve_device(spec: Union[str, torch.device]) -> torch.device:
         raise PasticheError(f"device '{spec}' is not available here; available: "
                             f"{', '.join(available_devices())} (choose one with --device)")
     return torch.device(spec)
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16 or AMX), where oneDNN's
+    bfloat16 convolutions run 2x faster than any float32 one; elsewhere torch emulates them."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private: absent in some versions
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+
+
+def compute_dtype(precision: str, devices: Sequence[torch.device]) -> torch.dtype:
+    """The dtype of VGG19's convolutions and activations for ``precision``: ``"float32"``,
+    ``"bfloat16"`` (CPUs only), or ``"auto"``: bfloat16 where every device is a CPU with
+    :func:`native_bfloat16`, else float32. Losses, Gram matrices and the image stay float32."""
+    if precision not in PRECISIONS:
+        raise PasticheError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
+    on_cpu = all(d.type == "cpu" for d in devices)
+    if precision == "bfloat16" and not on_cpu:
+        raise PasticheError("--precision bfloat16 runs on CPUs only; use --precision float32 or"
+                            " auto on a GPU")
+    if precision == "bfloat16" or (precision == "auto" and on_cpu and native_bfloat16()):
+        return torch.bfloat16
+    return torch.float32
 
 
 def seed_everything(seed: Optional[int], *, deterministic: bool = False) -> int:

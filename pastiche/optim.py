@@ -22,7 +22,10 @@ class LBFGS:
     image-sized vectors are kept. ``scale`` is the initial inverse Hessian's scale where it is
     known (a coarser level's, see StyleTransfer.resize): the first step is then ``-lr * scale * g``
     instead of torch's steepest descent of unit L1 length at most, which on a style loss barely
-    moves.
+    moves. Without a known scale, ``probe`` makes the first step move the pixel of the largest
+    gradient by ``lr * probe`` instead: for a gradient with rounding noise (bfloat16 convolutions),
+    where torch's step changes the gradient less than its rounding does, so that the first pair
+    teaches L-BFGS a false curvature.
 
     The two-loop recursion runs on the host, over coefficients: every vector it makes is the
     gradient plus a combination of the kept pairs, so it needs only inner products — among the
@@ -37,8 +40,9 @@ class LBFGS:
     """
 
     def __init__(self, param: torch.Tensor, *, lr: float = 1.0, history: int = 100,
-                 scale: Optional[float] = None, tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9):
-        self.param, self.lr, self.history = param, lr, history
+                 scale: Optional[float] = None, probe: Optional[float] = None, tolerance_grad: float = 1e-7,
+                 tolerance_change: float = 1e-9):
+        self.param, self.lr, self.history, self.probe = param, lr, history, probe
         self.tolerance_grad, self.tolerance_change = tolerance_grad, tolerance_change
         # (3 + 2 * history, N) float32. Rows 0-2: this step's s = x_k - x_(k-1), y = g_k - g_(k-1)
         # and g_k (kept for the next y); then a ring of slots, slot i's pair in rows 3 + 2i, 4 + 2i.
@@ -79,7 +83,9 @@ class LBFGS:
             self.vectors = grad.new_empty(3 + 2 * self.history, grad.numel())
             self.vectors[2].copy_(grad)
             self.direction = torch.neg(grad)
-            t, descent = (self.scale if self.known_scale else min(1.0, 1.0 / numbers[0])) * self.lr, True
+            first = (self.scale if self.known_scale else self.probe / grad_max if self.probe
+                     else min(1.0, 1.0 / numbers[0]))
+            t, descent = first * self.lr, True
         else:
             grad_dots, gg = self._update(np.reshape(numbers, (-1, 3)))
             g_coef, coefs = self._two_loop(grad_dots)

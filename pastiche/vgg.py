@@ -128,7 +128,8 @@ class _MaxPool2x2(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (position,) = ctx.saved_tensors
-        out = grad.new_zeros(ctx.input_size)  # (N, C, H, W); an odd last row/column gets none
+        # (N, C, H, W) in the maps' layout; an odd last row/column gets none
+        out = torch.empty(ctx.input_size, dtype=grad.dtype, device=grad.device, memory_format=_layout(grad)).zero_()
         h, w = grad.shape[-2:]
         for k in range(4):
             dy, dx = divmod(k, 2)
@@ -137,23 +138,26 @@ class _MaxPool2x2(torch.autograd.Function):
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
-    """The memory format a (N, C, H, W) tensor on ``x``'s device should have: channels-last on a
-    GPU, where cuDNN's fast kernels are NHWC and an NCHW tensor costs a transpose each way of
-    every convolution (2 of the 13 ms of a step at 1024 px on an H100); NCHW elsewhere, which our
-    CPU convolutions expect."""
-    return torch.channels_last if x.device.type == "cuda" else torch.contiguous_format
+    """The memory format a (N, C, H, W) tensor like ``x`` should have: channels-last on a GPU,
+    where cuDNN's fast kernels are NHWC and an NCHW tensor costs a transpose each way of every
+    convolution (2 of the 13 ms of a step at 1024 px on an H100), and for oneDNN's bfloat16
+    convolutions on a CPU (22 instead of 25 ms for VGG19's 9 shapes at 256x192 px); NCHW for
+    float32 on a CPU, which NNPACK and our Winograd expect."""
+    return torch.channels_last if x.device.type == "cuda" or x.dtype == torch.bfloat16 else torch.contiguous_format
 
 
 class VGG19(nn.Module):
     """Pretrained VGG19 features; parameters are frozen and the module is in eval mode.
 
     ``forward(image, layers)`` takes ``image`` (N, 3, H, W) float32 RGB in [0, 1] and returns
-    ``{name: activation}`` for ``layers``, running no deeper than the deepest one asked for.
+    ``{name: activation}`` for ``layers``, float32, running no deeper than the deepest one asked
+    for. In between, activations have ``dtype``, the convolutions' (see :func:`vgg19`).
     """
 
-    def __init__(self, layers: Dict[str, nn.Module], preprocessing: Dict):
+    def __init__(self, layers: Dict[str, nn.Module], preprocessing: Dict, *, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.layers = nn.ModuleDict(layers)
+        self.dtype = dtype
         self.preprocessing = dict(preprocessing)
         order, gain, offset = preprocessing_affine(preprocessing)
         self.register_buffer("order", order, persistent=False)
@@ -215,17 +219,17 @@ class VGG19(nn.Module):
                     x = torch.relu(x) if previous_wanted else torch.relu_(x)
             elif isinstance(layer, nn.MaxPool2d) and masks:
                 x = _MaxPool2x2.apply(x)
-            else:
-                x = layer(x)
+            else:  # the first convolution is float32 (see vgg19), the rest have self.dtype
+                x = layer(x).to(self.dtype)
             previous_wanted = name in wanted
             if previous_wanted:
-                out[name] = x
+                out[name] = x.float()  # x itself, or a copy of bfloat16 that the next ReLU may overwrite
         return out
 
 
 def vgg19(*, weights: Union[str, os.PathLike, None] = None, pooling: str = "max",
           device: Union[str, torch.device] = "cpu", up_to: Optional[str] = None,
-          compact: bool = False) -> VGG19:
+          compact: bool = False, dtype: torch.dtype = torch.float32) -> VGG19:
     """Build the VGG19 feature extractor from a quantized weights file.
 
     ``weights``: a bundled name (default ``"vgg19-8bit"``) or a path made by pastiche-compress.
@@ -234,10 +238,13 @@ def vgg19(*, weights: Union[str, os.PathLike, None] = None, pooling: str = "max"
     (a file may hold only the first convolutions, e.g. the bundled ``vgg19-4bit``). ``compact``:
     keep the kernels as the file's uint8 indices (see :class:`Conv3x3`): 13 instead of 52 MB
     resident up to block5_conv1 (plus up to 52 MB of transformed kernels kept for speed), same
-    results.
+    results. ``dtype``: the convolutions' arithmetic, ``torch.float32`` or ``torch.bfloat16``
+    (CPU only: see :func:`pastiche.devices.compute_dtype`).
     """
     if pooling not in ("max", "avg"):
         raise PasticheError(f"unknown pooling '{pooling}'; use 'max' or 'avg'")
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise PasticheError(f"unsupported dtype {dtype} for VGG19; use torch.float32 or torch.bfloat16")
     path = weights_path(weights)
     last = LAYER_INDEX[check_layers([up_to])[0]] if up_to else len(LAYER_NAMES) - 1
     header, tensors = load_dequantized(path, names=[n for n in LAYER_NAMES[: last + 1] if n in CONV_NAMES],
@@ -253,14 +260,20 @@ def vgg19(*, weights: Union[str, os.PathLike, None] = None, pooling: str = "max"
     layers: Dict[str, nn.Module] = {}
     for name in names:
         if "_conv" in name:
-            arrays = [torch.from_numpy(a) for a in tensors[name]]
-            layers[name] = (Conv3x3(arrays[0], arrays[2], centroids=arrays[1]) if compact
-                            else Conv3x3(*arrays))
+            arrays = [torch.from_numpy(a) for a in tensors.pop(name)]  # float32 freed layer by layer
+            # The image stays float32 into the first convolution: in bfloat16 a pixel's change
+            # under 0.5 of 255 would vanish, and L-BFGS's first, small steps with it.
+            kind = torch.float32 if name == CONV_NAMES[0] else dtype
+            if compact:  # indices stay uint8
+                layers[name] = Conv3x3(arrays[0], arrays[2].to(kind), centroids=arrays[1].to(kind))
+            else:
+                kernel = arrays[0].to(kind)
+                layers[name] = Conv3x3(kernel.contiguous(memory_format=_layout(kernel)), arrays[1].to(kind))
         elif "_relu" in name:
             layers[name] = nn.ReLU()
         else:
             layers[name] = nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2)
-    return VGG19(layers, header["preprocessing"]).place(device)
+    return VGG19(layers, header["preprocessing"], dtype=dtype).place(device)
 
 
 def _check_arch(header: Dict, path: Path) -> int:

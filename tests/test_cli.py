@@ -65,6 +65,16 @@ def test_tiny_run_writes_a_png(images, tmp_path, capsys):
     assert captured.out  # verbose by default
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_precision_is_chosen_and_shown(images, tmp_path, capsys, precision):
+    content, style = images
+    code = cli("-c", content, "-s", style, "-o", tmp_path / "out.png", "--num-steps", 2, "--size", 32,
+               "--precision", precision, *SHALLOW)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.startswith(f"device: cpu ({precision})\n")
+
+
 def test_low_memory_runs_in_a_fresh_process(images, tmp_path):
     """--low-memory changes glibc's policy for the whole process, so it runs in its own."""
     import subprocess

@@ -78,3 +78,22 @@ def test_conv3x3_and_its_gradient_match_conv2d(monkeypatch, strip_values, in_cha
     # Winograd's rounding differs from direct convolution's by ~1e-5 of the values' scale
     assert torch.allclose(y, y_ref, atol=1e-3, rtol=1e-4)
     assert torch.allclose(grad, grad_ref, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_bfloat16_conv3x3_and_its_gradient_match_float32(batch):
+    """bfloat16 maps go to oneDNN both ways; the input gradient is the transposed convolution."""
+    weight, bias, _ = _random(8, 20, 1, 1)
+    x = torch.randn(batch, 20, 23, 7, generator=torch.Generator().manual_seed(2))
+    conv = Conv3x3(weight.bfloat16(), bias.bfloat16())
+    xb = x.bfloat16().requires_grad_()
+    assert conv._algorithm(xb) == "onednn"
+    y = conv(xb)
+    assert y.dtype == torch.bfloat16
+    (grad,) = torch.autograd.grad((y.float() * y.detach().float().sin()).sum(), xb)
+    # the same rounded values in float32: what remains is bfloat16's rounding of the results
+    x_ref = x.bfloat16().float().requires_grad_()
+    y_ref = F.conv2d(x_ref, weight.bfloat16().float(), bias.bfloat16().float(), padding=1)
+    (grad_ref,) = torch.autograd.grad((y_ref * y.detach().float().sin()).sum(), x_ref)
+    assert (y.float() - y_ref).abs().max() <= 2 ** -7 * y_ref.abs().max()
+    assert (grad.float() - grad_ref).abs().max() <= 2 ** -6 * grad_ref.abs().max()

@@ -3,7 +3,9 @@ import sys
 import pytest
 import torch
 
-from pastiche.devices import available_devices, default_device, device_memory, resolve_device, seed_everything
+from pastiche import devices
+from pastiche.devices import (available_devices, compute_dtype, default_device, device_memory, resolve_device,
+                              seed_everything)
 from pastiche.errors import PasticheError
 
 
@@ -35,3 +37,22 @@ def test_seed_makes_runs_repeat_and_none_draws_one():
     assert torch.equal(torch.rand(3), first)
     drawn = seed_everything(None)
     assert 0 <= drawn < 2 ** 32
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bfloat16_only_where_every_device_is_a_cpu_that_has_it(monkeypatch, native):
+    monkeypatch.setattr(devices, "native_bfloat16", lambda: native)
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert compute_dtype("auto", [cpu]) == (torch.bfloat16 if native else torch.float32)
+    assert compute_dtype("auto", [cpu, gpu]) == torch.float32  # a GPU as a supplemental device
+    assert compute_dtype("float32", [cpu]) == torch.float32
+    assert compute_dtype("bfloat16", [cpu]) == torch.bfloat16  # emulated where not native: slow, not wrong
+
+
+def test_bfloat16_off_the_cpu_and_unknown_precisions_are_refused():
+    with pytest.raises(PasticheError) as info:
+        compute_dtype("bfloat16", [torch.device("cpu"), torch.device("cuda")])
+    assert str(info.value) == "--precision bfloat16 runs on CPUs only; use --precision float32 or auto on a GPU"
+    with pytest.raises(PasticheError) as info:
+        compute_dtype("half", [torch.device("cpu")])
+    assert str(info.value) == "unknown precision 'half'; use auto, float32, bfloat16"

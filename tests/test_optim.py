@@ -105,3 +105,20 @@ def test_lbfgs_with_a_known_scale_takes_a_scaled_first_step():
     assert torch.allclose(x.detach(), torch.full((4,), 0.4))
     assert optimizer.step(closure) == pytest.approx(4 * 0.6 ** 2)
     assert optimizer.order and optimizer.scale == pytest.approx(0.5)  # s . y / y . y of 2 (x - 1)
+
+
+def test_lbfgs_probe_moves_the_steepest_pixel_by_lr_times_probe():
+    """Without a known scale, ``probe`` sets the first step's largest move; a known scale wins."""
+    x = torch.zeros(4, requires_grad=True)
+
+    def closure():
+        x.grad = None
+        value = ((x - 1) * torch.tensor([1.0, 2.0, 4.0, 8.0])).pow(2).sum()
+        value.backward()
+        return value
+
+    LBFGS(x, lr=0.5, probe=0.1).step(closure)  # gradient -2 * (1, 4, 16, 64)
+    assert torch.allclose(x.detach(), 0.05 * torch.tensor([1, 4, 16, 64]) / 64)
+    x.data.zero_()
+    LBFGS(x, lr=0.5, probe=0.1, scale=0.01).step(closure)
+    assert torch.allclose(x.detach(), 0.005 * 2 * torch.tensor([1.0, 4, 16, 64]))

@@ -402,3 +402,29 @@ def test_clear_cache_forgets_every_transformed_kernel(model, image):
     assert any(conv._winograd is not None for conv in convs)
     model.clear_cache()
     assert all(conv._winograd is None for conv in convs)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_bfloat16_model_gives_float32_features_and_gradient_close_to_float32(model, image, compact):
+    """dtype=bfloat16: the first convolution stays float32 (the image's small changes must
+    reach the loss), the rest compute in bfloat16; activations handed out are float32."""
+    half = vgg19(weights=BUNDLED_FILE, up_to="block3_relu1", compact=compact, dtype=torch.bfloat16)
+    kinds = {n: (c.kernel().dtype) for n, c in half.layers.items() if "_conv" in n}
+    assert kinds == {"block1_conv1": torch.float32, "block1_conv2": torch.bfloat16,
+                     "block2_conv1": torch.bfloat16, "block2_conv2": torch.bfloat16, "block3_conv1": torch.bfloat16}
+    layers = ["block1_relu1", "block2_relu1", "block3_relu1"]
+    a, b = image.clone().requires_grad_(), image.clone().requires_grad_()
+    out_a, out_b = model(a, layers), half(b, layers)
+    sum(v.square().sum() for v in out_a.values()).backward()
+    sum(v.square().sum() for v in out_b.values()).backward()
+    for n in layers:
+        assert out_b[n].dtype == torch.float32
+        assert (out_b[n] - out_a[n]).abs().max() <= 0.03 * out_a[n].abs().max()
+    assert b.grad.dtype == torch.float32
+    assert F.cosine_similarity(a.grad.flatten(), b.grad.flatten(), dim=0) > 0.999
+
+
+def test_unsupported_dtype():
+    with pytest.raises(PasticheError) as info:
+        vgg19(weights=BUNDLED_FILE, dtype=torch.float16)
+    assert str(info.value) == "unsupported dtype torch.float16 for VGG19; use torch.float32 or torch.bfloat16"
