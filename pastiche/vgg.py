@@ -150,8 +150,8 @@ class VGG19(nn.Module):
     """Pretrained VGG19 features; parameters are frozen and the module is in eval mode.
 
     ``forward(image, layers)`` takes ``image`` (N, 3, H, W) float32 RGB in [0, 1] and returns
-    ``{name: activation}`` for ``layers``, float32, running no deeper than the deepest one asked
-    for. In between, activations have ``dtype``, the convolutions' (see :func:`vgg19`).
+    ``{name: activation}`` for ``layers``, running no deeper than the deepest one asked for.
+    Activations have ``dtype``, the convolutions' (see :func:`vgg19`); the losses take either.
     """
 
     def __init__(self, layers: Dict[str, nn.Module], preprocessing: Dict, *, dtype: torch.dtype = torch.float32):
@@ -223,7 +223,7 @@ class VGG19(nn.Module):
                 x = layer(x).to(self.dtype)
             previous_wanted = name in wanted
             if previous_wanted:
-                out[name] = x.float()  # x itself, or a copy of bfloat16 that the next ReLU may overwrite
+                out[name] = x
         return out
 
 

@@ -92,3 +92,21 @@ def test_gram_of_channels_last_features_is_the_same_and_keeps_the_layout():
         grads.append((gram(features), grad))
     assert torch.allclose(grads[0][0], grads[1][0]) and torch.allclose(grads[0][1], grads[1][1])
     assert torch.autograd.gradcheck(gram, (x.contiguous(memory_format=torch.channels_last).requires_grad_(),))
+
+
+def test_bfloat16_features_give_float32_losses_and_bfloat16_gradients():
+    """bfloat16 activations (pastiche.vgg on a CPU with bfloat16): the Gram product and the
+    losses in float32 on the same values, the gradient back in bfloat16."""
+    x = torch.randn(1, 6, 5, 7).bfloat16()
+    weights = torch.randn(1, 6, 6)
+    features = x.clone().requires_grad_()
+    wide = x.float().requires_grad_()
+    g = gram(features)
+    assert g.dtype == torch.float32 and torch.equal(g, gram(wide))
+    (grad,) = torch.autograd.grad((g * weights).sum(), features)
+    (ref,) = torch.autograd.grad((gram(wide) * weights).sum(), wide)
+    assert grad.dtype == torch.bfloat16
+    assert (grad.float() - ref).abs().max() <= 2 ** -7 * ref.abs().max()
+    target = torch.randn(1, 6, 5, 7)
+    assert content_loss(x, target).dtype == torch.float32
+    assert content_loss(x, target) == content_loss(x.float(), target)
