@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                           " at 500^2 px for ~25%% more time per step (README)")
     opt.add_argument("--precision", choices=PRECISIONS, default="auto",
                      help="VGG19's arithmetic: auto is bfloat16 on a CPU that has it in hardware"
-                          " (AVX512-BF16, AMX: ~1.5x faster steps), else float32 (README)")
+                          " (AVX512-BF16, AMX: ~1.6x faster steps), else float32 (README)")
     opt.add_argument("--learning-rate", type=float, default=1.0)
     opt.add_argument("--pooling", choices=("max", "avg"), default="max")
     opt.add_argument("--weights", default=DEFAULT_WEIGHTS,

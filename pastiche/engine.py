@@ -98,8 +98,8 @@ class StyleTransfer:
     codebook indices (13 instead of 52 MB, ~15 ms per pass to rebuild them) and 10 L-BFGS pairs unless
     ``lbfgs_history`` says otherwise (−60 MB at 500² px, ~4 % higher loss after 150 steps at 256 px).
     ``precision``: VGG19's arithmetic (:func:`pastiche.devices.compute_dtype`): ``"auto"`` is
-    bfloat16 on a CPU that has it in hardware (~1.5x faster steps, judge ~2 % higher after the
-    same steps), else float32; ``"float32"`` or ``"bfloat16"`` (CPUs only) force one.
+    bfloat16 on a CPU that has it in hardware (~1.6x faster steps on an AMD EPYC, the judge
+    within 3 % after the same steps), else float32; ``"float32"`` or ``"bfloat16"`` (CPUs only) force one.
     Targets are computed at the first :meth:`resize` (``run`` does it), so construction is cheap;
     it raises PasticheError for a bad option, or for sizes that cannot fit in the device's memory.
     Running out of memory later also raises PasticheError, with the image kept as it was.
