@@ -10,8 +10,8 @@ the map (timings on 2 cores, README):
 - F(2x2, 3x3) Winograd in torch ops with the kernel transformed once and kept (16/9 of the
   kernel's memory) for maps of at most ``WINOGRAD_MAX_PIXELS``: there NNPACK's per-call transform
   is most of its time (block4 of a 256 px image: 13 instead of 19 ms a call).
-- oneDNN for bfloat16 maps (see :func:`pastiche.devices.compute_dtype`), forward and input
-  gradient alike: on a CPU with bfloat16 arithmetic 2x faster than any float32 algorithm. The
+- oneDNN for bfloat16 and channels-last maps (see :func:`pastiche.devices.compute_dtype`),
+  forward and input gradient alike: on a CPU with bfloat16 arithmetic 2x faster than any float32 algorithm. The
   kernels are kept in oneDNN's own layout: reordering 512x512 channels on every call would cost
   0.6 ms, 4x the convolution itself on block5 of a 64 px image.
 - torch's own convolution for tiny maps, other devices and dtypes, and without NNPACK.
@@ -180,7 +180,10 @@ class Conv3x3(nn.Module):
         return self._packed
 
     def _algorithm(self, x: torch.Tensor) -> str:
-        if x.device.type == "cpu" and x.dtype == torch.bfloat16:
+        # bfloat16 maps, and the float32 channels-last gradient that a bfloat16 layer hands back
+        # to the first convolution (2 ms at 256x192 px where conv2d_input took 9.6)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        if x.device.type == "cpu" and (x.dtype == torch.bfloat16 or channels_last):
             return "onednn"
         pixels = x.shape[-1] * x.shape[-2]
         # NNPACK strips and the Winograd tiles are written for one image (batch 1)
@@ -197,8 +200,9 @@ class Conv3x3(nn.Module):
             return winograd_conv(x, self._winograd_kernel(), self.bias)
         if algorithm == "nnpack":
             return _nnpack_conv(x, self.kernel(), self.bias)
-        if algorithm == "onednn" and self._packed_kernels():
-            return _packed_conv(x, self._packed_kernels()[0], self.bias)
+        packed = self._packed_kernels() if algorithm == "onednn" else None
+        if packed:
+            return _packed_conv(x, packed[0], self.bias)
         return F.conv2d(x, self.kernel(), self.bias, padding=1)
 
     def input_grad(self, grad: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
@@ -211,10 +215,6 @@ class Conv3x3(nn.Module):
         if algorithm == "onednn":
             packed = self._packed_kernels()
             return _packed_conv(grad, packed[1], None) if packed else F.conv2d(grad, self.kernel_t(), padding=1)
-        if grad.device.type == "cpu" and not grad.is_contiguous():
-            # channels-last: the first convolution's, when the rest is bfloat16. oneDNN on that
-            # layout takes 2 ms at 256x192 px where conv2d_input takes 9.6 (13 on NCHW maps).
-            return F.conv2d(grad, self.kernel_t(), padding=1)
         return torch.nn.grad.conv2d_input(input_shape, self.kernel(), grad, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

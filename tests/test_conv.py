@@ -46,6 +46,9 @@ def test_conv3x3_picks_the_algorithm_by_map_size(monkeypatch):
     assert pick(48, 64) == ("nnpack" if conv_module._NNPACK else "torch")
     assert conv._algorithm(torch.zeros(1, 4, 24, 32, dtype=torch.float64)) == "torch"
     assert conv._algorithm(torch.zeros(2, 4, 24, 32)) == "torch"  # a batch: torch's own
+    # channels-last float32: the gradient a bfloat16 layer hands back to the first convolution
+    assert conv._algorithm(torch.zeros(1, 4, 24, 32).contiguous(memory_format=torch.channels_last)) == "onednn"
+    assert conv._algorithm(torch.zeros(1, 4, 24, 32, dtype=torch.bfloat16)) == "onednn"
     compact = Conv3x3(torch.zeros(8, 4, 3, 3, dtype=torch.uint8), bias, centroids=torch.zeros(256))
     assert compact._algorithm(torch.zeros(1, 4, 24, 32)) != "winograd"  # no transform kept
 
