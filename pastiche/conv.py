@@ -11,9 +11,9 @@ the map (timings on 2 cores, README):
   kernel's memory) for maps of at most ``WINOGRAD_MAX_PIXELS``: there NNPACK's per-call transform
   is most of its time (block4 of a 256 px image: 13 instead of 19 ms a call).
 - oneDNN for bfloat16 and channels-last maps (see :func:`pastiche.devices.compute_dtype`),
-  forward and input gradient alike: on a CPU with bfloat16 arithmetic 2x faster than any float32 algorithm. The
-  kernels are kept in oneDNN's own layout: reordering 512x512 channels on every call would cost
-  0.6 ms, 4x the convolution itself on block5 of a 64 px image.
+  forward and input gradient alike: on a CPU with bfloat16 arithmetic 2x faster than any float32
+  algorithm. The kernels are kept in oneDNN's own layout: reordering 512x512 channels on every
+  call would cost 0.6 ms, 4x the convolution itself on block5 of a 64 px image.
 - torch's own convolution for tiny maps, other devices and dtypes, and without NNPACK.
 """
 
@@ -150,9 +150,9 @@ class Conv3x3(nn.Module):
         self._packed: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # kernel and kernel_t, oneDNN's
 
     def clear_cache(self) -> None:
-        """Forget the transformed kernels (rebuilt at the next use): a new image size may not
-        need them."""
-        self._winograd = self._packed = None
+        """Forget the Winograd transform (rebuilt at the next use): a new image size may not need
+        it. The oneDNN-packed kernels stay: every size uses them, in the same layout."""
+        self._winograd = None
 
     def kernel(self) -> torch.Tensor:
         """The (out, in, 3, 3) kernel."""
@@ -173,8 +173,9 @@ class Conv3x3(nn.Module):
         return self._winograd
 
     def _packed_kernels(self) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-        """The kernel and :meth:`kernel_t` in oneDNN's layout, made at the first use and kept;
-        None for compact kernels (rebuilt at each use anyway) or where torch lacks the ops."""
+        """The kernel and :meth:`kernel_t` in oneDNN's layout, made at the first use and kept for
+        every size; None for compact kernels (rebuilt at each use anyway) or where torch lacks the
+        ops."""
         if self._packed is None and _ONEDNN_PACKED and self.indices is None:
             self._packed = _pack(self.weight), _pack(self.kernel_t())
         return self._packed

@@ -38,7 +38,7 @@ DEFAULT_NUM_STEPS = 120
 # in all, and the gradient's rounding made its pair's cos(s, y) 0.006-0.011 where later pairs had
 # 0.5-0.9 (tubingen at 64 px); a 48 px test image stalled after it. Moving the steepest pixel by
 # 0.1 grey level tracked float32's losses on both (/tmp trial, README).
-LBFGS_PROBE = {torch.bfloat16: 0.1}
+LBFGS_PROBE = 0.1
 
 
 # Memory a run needs at least, per pixel of the output image (saved activations and the largest
@@ -244,7 +244,7 @@ class StyleTransfer:
             self._spare = torch.empty_like(self._good)
             self._graph = None  # it holds the old image and targets
             self.optimizer = (LBFGS(self.pixels, lr=self.learning_rate, history=self.lbfgs_history,
-                                    scale=lbfgs_scale, probe=LBFGS_PROBE.get(self.dtype))
+                                    scale=lbfgs_scale, probe=LBFGS_PROBE if self.dtype == torch.bfloat16 else None)
                               if self.optimizer_name == "lbfgs" else Adam(self.pixels, lr=self.learning_rate))
 
     def _style_dims(self, image: Image.Image, scale: float = 1.0) -> Tuple[int, int]:

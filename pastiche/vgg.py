@@ -185,8 +185,8 @@ class VGG19(nn.Module):
         return self
 
     def clear_cache(self) -> None:
-        """Forget the kernels' transformed copies (see :class:`Conv3x3`); each is rebuilt when a
-        convolution next needs it, so a new image size holds only those it uses."""
+        """Forget the kernels' size-dependent transforms (see :class:`Conv3x3`); each is rebuilt
+        when a convolution next needs it, so a new image size holds only those it uses."""
         for layer in self.layers.values():
             if isinstance(layer, Conv3x3):
                 layer.clear_cache()

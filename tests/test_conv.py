@@ -100,3 +100,17 @@ def test_bfloat16_conv3x3_and_its_gradient_match_float32(batch):
     (grad_ref,) = torch.autograd.grad((y_ref * y.detach().float().sin()).sum(), x_ref)
     assert (y.float() - y_ref).abs().max() <= 2 ** -7 * y_ref.abs().max()
     assert (grad.float() - grad_ref).abs().max() <= 2 ** -6 * grad_ref.abs().max()
+
+
+def test_packed_kernels_are_made_once_and_outlive_clear_cache():
+    """The oneDNN layout does not depend on the map's size, so a new size keeps the packed kernels."""
+    if not conv_module._ONEDNN_PACKED:
+        pytest.skip("this torch has no oneDNN packed convolution")
+    weight, bias, _ = _random(8, 4, 1, 1)
+    conv = Conv3x3(weight.bfloat16(), bias.bfloat16())
+    conv(torch.randn(1, 4, 9, 7).bfloat16().requires_grad_()).sum().backward()
+    packed = conv._packed
+    assert packed is not None
+    conv.clear_cache()
+    conv(torch.randn(1, 4, 5, 6).bfloat16())
+    assert conv._packed is packed
