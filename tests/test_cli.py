@@ -89,6 +89,25 @@ def test_low_memory_runs_in_a_fresh_process(images, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_command_flushes_what_it_printed_before_its_fast_exit(images, tmp_path):
+    """``python -m pastiche`` ends with os._exit (see cli.entry): what it printed to a pipe, which
+    Python buffers, must still arrive, and the exit status must be main()'s."""
+    import subprocess
+    import sys
+
+    content, style = images
+    out = tmp_path / "out.png"
+    command = [sys.executable, "-m", "pastiche", "-c", str(content), "-s", str(style), "--size", "32",
+               "--device", "cpu", *map(str, SHALLOW)]
+    done = subprocess.run(command + ["-o", str(out), "--num-steps", "2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("device: cpu") and done.stdout.endswith(f"wrote {out}\n")
+    failed = subprocess.run(command + ["-o", str(tmp_path / "x.png"), "--num-steps", "0"],
+                            capture_output=True, text=True)
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert failed.stderr == "pastiche: error: --num-steps must be at least 1, got 0\n"
+
+
 def test_no_verbose_prints_nothing(images, tmp_path, capsys):
     content, style = images
     code = cli("-c", content, "-s", style, "-o", tmp_path / "out.png", "--num-steps", 2, "--size", 32,
