@@ -10,15 +10,31 @@ __version__ = "2.0.0.dev0"
 import os as _os  # noqa: E402
 import sys as _sys  # noqa: E402
 
-# On CPU, convolutions run on NNPACK's thread pool and the other ops on OpenMP's. OpenMP threads
-# that spin while waiting for work steal the cores NNPACK needs (and the other way round): on 2
-# cores a 64 px step took 0.29 s spinning and 0.11 s passive (README). It only takes effect if set
-# before torch is first imported, so a user's own setting or an earlier import wins.
+
+def _cpu_has_bfloat16() -> bool:
+    """Whether /proc/cpuinfo lists AVX512-BF16 or AMX: devices.native_bfloat16 asks torch the
+    same, but this runs before torch is imported. False where there is no /proc/cpuinfo."""
+    if not _os.path.exists("/proc/cpuinfo"):
+        return False
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_tile" in flags
+
+
+# float32 convolutions on the CPU run on NNPACK's thread pool and the other ops on OpenMP's.
+# OpenMP threads that spin while waiting for work steal the cores NNPACK needs: at 256 px on 2
+# cores a float32 step takes 0.23 s with OMP_WAIT_POLICY=PASSIVE and 0.29-0.30 s spinning. On a
+# CPU with bfloat16 in hardware the default --precision runs every convolution but the first on
+# oneDNN, which uses OpenMP too, so spinning only helps: passive waits cost ~40 us per small op
+# (waking a thread), 17-18 instead of 11-12 ms per 64 px step, 124 instead of 114-122 ms at 256 px
+# (AMD EPYC, 2 cores; README). Both only take effect if set before torch is first imported, so a
+# user's own setting or an earlier import wins.
 # THP_MEM_ALLOC_ENABLE asks the kernel for 2 MB pages for torch's CPU tensors of 2 MB or more: a
 # new feature map then costs one page fault per 2 MB instead of per 4 KB, and the big maps are new
 # on every step (at 577x433 with --low-memory: 2.1 instead of 2.85 s per step; README).
 if "torch" not in _sys.modules:
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not _cpu_has_bfloat16():
+        _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from .engine import StyleTransfer, run, transfer  # noqa: E402
