@@ -157,15 +157,21 @@ def release_freed_memory(*, low_memory: bool) -> None:
     By default glibc raises its mmap threshold to the size of each large block freed (up to
     32 MB), and its trim threshold to twice that, so later feature maps come from a heap that
     fragments and keeps its free memory: peak RSS 1,488-1,515 MB at 577x433 px. A fixed
-    threshold stops both: at 16 MB (the default here) maps of 16 MB or more get their own mapping
-    and the heap is trimmed as usual, 1,294-1,336 MB for 2-4 % more time per step (page faults on
-    new maps, in 2 MB pages: see __init__.py); at 128 KiB (``--low-memory``) every tensor-sized
-    block is mapped, 1,099 MB for ~24 % more time (README, "Speed and memory"). Process-wide, so
-    the command does it, not the library.
+    threshold stops both: at 16 MB (the default here) maps of 16 MB or more get their own mapping,
+    1,294-1,336 MB. Fixing it also fixes the trim threshold, at 128 KiB unless set: the heap's top
+    then went back to the system after every step and was faulted in again on the next, so it is
+    set to 32 MB: 600 instead of 660-680 ms per step at 577x433 and 115-120 instead of 125-135 ms
+    at 256 px (``--single-scale``, bfloat16, session 14), peak RSS 1,174-1,210 instead of
+    1,157-1,185 MB and 858-860 instead of 851-867 MB. At 128 KiB
+    (``--low-memory``) every tensor-sized block is mapped and the heap trimmed, 1,099 MB for ~24 %
+    more time (README, "Speed and memory"). Process-wide, so the command does it, not the library.
     """
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
-        M_MMAP_THRESHOLD = -3
-        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 128 * 1024 if low_memory else 16 * 1024 * 1024)
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024 if low_memory else 16 * 1024 * 1024)
+        if not low_memory:
+            libc.mallopt(M_TRIM_THRESHOLD, 32 * 1024 * 1024)
 
 
 @contextmanager
