@@ -62,7 +62,8 @@ def main() -> None:
     lines = ["# Coarse-to-fine schedules against pastiche 1.6.0", "",
              f"Command: `python {' '.join(map(shlex.quote, sys.argv))}` on {os.cpu_count()} CPU cores."
              " Speed-up = pastiche 1.6.0's time to its judge level after N steps / ours to the same level;"
-             " times from each program's 'step elapsed loss' rows.", ""]
+             " times from each program's 'step elapsed loss' rows in a run without --workspace frames"
+             " (see time_to_quality.run_tool).", ""]
     with tempfile.TemporaryDirectory() as tmp_text:
         tmp = Path(tmp_text)
         for pair_text in args.pairs.split(","):
@@ -77,7 +78,7 @@ def main() -> None:
                 run_dir = tmp / f"{pair_text.replace(':', '-')}-{i}"
                 run_dir.mkdir()
                 workspace, output = run_dir / "ws", run_dir / "out.png"
-                times = run_tool([*command, "--workspace", str(workspace), "-o", str(output)], workspace, output)
+                times = run_tool(command, workspace, output)
                 size = size or Image.open(output).size  # pastiche 1.6.0's output size first
                 curves[label] = curve(judge, workspace, times, size)
             peer = {step: (t, level) for t, level, step in curves.pop("pastiche 1.6.0")}
