@@ -31,17 +31,18 @@ from time_to_quality import IMAGES, PEER, RESULTS, curve, first_time, frames, ru
 from pastiche.engine import DEFAULT_COARSE_STEPS  # noqa: E402
 
 # Our schedules: coarse steps per level as --schedule takes them, "single" for single scale, or
-# "default" for whatever the engine's default is; each then runs 200 full-size steps, so that
-# every run lasts about as long.
+# "default" for whatever the engine's default is; each then runs --num-steps full-size steps (200
+# unless set), so that every run lasts about as long.
 SCHEDULES = "default;150,100;100,20;20,20;single"
 
 
-def schedule_run(schedule: str) -> Tuple[str, List[str]]:
+def schedule_run(schedule: str, num_steps: int) -> Tuple[str, List[str]]:
     """A schedule's (label, our options)."""
     if schedule == "default":  # labelled with what the default is, not a literal
-        return f"default ({','.join(map(str, DEFAULT_COARSE_STEPS))}) + 200", ["--num-steps", "200"]
+        return (f"default ({','.join(map(str, DEFAULT_COARSE_STEPS))}) + {num_steps}",
+                ["--num-steps", str(num_steps)])
     options = ["--single-scale"] if schedule == "single" else ["--schedule", schedule]
-    return f"{schedule} + 200", options + ["--num-steps", "200"]
+    return f"{schedule} + {num_steps}", options + ["--num-steps", str(num_steps)]
 
 
 def main() -> None:
@@ -52,10 +53,12 @@ def main() -> None:
     parser.add_argument("--levels", default="10,20,50,100,150,200,300", help="pastiche 1.6.0 steps to compare at")
     parser.add_argument("--at", default="30,45,60", help="wall times (s) to show our best judge at")
     parser.add_argument("--schedules", default=SCHEDULES, help="';'-separated coarse steps per schedule, 'single'"
-                        " or 'default' (e.g. '150,30;50,10;single'), each + 200 full-size steps")
+                        " or 'default' (e.g. '150,30;50,10;single'), each + --num-steps full-size steps")
+    parser.add_argument("--num-steps", type=int, default=200, help="full-size steps after each schedule's"
+                        " coarse ones")
     parser.add_argument("--out", default=str(RESULTS / "schedules.md"))
     args = parser.parse_args()
-    schedules = dict(schedule_run(text) for text in args.schedules.split(";"))
+    schedules = dict(schedule_run(text, args.num_steps) for text in args.schedules.split(";"))
     if not IMAGES.is_dir():
         sys.exit(f"needs {IMAGES} (the shared test data)")
     levels, at = [int(s) for s in args.levels.split(",")], [float(t) for t in args.at.split(",")]
