@@ -162,9 +162,9 @@ def release_freed_memory(*, low_memory: bool) -> None:
     then went back to the system after every step and was faulted in again on the next, so it is
     set to 32 MB: 600 instead of 660-680 ms per step at 577x433 and 115-120 instead of 125-135 ms
     at 256 px (``--single-scale``, bfloat16, session 14), peak RSS 1,174-1,210 instead of
-    1,157-1,185 MB and 858-860 instead of 851-867 MB. At 128 KiB
-    (``--low-memory``) every tensor-sized block is mapped and the heap trimmed, 1,099 MB for ~24 %
-    more time (README, "Speed and memory"). Process-wide, so the command does it, not the library.
+    1,157-1,185 MB and 858-860 instead of 851-867 MB. At 128 KiB (``--low-memory``) every
+    tensor-sized block is mapped and the heap trimmed, 1,099 MB for ~24 % more time (README,
+    "Speed and memory"). Process-wide, so the command does it, not the library.
     """
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
