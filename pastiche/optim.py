@@ -62,8 +62,9 @@ class LBFGS:
         with torch.enable_grad():
             loss = closure()
         grad = self.param.grad.reshape(-1)
+        magnitude = grad.abs()
         if self.vectors is None:
-            products = grad.abs().sum()
+            products = magnitude.sum()
         else:
             s, y, previous = self.vectors[:3]
             torch.mul(self.direction, self.t, out=s)
@@ -73,7 +74,7 @@ class LBFGS:
             # transpose (0.40 instead of 0.53 ms at 1024 px on an H100: cuBLAS's kernel choice)
             products = (self.vectors[:3] @ self.vectors[: 3 + 2 * self.filled].T).T
         # The step's only read from the device: every decision on the host uses these numbers.
-        loss_value, grad_max, *numbers = torch.cat([loss.detach().reshape(1), grad.abs().max().reshape(1),
+        loss_value, grad_max, *numbers = torch.cat([loss.detach().reshape(1), magnitude.max().reshape(1),
                                                     products.reshape(-1)]).tolist()
         if grad_max <= self.tolerance_grad:
             # optimal already (row 2 now holds this gradient where torch keeps the one before:
