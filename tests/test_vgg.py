@@ -428,3 +428,21 @@ def test_unsupported_dtype():
     with pytest.raises(PasticheError) as info:
         vgg19(weights=BUNDLED_FILE, dtype=torch.float16)
     assert str(info.value) == "unsupported dtype torch.float16 for VGG19; use torch.float32 or torch.bfloat16"
+
+
+@pytest.mark.skipif(not conv_module._NNPACK, reason="this torch has no NNPACK")
+@pytest.mark.parametrize("compact", [False, True])
+def test_bfloat16_models_first_convolution_is_not_nnpacks(image, compact, monkeypatch):
+    """A bfloat16 model hands its float32 image to the first convolution channels-last, so that
+    oneDNN computes it (5x faster with the cast) and not NNPACK, whose workspace torch keeps for
+    the life of the process (15.6 MB at 256x192 px)."""
+    monkeypatch.setattr(conv_module, "WINOGRAD_MAX_PIXELS", 0)  # what a float32 NCHW image takes at 256 px
+
+    def refuse(*args):
+        raise AssertionError("NNPACK was called")
+
+    monkeypatch.setattr(conv_module, "_nnpack_conv", refuse)
+    half = vgg19(weights=BUNDLED_FILE, up_to="block1_relu2", compact=compact, dtype=torch.bfloat16)
+    x = image.clone().requires_grad_()
+    half(x, ["block1_relu2"])["block1_relu2"].float().square().sum().backward()
+    assert x.grad.abs().sum() > 0
