@@ -181,8 +181,9 @@ class Conv3x3(nn.Module):
         return self._packed
 
     def _algorithm(self, x: torch.Tensor) -> str:
-        # bfloat16 maps, and the float32 channels-last gradient that a bfloat16 layer hands back
-        # to the first convolution (2 ms at 256x192 px where conv2d_input took 9.6)
+        # bfloat16 maps, and a bfloat16 model's float32 channels-last ones: its image into the
+        # first convolution (vgg._layout) and the gradient handed back to that convolution (2 ms at
+        # 256x192 px where conv2d_input took 9.6)
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         if x.device.type == "cpu" and (x.dtype == torch.bfloat16 or channels_last):
             return "onednn"
