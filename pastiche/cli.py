@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
     opt.add_argument("--low-memory", action="store_true",
                      help="keep VGG19's kernels quantized, 10 L-BFGS pairs instead of 20, and return"
-                          " freed memory to the system at once (Linux/glibc): 25-30%% less peak memory"
+                          " freed memory to the system at once (Linux/glibc): 25-31%% less peak memory"
                           " at 500^2 px for 25-45%% more time per step (README)")
     opt.add_argument("--precision", choices=PRECISIONS, default="auto",
                      help="VGG19's arithmetic: auto is bfloat16 on a CPU that has it in hardware"
