@@ -286,17 +286,18 @@ def test_torchvision_normalize(torchvision_file, model):
 
 
 @pytest.mark.skipif(not conv_module._NNPACK, reason="this torch has no NNPACK")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # bfloat16: compared as int16 bits
 @pytest.mark.parametrize("shape", [(1, 3, 8, 10), (2, 4, 7, 9)])
-def test_compact_max_pool_matches_autograd(shape):
+def test_compact_max_pool_matches_autograd(shape, dtype):
     """Same output and input gradient as F.max_pool2d, odd sizes and ties included, and no
     warning under torch's deterministic mode (its backward uses no scatter)."""
     import warnings
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 3, shape, generator=g).float()  # many ties
+    x = (torch.randint(0, 3, shape, generator=g) * torch.rand(shape, generator=g).round()).to(dtype)  # many ties
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     y_ref = F.max_pool2d(a, 2, 2)
-    grad = torch.randn(y_ref.shape, generator=g)
+    grad = torch.randn(y_ref.shape, generator=g).to(dtype)
     y_ref.backward(grad)
     torch.use_deterministic_algorithms(True)
     try:
@@ -307,6 +308,22 @@ def test_compact_max_pool_matches_autograd(shape):
     finally:
         torch.use_deterministic_algorithms(False)
     assert torch.equal(y, y_ref) and torch.equal(b.grad, a.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("inplace", [True, False])
+def test_relu_matches_autograd(inplace, dtype):
+    """Output and input gradient as F.relu's, zeros and negative zeros included, whether it keeps
+    a mask (in place) or its output (a watched layer's)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(1, 4, 6, 6, generator=g), torch.zeros(1, 1, 6, 6), -torch.zeros(1, 1, 6, 6)], 1).to(dtype)
+    grad = torch.randn(x.shape, generator=g).to(dtype)
+    a = x.clone().requires_grad_()
+    F.relu(a).backward(grad)
+    b = x.clone().requires_grad_()
+    y = vgg_module._ReLU.apply(b * 1 if inplace else b, inplace)  # in place needs a non-leaf
+    y.backward(grad)
+    assert torch.equal(y, F.relu(x)) and torch.equal(b.grad, a.grad)
 
 
 def _reference_features(model, image, last):
