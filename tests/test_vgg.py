@@ -313,8 +313,8 @@ def test_compact_max_pool_matches_autograd(shape, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("inplace", [True, False])
 def test_relu_matches_autograd(inplace, dtype):
-    """Output and input gradient as F.relu's, zeros and negative zeros included, whether it keeps
-    a mask (in place) or its output (a watched layer's)."""
+    """Output and input gradient as F.relu's, zeros and negative zeros included, in place or not
+    (after a convolution whose output was handed out)."""
     g = torch.Generator().manual_seed(0)
     x = torch.cat([torch.randn(1, 4, 6, 6, generator=g), torch.zeros(1, 1, 6, 6), -torch.zeros(1, 1, 6, 6)], 1).to(dtype)
     grad = torch.randn(x.shape, generator=g).to(dtype)
