@@ -32,7 +32,7 @@ import numpy as np
 from .errors import PasticheError
 from .kmeans import DP_MAX_DISTINCT, LayerReport, layer_report, quantize, weighted_kmeans
 from .quantized import QuantizedLayer
-from .vgg import CONV_NAMES, PREPROCESSING, preprocessing_affine
+from .vgg import CONV_NAMES, PREPROCESSING, normalize, preprocessing_affine
 
 CALIBRATION_SIZES = (256, 384, 512, 768, 1024)
 
@@ -237,8 +237,8 @@ def calibrated_quantize(layers: Mapping[str, Tuple[np.ndarray, np.ndarray]], bit
     names = iter(CONV_NAMES)
     with torch.no_grad(), tqdm(total=len(bits), desc="calibrating", unit="layer",
                                disable=not progress) as bar:
-        order, gain, offset = preprocessing_affine(pre)
-        floats = [image[:, order] * gain + offset for image in images]
+        affine = preprocessing_affine(pre)
+        floats = [normalize(image, affine) for image in images]
         quants = floats  # the same list while every layer so far is exact
         for item in CFG_E:
             if item == "M":

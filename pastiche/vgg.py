@@ -74,15 +74,22 @@ def check_layers(names: Iterable[str], *, option: str = "layer") -> List[str]:
     return names
 
 
-def preprocessing_affine(preprocessing: Dict) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A weights file's preprocessing as ``(order, gain, offset)``: channel order (3,) int64 and
-    (1, 3, 1, 1) float32 factors with ``image[:, order] * gain + offset`` equal to
-    ``(image[:, order] * scale - mean) / std`` for RGB ``image`` in [0, 1] — one multiply-add."""
-    order = [2, 1, 0] if preprocessing["channel_order"] == "BGR" else [0, 1, 2]
+def preprocessing_affine(preprocessing: Dict) -> Tuple[bool, torch.Tensor, torch.Tensor]:
+    """A weights file's preprocessing as ``(bgr, gain, offset)`` for :func:`normalize`: whether
+    the channels go in reverse (BGR) order, and (1, 3, 1, 1) float32 factors with ``x * gain +
+    offset`` equal to ``(x * scale - mean) / std`` — one multiply-add."""
     std = torch.tensor(preprocessing["std"], dtype=torch.float64)
     gain = (preprocessing["scale"] / std).float().view(1, 3, 1, 1)
     offset = (-torch.tensor(preprocessing["mean"]) / std).float().view(1, 3, 1, 1)
-    return torch.tensor(order), gain, offset
+    return preprocessing["channel_order"] == "BGR", gain, offset
+
+
+def normalize(image: torch.Tensor, affine: Tuple[bool, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """RGB [0, 1] (N, 3, H, W) ``image`` → what the weights expect, given their
+    :func:`preprocessing_affine`. BGR by flip, not by indexing: a flip's gradient is a flip, where
+    indexing's is an index_put (0.07 instead of 0.5 ms forward and backward at 256x192 px)."""
+    bgr, gain, offset = affine
+    return (image.flip(1) if bgr else image) * gain + offset
 
 
 def _ordered(x: torch.Tensor) -> torch.Tensor:
@@ -123,7 +130,8 @@ class _MaxPool2x2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2] // 2, x.shape[-1] // 2  # an odd last row/column is dropped
-        a, b, c, d = (_ordered(x)[..., dy: 2 * h: 2, dx: 2 * w: 2] for dy in (0, 1) for dx in (0, 1))
+        ordered = _ordered(x)
+        a, b, c, d = (ordered[..., dy: 2 * h: 2, dx: 2 * w: 2] for dy in (0, 1) for dx in (0, 1))
         # The first of equal values wins, in a, b, c, d order, as in F.max_pool2d.
         right_top, right_bottom = (b > a).view(torch.uint8), (d > c).view(torch.uint8)
         top, bottom = torch.maximum(a, b), torch.maximum(c, d)
@@ -174,18 +182,15 @@ class VGG19(nn.Module):
         self.layers = nn.ModuleDict(layers)
         self.dtype = dtype
         self.preprocessing = dict(preprocessing)
-        _, gain, offset = preprocessing_affine(preprocessing)
-        self.bgr = preprocessing["channel_order"] == "BGR"
+        self.bgr, gain, offset = preprocessing_affine(preprocessing)
         self.register_buffer("gain", gain, persistent=False)
         self.register_buffer("offset", offset, persistent=False)
         self.devices: List[torch.device] = [torch.device("cpu")] * len(layers)
         self.requires_grad_(False).eval()
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
-        """RGB [0, 1] (N, 3, H, W) → what the weights expect (channel order, scale, mean, std).
-        BGR by flip, not by indexing: a flip's gradient is a flip, where indexing's is an index_put
-        (0.07 instead of 0.5 ms forward and backward at 256x192 px)."""
-        return (image.flip(1) if self.bgr else image) * self.gain + self.offset
+        """RGB [0, 1] (N, 3, H, W) → what the weights expect (channel order, scale, mean, std)."""
+        return normalize(image, (self.bgr, self.gain, self.offset))
 
     def place(self, device: Union[str, torch.device],
               supplemental: Sequence[Tuple[Union[str, torch.device], int]] = ()) -> "VGG19":

@@ -224,12 +224,11 @@ def _block2_conv1(weights_file, image):
     from torch.nn import functional as F
 
     from pastiche.imageio import load_image
-    from pastiche.vgg import CAFFE_PREPROCESSING, preprocessing_affine
+    from pastiche.vgg import CAFFE_PREPROCESSING, normalize, preprocessing_affine
 
     _, t = load_dequantized(weights_file)
     conv = lambda x, n: F.conv2d(x, *(torch.from_numpy(a) for a in t[n]), padding=1)  # noqa: E731
-    order, gain, offset = preprocessing_affine(CAFFE_PREPROCESSING)
-    x = load_image(image)[:, order] * gain + offset
+    x = normalize(load_image(image), preprocessing_affine(CAFFE_PREPROCESSING))
     x = F.max_pool2d(conv(conv(x, "block1_conv1").relu(), "block1_conv2").relu(), 2)
     return conv(x, "block2_conv1")
 
