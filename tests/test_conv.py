@@ -83,12 +83,20 @@ def test_conv3x3_and_its_gradient_match_conv2d(monkeypatch, strip_values, in_cha
     assert torch.allclose(grad, grad_ref, atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.parametrize("compact", [False, True])  # packed kernels / codebook indices
 @pytest.mark.parametrize("batch", [1, 2])
-def test_bfloat16_conv3x3_and_its_gradient_match_float32(batch):
-    """bfloat16 maps go to oneDNN both ways; the input gradient is the transposed convolution."""
+def test_bfloat16_conv3x3_and_its_gradient_match_float32(batch, compact):
+    """bfloat16 maps go to oneDNN both ways; the input gradient is the transposed convolution
+    (by the packed transposed and flipped kernel, or, for a compact one, conv_transpose2d)."""
     weight, bias, _ = _random(8, 20, 1, 1)
     x = torch.randn(batch, 20, 23, 7, generator=torch.Generator().manual_seed(2))
-    conv = Conv3x3(weight.bfloat16(), bias.bfloat16())
+    if compact:  # a 256-entry codebook; weight becomes what the indices decode to
+        centroids = torch.linspace(-1, 1, 256).bfloat16()
+        indices = torch.randint(0, 256, weight.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+        weight = centroids[indices.long()].float()
+        conv = Conv3x3(indices, bias.bfloat16(), centroids=centroids)
+    else:
+        conv = Conv3x3(weight.bfloat16(), bias.bfloat16())
     xb = x.bfloat16().requires_grad_()
     assert conv._algorithm(xb) == "onednn"
     y = conv(xb)
