@@ -152,7 +152,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def release_freed_memory(*, low_memory: bool) -> None:
-    """Fix glibc's mmap threshold, so that freed feature maps go back to the system.
+    """Fix glibc's mmap threshold, so that freed feature maps go back to the system, and (but
+    with ``low_memory``) keep one malloc arena.
 
     By default glibc raises its mmap threshold to the size of each large block freed (up to
     32 MB), and its trim threshold to twice that, so later feature maps come from a heap that
@@ -164,14 +165,21 @@ def release_freed_memory(*, low_memory: bool) -> None:
     at 256 px (``--single-scale``, bfloat16, session 14), peak RSS 1,174-1,210 instead of
     1,157-1,185 MB and 858-860 instead of 851-867 MB. At 128 KiB (``--low-memory``) every
     tensor-sized block is mapped and the heap trimmed, 1,099 MB for ~24 % more time (README,
-    "Speed and memory"). Process-wide, so the command does it, not the library.
+    "Speed and memory").
+    One arena: the weights loader's threads would each get an arena of their own, whose ~54 MB
+    freed after loading stay resident and are never reused by the steps, which allocate in the
+    main thread's. Peak RSS 749-789 instead of 807-861 MB at 256 px and 1,169-1,190 instead of
+    1,219-1,271 MB at ~500^2 px, the same step time (session 16, in-process and CLI A/B runs).
+    Not with ``--low-memory``: its blocks are mapped, so its peak did not move (626 against 627
+    MB at 256 px). Process-wide, so the command does it, not the library.
     """
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
         libc = ctypes.CDLL(None)
         libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024 if low_memory else 16 * 1024 * 1024)
         if not low_memory:
             libc.mallopt(M_TRIM_THRESHOLD, 32 * 1024 * 1024)
+            libc.mallopt(M_ARENA_MAX, 1)
 
 
 @contextmanager
