@@ -152,8 +152,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def release_freed_memory(*, low_memory: bool) -> None:
-    """Fix glibc's mmap threshold, so that freed feature maps go back to the system, and (but
-    with ``low_memory``) keep one malloc arena.
+    """Fix glibc's mmap threshold, so that freed feature maps go back to the system, and, except
+    with ``low_memory``, keep one malloc arena.
 
     By default glibc raises its mmap threshold to the size of each large block freed (up to
     32 MB), and its trim threshold to twice that, so later feature maps come from a heap that
