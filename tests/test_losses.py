@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from pastiche.losses import content_loss, gram, style_loss, tv_loss
 
@@ -110,3 +111,21 @@ def test_bfloat16_features_give_float32_losses_and_bfloat16_gradients():
     target = torch.randn(1, 6, 5, 7)
     assert content_loss(x, target).dtype == torch.float32
     assert content_loss(x, target) == content_loss(x.float(), target)
+
+
+def test_content_loss_gradient_is_autograds_and_keeps_no_float32_copies():
+    """bfloat16 activations: the gradient of F.mse_loss on float32 copies, to the bit, while
+    backward keeps only the activations and the target themselves."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 8, 5, 7, generator=g).bfloat16().contiguous(memory_format=torch.channels_last)
+    target = torch.randn(1, 8, 5, 7, generator=g).bfloat16()
+    features, reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        loss = content_loss(features, target)
+    (3.5 * loss).backward()
+    (3.5 * F.mse_loss(reference.float(), target.float())).backward()
+    assert loss == F.mse_loss(x.float(), target.float())
+    assert torch.equal(features.grad, reference.grad) and features.grad.dtype == torch.bfloat16
+    assert features.grad.is_contiguous(memory_format=torch.channels_last)  # the activations' layout
+    assert [t.dtype for t in kept] == [torch.bfloat16, torch.bfloat16]

@@ -289,14 +289,16 @@ def test_torchvision_normalize(torchvision_file, model):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # bfloat16: compared as int16 bits
 @pytest.mark.parametrize("shape", [(1, 3, 8, 10), (2, 4, 7, 9)])
 def test_compact_max_pool_matches_autograd(shape, dtype):
-    """Same output and input gradient as F.max_pool2d, odd sizes and ties included, and no
-    warning under torch's deterministic mode (its backward uses no scatter)."""
+    """Same output and input gradient as F.max_pool2d after F.relu (the pooling carries the
+    ReLU's gradient: none to a window of zeros), odd sizes and ties included, and no warning
+    under torch's deterministic mode (its backward uses no scatter)."""
     import warnings
 
     g = torch.Generator().manual_seed(0)
     x = (torch.randint(0, 3, shape, generator=g) * torch.rand(shape, generator=g).round()).to(dtype)  # many ties
+    x[0, 0, :2, :2] = -0.0  # a window of negative zeros: a bfloat16 ReLU can output them
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y_ref = F.max_pool2d(a, 2, 2)
+    y_ref = F.max_pool2d(F.relu(a), 2, 2)
     grad = torch.randn(y_ref.shape, generator=g).to(dtype)
     y_ref.backward(grad)
     torch.use_deterministic_algorithms(True)
@@ -321,9 +323,20 @@ def test_relu_matches_autograd(inplace, dtype):
     a = x.clone().requires_grad_()
     F.relu(a).backward(grad)
     b = x.clone().requires_grad_()
-    y = vgg_module._ReLU.apply(b * 1 if inplace else b, inplace)  # in place needs a non-leaf
+    y = vgg_module._ReLU.apply(b * 1 if inplace else b, inplace, True)  # in place needs a non-leaf
     y.backward(grad)
     assert torch.equal(y, F.relu(x)) and torch.equal(b.grad, a.grad)
+
+
+@pytest.mark.parametrize("layers, masks", [(["block2_relu1"], 2), (["block1_relu2", "block2_relu1"], 3)])
+def test_relus_before_pooling_keep_no_mask_unless_watched(model, layers, masks):
+    """What autograd keeps: a uint8 mask per ReLU (block1_relu1, block2_relu1), none for the
+    ReLU before a pooling (block1_relu2) unless it is watched, and the pooling's positions."""
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        model(torch.rand(1, 3, 32, 32, requires_grad=True), layers)
+    uint8 = [tuple(t.shape) for t in kept if t.dtype == torch.uint8]
+    assert sorted(uint8) == sorted([(1, 64, 32, 32)] * (masks - 1) + [(1, 128, 16, 16), (1, 64, 16, 16)])
 
 
 def _reference_features(model, image, last):
@@ -341,7 +354,8 @@ def _reference_features(model, image, last):
 
 
 @pytest.mark.parametrize("winograd_max_pixels", [0, 1 << 20])  # NNPACK / cached Winograd on every layer
-@pytest.mark.parametrize("layers", [("block3_relu1",), ("block1_relu1", "block2_conv2", "block3_relu2")])
+@pytest.mark.parametrize("layers", [("block3_relu1",), ("block1_relu1", "block2_conv2", "block3_relu2"),
+                                    ("block1_relu2", "block2_relu1")])  # a watched ReLU before pooling
 def test_image_gradient_matches_autograd(model, layers, winograd_max_pixels, monkeypatch):
     """The memory-saving ReLU and pooling (masks, int32 indices) and the convolutions' own input
     gradients give autograd's gradient, on a map with odd sides (pooling drops a row and a column)."""
