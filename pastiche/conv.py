@@ -19,6 +19,7 @@ the map (timings on 2 cores, README):
 
 from __future__ import annotations
 
+import threading
 from typing import Optional, Tuple
 
 import torch
@@ -112,6 +113,20 @@ def winograd_conv(x: torch.Tensor, u: torch.Tensor, bias: Optional[torch.Tensor]
     return y + bias.view(1, -1, 1, 1) if bias is not None else y.contiguous()
 
 
+_INDEX_CHUNK = 1 << 18  # int32 indices widened at a time (1 MB)
+_buffers = threading.local()  # per thread: two jobs in two threads must not share them
+
+
+def _kept_buffer(role: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A (numel,) buffer for ``role`` kept for this thread and device, grown to the largest
+    asked for; its contents last until the next call for the same role."""
+    kept = _buffers.__dict__.setdefault("kept", {})
+    key = role, dtype, device
+    if key not in kept or len(kept[key]) < numel:
+        kept[key] = torch.empty(numel, dtype=dtype, device=device)
+    return kept[key][:numel]
+
+
 class _FrozenConv3x3(torch.autograd.Function):
     """A :class:`Conv3x3` in autograd: no weight gradient, and no activation saved for backward,
     since the input gradient needs only the kernel (see :meth:`Conv3x3.input_grad`)."""
@@ -155,20 +170,33 @@ class Conv3x3(nn.Module):
         it. The oneDNN-packed kernels stay: every size uses them, in the same layout."""
         self._winograd = None
 
-    def kernel(self) -> torch.Tensor:
-        """The (out, in, 3, 3) kernel."""
+    def kernel(self, *, reuse: bool = False) -> torch.Tensor:
+        """The (out, in, 3, 3) kernel. ``reuse``: a compact one is decoded into a buffer kept for
+        this thread, valid until the next such call; for uses within a convolution, not for
+        autograd to keep."""
         if self.indices is None:
             return self.weight
         # index_select with int32 indices: 0.9 ms for block4's 2.4 M weights, where torch.take,
-        # which needs int64 ones, took 17 ms and twice the temporary memory (2 cores, torch 2.14)
-        return torch.index_select(self.centroids, 0, self.indices.view(-1).int()).view(self.indices.shape)
+        # which needs int64 ones, took 17 ms and twice the temporary memory (2 cores, torch 2.14).
+        # The indices are widened a chunk at a time into a kept buffer, and the kernel decoded
+        # into another: new memory for them, each page faulted in, was 156 MB per step (int32
+        # 104 MB of it) at any size, 25 % of the time of a --low-memory step at 256x192 px.
+        flat = self.indices.view(-1)
+        kernel = (_kept_buffer("kernel", len(flat), self.centroids.dtype, flat.device) if reuse
+                  else self.centroids.new_empty(flat.shape))
+        chunk = min(_INDEX_CHUNK, len(flat))
+        scratch = _kept_buffer("indices", chunk, torch.int32, flat.device)
+        for start in range(0, len(flat), chunk):
+            part = scratch[: len(flat) - start].copy_(flat[start: start + chunk])
+            torch.index_select(self.centroids, 0, part, out=kernel[start: start + len(part)])
+        return kernel.view(self.indices.shape)
 
     def kernel_t(self) -> torch.Tensor:
         """The kernel of the input gradient, (in, out, 3, 3): for stride 1 and padding 1 that
         gradient is the same convolution with the kernel transposed and flipped. Made at each
         use, not kept: 8 ms per step over all of VGG19's kernels up to block5_conv1, where a kept
         copy would hold 42 MB at 500² px."""
-        return self.kernel().transpose(0, 1).flip(2, 3).contiguous()
+        return self.kernel(reuse=True).transpose(0, 1).flip(2, 3).contiguous()
 
     def _winograd_kernel(self) -> torch.Tensor:
         """The kernel's (16, out, in) transform, made at the first use and kept (float kernels
@@ -206,11 +234,11 @@ class Conv3x3(nn.Module):
         if algorithm == "winograd":
             return winograd_conv(x, self._winograd_kernel(), self.bias)
         if algorithm == "nnpack":
-            return _nnpack_conv(x, self.kernel(), self.bias)
+            return _nnpack_conv(x, self.kernel(reuse=True), self.bias)
         packed = self._packed_kernels() if algorithm == "onednn" else None
         if packed:
             return _packed_conv(x, packed[0], self.bias)
-        return F.conv2d(x, self.kernel(), self.bias, padding=1)
+        return F.conv2d(x, self.kernel(reuse=True), self.bias, padding=1)  # never under autograd
 
     def input_grad(self, grad: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
         """Gradient with respect to the input (``input_shape``) given ``grad`` at the output."""
@@ -224,8 +252,9 @@ class Conv3x3(nn.Module):
             # a compact kernel: the transposed convolution takes it as it is, where conv2d would
             # take kernel_t, a transposed and flipped copy (4.2 instead of 5.1 ms for block4 of a
             # 256 px image, bfloat16, 2 cores; the same values)
-            return _packed_conv(grad, packed[1], None) if packed else F.conv_transpose2d(grad, self.kernel(), padding=1)
-        return torch.nn.grad.conv2d_input(input_shape, self.kernel(), grad, padding=1)
+            return (_packed_conv(grad, packed[1], None) if packed
+                    else F.conv_transpose2d(grad, self.kernel(reuse=True), padding=1))
+        return torch.nn.grad.conv2d_input(input_shape, self.kernel(reuse=True), grad, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._algorithm(x) == "torch":

@@ -122,3 +122,23 @@ def test_packed_kernels_are_made_once_and_outlive_clear_cache():
     conv.clear_cache()
     conv(torch.randn(1, 4, 5, 6).bfloat16())
     assert conv._packed is packed
+
+
+def test_compact_kernel_decodes_in_chunks_to_the_codebook_values(monkeypatch):
+    """Indices widened a few at a time into a kept buffer (a last chunk part-filled) decode to
+    centroids[indices], in a new thread too (each thread has its own buffers); with ``reuse``
+    into a kept buffer, otherwise into a new tensor (autograd may keep it)."""
+    import threading
+
+    monkeypatch.setattr(conv_module, "_INDEX_CHUNK", 7)
+    centroids = torch.randn(256)
+    indices = torch.randint(0, 256, (5, 4, 3, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    conv = Conv3x3(indices, torch.zeros(5), centroids=centroids)
+    got = []
+    thread = threading.Thread(target=lambda: got.extend([conv.kernel(), conv.kernel(reuse=True)]))
+    thread.start()
+    thread.join()
+    for kernel in [*got, conv.kernel(), conv.kernel(reuse=True)]:
+        assert torch.equal(kernel, centroids[indices.long()])
+    assert conv.kernel().data_ptr() != conv.kernel().data_ptr()
+    assert conv.kernel(reuse=True).data_ptr() == conv.kernel(reuse=True).data_ptr() != got[1].data_ptr()
