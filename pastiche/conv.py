@@ -117,13 +117,13 @@ _INDEX_CHUNK = 1 << 18  # int32 indices widened at a time (1 MB)
 _buffers = threading.local()  # per thread: two jobs in two threads must not share them
 
 
-def _kept_buffer(role: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A (numel,) buffer for ``role`` kept for this thread and device, grown to the largest
-    asked for; its contents last until the next call for the same role."""
+def _kept_buffer(role: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """A (numel,) CPU buffer for ``role`` kept for this thread, grown to the largest asked for;
+    its contents last until the next call for the same role."""
     kept = _buffers.__dict__.setdefault("kept", {})
-    key = role, dtype, device
+    key = role, dtype
     if key not in kept or len(kept[key]) < numel:
-        kept[key] = torch.empty(numel, dtype=dtype, device=device)
+        kept[key] = torch.empty(numel, dtype=dtype)
     return kept[key][:numel]
 
 
@@ -171,21 +171,25 @@ class Conv3x3(nn.Module):
         self._winograd = None
 
     def kernel(self, *, reuse: bool = False) -> torch.Tensor:
-        """The (out, in, 3, 3) kernel. ``reuse``: a compact one is decoded into a buffer kept for
-        this thread, valid until the next such call; for uses within a convolution, not for
-        autograd to keep."""
+        """The (out, in, 3, 3) kernel. ``reuse``: a compact one on the CPU is decoded into a
+        buffer kept for this thread, valid until the next such call; for uses within a
+        convolution, not for autograd to keep."""
         if self.indices is None:
             return self.weight
         # index_select with int32 indices: 0.9 ms for block4's 2.4 M weights, where torch.take,
         # which needs int64 ones, took 17 ms and twice the temporary memory (2 cores, torch 2.14).
-        # The indices are widened a chunk at a time into a kept buffer, and the kernel decoded
-        # into another: new memory for them, each page faulted in, was 156 MB per step (int32
-        # 104 MB of it) at any size, 25 % of the time of a --low-memory step at 256x192 px.
         flat = self.indices.view(-1)
-        kernel = (_kept_buffer("kernel", len(flat), self.centroids.dtype, flat.device) if reuse
+        # A GPU: new memory is cheap there, and a CUDA graph would go on writing to a kept buffer
+        # replaced since its capture.
+        if flat.device.type != "cpu":
+            return torch.index_select(self.centroids, 0, flat.int()).view(self.indices.shape)
+        # On the CPU the indices are widened a chunk at a time into a kept buffer, and the kernel
+        # decoded into another: new memory for them, each page faulted in, was 156 MB per step
+        # (int32 104 MB of it) at any size, a quarter of a --low-memory step at 256x192 px.
+        kernel = (_kept_buffer("kernel", len(flat), self.centroids.dtype) if reuse
                   else self.centroids.new_empty(flat.shape))
         chunk = min(_INDEX_CHUNK, len(flat))
-        scratch = _kept_buffer("indices", chunk, torch.int32, flat.device)
+        scratch = _kept_buffer("indices", chunk, torch.int32)
         for start in range(0, len(flat), chunk):
             part = scratch[: len(flat) - start].copy_(flat[start: start + chunk])
             torch.index_select(self.centroids, 0, part, out=kernel[start: start + len(part)])
