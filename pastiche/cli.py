@@ -224,8 +224,12 @@ def entry() -> None:
     interpreter's teardown. A CUDA build of torch runs its libraries' static destructors at exit
     (cuBLASLt, cuSPARSELt), which page in ~125 MB of them even on a machine without a GPU: the
     peak RSS of ``python -c "import torch"`` is 646 MB, 520 MB with ``os._exit``, and exiting takes
-    0.35 s longer. Everything worth keeping is written and closed by then; only stdio is buffered."""
-    code = main()
+    0.35 s longer. Everything worth keeping is written and closed by then; only stdio is buffered.
+    argparse's own exits (``--help``, ``--version``, a usage error) take the same way out."""
+    try:
+        code = main()
+    except SystemExit as e:  # argparse has printed what it had to say
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -108,6 +108,23 @@ def test_command_flushes_what_it_printed_before_its_fast_exit(images, tmp_path):
     assert failed.stderr == "pastiche: error: --num-steps must be at least 1, got 0\n"
 
 
+@pytest.mark.parametrize("args, status, stream, text", [
+    (["--version"], 0, "stdout", "pastiche "),
+    (["--bogus"], 2, "stderr", "unrecognized arguments: --bogus"),
+])
+def test_argparse_exits_skip_the_teardown_too(args, status, stream, text):
+    """--help, --version and usage errors leave through os._exit as a run does (an atexit
+    handler, which the interpreter's teardown would run, never does), with argparse's status."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, sys; import pastiche.cli as c; atexit.register(print, 'teardown');"
+            f" sys.argv = ['pastiche', *{args!r}]; c.entry()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == status
+    assert text in getattr(done, stream) and "teardown" not in done.stdout
+
+
 def test_no_verbose_prints_nothing(images, tmp_path, capsys):
     content, style = images
     code = cli("-c", content, "-s", style, "-o", tmp_path / "out.png", "--num-steps", 2, "--size", 32,
