@@ -41,10 +41,11 @@ DEFAULT_NUM_STEPS = 120
 LBFGS_PROBE = 0.1
 
 
-# Memory a run needs at least, per pixel of the output image (saved activations and the largest
-# gradients of block1: peak RSS grew 1.2-1.3 KB per pixel at 1024-1600 px, with and without
-# --low-memory) and per pixel of a style image (its targets need no gradients: 0.7 KB). Lower
-# bounds, so a refused run could not have fitted (README, "How much memory a size needs").
+# Memory a run needs at least, per pixel of the output image (saved activations, the largest
+# gradients of block1 and the L-BFGS history: with it full, peak RSS grew 1.23 KB per pixel from
+# 1024 to 1600 px, 1.05 KB with --low-memory; session 18) and per pixel of a style image (its
+# targets need no gradients: 0.5 KB). Lower bounds, so a refused run could not have fitted
+# (README, "How much memory a size needs").
 BYTES_PER_PIXEL, STYLE_BYTES_PER_PIXEL = 1024, 512
 _OUT_OF_MEMORY = ("can't allocate memory", "out of memory")  # in allocation failures' messages
 
