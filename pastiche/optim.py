@@ -1,19 +1,21 @@
 """The two optimisers the engine offers, for one image tensor: L-BFGS and Adam.
 
-They compute exactly what ``torch.optim.LBFGS(max_iter=1)`` and ``torch.optim.Adam`` compute for a
-single parameter (tests compare them step by step), written out here because creating any
+They compute exactly what ``torch.optim.LBFGS(max_iter=1)`` (with pairs kept in float32) and
+``torch.optim.Adam`` compute for a single parameter (tests compare them step by step), written out here because creating any
 ``torch.optim`` optimiser imports ``torch._dynamo`` (with sympy and triton): ~200 MB of resident
 memory and over a second of start-up for nothing a style transfer uses.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 Closure = Callable[[], torch.Tensor]  # zeroes the gradient, returns the loss after backward()
+# values of a narrower ring widened at a time (2 MB of float32)
+_WIDEN_VALUES = 1 << 19
 
 
 class LBFGS:
@@ -37,16 +39,22 @@ class LBFGS:
     Its image-sized vectors live in buffers allocated once, at the first move: tensors that
     outlive a step, allocated anew on every step between the feature maps, would scatter the
     heap and keep the maps' freed memory from being reused (README, "Speed and memory").
+    ``pair_dtype`` (default: the image's) stores the kept pairs narrower: bfloat16 halves the
+    history, its largest memory (20 pairs of float32: 0.47 KB per pixel); the pairs' inner
+    products and the direction are still summed in the image's dtype, a few columns at a time.
     """
 
     def __init__(self, param: torch.Tensor, *, lr: float = 1.0, history: int = 100,
                  scale: Optional[float] = None, probe: Optional[float] = None, tolerance_grad: float = 1e-7,
-                 tolerance_change: float = 1e-9):
+                 tolerance_change: float = 1e-9, pair_dtype: Optional[torch.dtype] = None):
         self.param, self.lr, self.history, self.probe = param, lr, history, probe
+        self.pair_dtype = pair_dtype or param.dtype
         self.tolerance_grad, self.tolerance_change = tolerance_grad, tolerance_change
-        # (3 + 2 * history, N) float32. Rows 0-2: this step's s = x_k - x_(k-1), y = g_k - g_(k-1)
-        # and g_k (kept for the next y); then a ring of slots, slot i's pair in rows 3 + 2i, 4 + 2i.
+        # (3, N) float32: this step's s = x_k - x_(k-1), y = g_k - g_(k-1) and g_k (kept for the
+        # next y). (2 * history, N) pair_dtype: a ring of slots, slot i's pair in rows 2i, 2i + 1.
         self.vectors: Optional[torch.Tensor] = None
+        self.ring: Optional[torch.Tensor] = None
+        self.wide: Optional[torch.Tensor] = None  # (2 * history, W): a block of the ring, widened
         self.direction: Optional[torch.Tensor] = None  # (N,)
         self.filled = 0  # ring slots written so far; they fill from slot 0
         self.dots = np.zeros((2 * history, 2 * history))  # inner products of the ring's rows
@@ -70,9 +78,8 @@ class LBFGS:
             torch.mul(self.direction, self.t, out=s)
             torch.sub(grad, previous, out=y)
             previous.copy_(grad)
-            # every row's inner products with s, y and g: (3 + 2 * filled, 3), computed as its
-            # transpose (0.40 instead of 0.53 ms at 1024 px on an H100: cuBLAS's kernel choice)
-            products = (self.vectors[:3] @ self.vectors[: 3 + 2 * self.filled].T).T
+            # every row's inner products with s, y and g: (3 + 2 * filled, 3)
+            products = self._products()
         # The step's only read from the device: every decision on the host uses these numbers.
         loss_value, grad_max, *numbers = torch.cat([loss.detach().reshape(1), magnitude.max().reshape(1),
                                                     products.reshape(-1)]).tolist()
@@ -81,7 +88,8 @@ class LBFGS:
             # the two differ only after such a step, which a style loss does not reach)
             return loss_value
         if self.vectors is None:  # first step: steepest descent, scaled or at most of unit L1 length
-            self.vectors = grad.new_empty(3 + 2 * self.history, grad.numel())
+            self.vectors = grad.new_empty(3, grad.numel())
+            self.ring = grad.new_empty(2 * self.history, grad.numel(), dtype=self.pair_dtype)
             self.vectors[2].copy_(grad)
             self.direction = torch.neg(grad)
             first = (self.scale if self.known_scale else self.probe / grad_max if self.probe
@@ -90,15 +98,44 @@ class LBFGS:
         else:
             grad_dots, gg = self._update(np.reshape(numbers, (-1, 3)))
             g_coef, coefs = self._two_loop(grad_dots)
-            # direction = g_coef * g + coefs @ ring rows, in one product over rows 2, 3, ...
-            torch.mv(self.vectors[2: 3 + len(coefs)].T,
-                     torch.tensor([g_coef, *coefs], dtype=grad.dtype).to(grad.device), out=self.direction)
+            self._direction(g_coef, torch.tensor(coefs, dtype=grad.dtype).to(grad.device))
             t, descent = self.lr, g_coef * gg + grad_dots @ coefs <= -self.tolerance_change
         self.t = t  # the direction is kept even without a move, as torch does
         # Move only along a descent direction (torch stops otherwise: no progress is possible).
         if descent:
             self.param.add_(self.direction.view_as(self.param), alpha=t)
         return loss_value
+
+    def _widened(self, count: int) -> Iterator[Tuple[slice, torch.Tensor]]:
+        """(columns, the first ``count`` kept rows over them in the image's dtype), block by
+        block. A narrower ring is widened a block at a time (at most _WIDEN_VALUES values) into
+        a buffer kept with it: a new one would be faulted in on every step."""
+        ring = self.ring[:count]
+        if ring.dtype == self.vectors.dtype:
+            yield slice(None), ring
+            return
+        width = max(1, _WIDEN_VALUES // (2 * self.history))
+        if self.wide is None:
+            self.wide = self.vectors.new_empty(2 * self.history, width)
+        for start in range(0, ring.shape[1], width):
+            part = ring[:, start: start + width]
+            yield slice(start, start + width), self.wide[:count, : part.shape[1]].copy_(part)
+
+    def _products(self) -> torch.Tensor:
+        """Inner products of s, y, g and the kept rows with s, y and g: (3 + 2 * filled, 3)."""
+        rows = self.vectors
+        kept = rows.new_zeros(3, 2 * self.filled)
+        # rows @ ringᵀ, then transposed (0.40 instead of 0.53 ms at 1024 px on an H100 than
+        # ring @ rowsᵀ: cuBLAS's kernel choice)
+        for columns, ring in self._widened(2 * self.filled):
+            kept.addmm_(rows[:, columns], ring.T)
+        return torch.cat([rows @ rows.T, kept.T])
+
+    def _direction(self, g_coef: float, coefs: torch.Tensor) -> None:
+        """direction = g_coef * g + coefs @ the kept rows (``coefs`` on the device)."""
+        torch.mul(self.vectors[2], g_coef, out=self.direction)
+        for columns, ring in self._widened(len(coefs)):
+            self.direction[columns].addmv_(ring.T, coefs)
 
     def _update(self, products: np.ndarray) -> Tuple[np.ndarray, float]:
         """Keep this step's pair if its curvature is positive (copied into the ring, its inner
@@ -114,7 +151,7 @@ class LBFGS:
                 del self.rho[0]
             else:
                 slot, self.filled = self.filled, self.filled + 1
-            self.vectors[3 + 2 * slot: 5 + 2 * slot].copy_(self.vectors[:2])
+            self.ring[2 * slot: 2 * slot + 2].copy_(self.vectors[:2])
             pair = slice(2 * slot, 2 * slot + 2)
             self.dots[pair, : len(ring)] = ring[:, :2].T
             self.dots[: len(ring), pair] = ring[:, :2]

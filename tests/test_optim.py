@@ -52,6 +52,32 @@ def test_lbfgs_matches_torch(history):
     assert our_losses[-1] < 1e-3 * our_losses[0]  # and it optimises
 
 
+@pytest.mark.parametrize("widen_values", [1 << 20, 30])  # one column block / blocks of 5 (history 3)
+def test_bfloat16_pairs_are_the_float32_recursion_on_rounded_pairs(monkeypatch, widen_values):
+    """pair_dtype=bfloat16 keeps the ring in bfloat16 (half the memory) and sums in float32, a
+    few columns at a time: the iterates of an L-BFGS whose float32 pairs are rounded to
+    bfloat16 as they are kept, up to the order of the sums."""
+    import pastiche.optim as optim
+
+    class Rounded(LBFGS):  # float32 ring, its pairs rounded to bfloat16 as they arrive
+        def _update(self, products):
+            result = super()._update(products)
+            self.ring[: 2 * self.filled] = self.ring[: 2 * self.filled].bfloat16().float()
+            return result
+
+    monkeypatch.setattr(optim, "_WIDEN_VALUES", widen_values)
+    narrow = []
+    ours, our_losses = _run(lambda x: narrow.append(LBFGS(x, history=3, pair_dtype=torch.bfloat16)) or narrow[0], 25)
+    theirs, their_losses = _run(lambda x: Rounded(x, history=3), 25)
+    assert narrow[0].ring.dtype == torch.bfloat16 and narrow[0].vectors.dtype == torch.float32
+    if widen_values == 30:
+        assert len(list(narrow[0]._widened(6))) == 12  # 60 values in blocks of 30 // 6 = 5 columns
+    assert our_losses[:15] == pytest.approx(their_losses[:15], rel=1e-4)
+    assert our_losses[-1] < 1e-3 * our_losses[0]  # and it optimises
+    float32_losses = _run(lambda x: LBFGS(x, history=3), 25)[1]
+    assert our_losses[5:15] != pytest.approx(float32_losses[5:15], rel=1e-6)  # the rounding shows
+
+
 def test_adam_matches_torch():
     ours, our_losses = _run(lambda x: Adam(x, lr=2.0), 30)
     theirs, their_losses = _run(lambda x: torch.optim.Adam([x], lr=2.0), 30)
