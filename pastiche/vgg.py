@@ -118,9 +118,10 @@ class _ReLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        if not ctx.saved_tensors:
+        saved = ctx.saved_tensors  # unpacked anew at each read
+        if not saved:
             return grad, None, None
-        (mask,) = ctx.saved_tensors
+        (mask,) = saved
         # float * uint8: 1.4 ms on block1 of a 256 px image, where torch.where(bool, grad, 0) and
         # float * bool take 6.7 and 4.0 ms (2 cores, torch 2.14)
         return grad * mask, None, None
