@@ -5,7 +5,7 @@
 For each style the engine runs ``--steps`` steps from the content image and saves a frame every
 ``--every`` steps into ``WORKSPACE/NN-STYLE/`` (as ``pastiche --workspace`` does); the final image
 is held for ``--hold`` seconds. Then :func:`pastiche.video.frames_to_video` joins everything into
-one MP4 or GIF. Needs PyAV: ``pip install 'pastiche[video]'``.
+one MP4 or GIF. Needs PyAV: ``pip install av``.
 """
 
 from __future__ import annotations

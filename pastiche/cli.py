@@ -21,9 +21,9 @@ from .devices import PRECISIONS, available_devices, default_device, seed_everyth
 from .engine import (DEFAULT_COARSE_STEPS, DEFAULT_CONTENT_LAYERS, DEFAULT_NUM_STEPS, DEFAULT_SIZE_PIXELS,
                      DEFAULT_STYLE_LAYERS, StyleTransfer, plan, run)
 from .errors import PasticheError
-from .imageio import check_output_path, save_image
+from .imageio import SUPPORTED_EXTENSIONS, check_output_path, save_image
 from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES
-from .video import check_video_output, default_frames_dir, frames_to_video, is_video, stylize_video
+from .video import check_fps, check_video_output, default_frames_dir, frames_to_video, is_video, stylize_video
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
@@ -31,6 +31,15 @@ EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, no usage dump
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, except for flags, options without one, and help that says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.nargs == 0 or action.default in (None, "", []) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 class _ListLayers(argparse.Action):
@@ -48,15 +57,16 @@ class _ListLayers(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pastiche", description="Neural style transfer (Gatys et al.).",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                formatter_class=_HelpFormatter)
     p.add_argument("--version", action="version", version=f"pastiche {__version__}")
     p.add_argument("--list-layers", action=_ListLayers, help="list the VGG19 layer names and exit")
     io = p.add_argument_group("images")
     io.add_argument("--content", "-c", help="content image")
     io.add_argument("--style", "--styles", "-s", dest="styles", metavar="STYLE", nargs="+",
                     action="extend", help="style image(s); repeatable")
-    io.add_argument("--output", "-o", help="output image; format from the extension (.png, .jpg,"
-                    " .webp, .tif); default CONTENT_STYLE.png in the current directory")
+    io.add_argument("--output", "-o", help="output image; format from the extension"
+                    f" ({', '.join(SUPPORTED_EXTENSIONS)}); default CONTENT_STYLE.png in the current"
+                    " directory (a video --content needs one: .mp4, .gif, ...)")
     io.add_argument("--init", help="image file to start from (default: the content image)")
     io.add_argument("--random-init", action="store_true", help="start from noise (overrides --init)")
     io.add_argument("--size", type=int, help="long edge of the output in px; overrides --size-pixels")
@@ -67,13 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--luminance-only", action="store_true",
                     help="transfer style on luminance only, keeping the content's colours")
     loss = p.add_argument_group("loss")
-    loss.add_argument("--content-layers", nargs="*", metavar="LAYER", default=list(DEFAULT_CONTENT_LAYERS))
-    loss.add_argument("--style-layers", nargs="*", metavar="LAYER", default=list(DEFAULT_STYLE_LAYERS))
+    loss.add_argument("--content-layers", nargs="*", metavar="LAYER", default=list(DEFAULT_CONTENT_LAYERS),
+                      help="layers whose activations the content loss compares (default:"
+                           f" {' '.join(DEFAULT_CONTENT_LAYERS)}; see --list-layers)")
+    loss.add_argument("--style-layers", nargs="*", metavar="LAYER", default=list(DEFAULT_STYLE_LAYERS),
+                      help="layers whose Gram matrices the style loss compares (default:"
+                           f" {' '.join(DEFAULT_STYLE_LAYERS)})")
     loss.add_argument("--content-layer-weights", nargs="*", type=float, metavar="WEIGHT",
                       help="one per content layer (default 0.01)")
     loss.add_argument("--style-layer-weights", nargs="*", type=float, metavar="WEIGHT",
                       help="one per style layer (default 10/C² for C channels)")
-    loss.add_argument("--content-weight", type=float, default=1.0)
+    loss.add_argument("--content-weight", type=float, default=1.0, help="weight of the content loss")
     loss.add_argument("--style-weights", nargs="*", type=float, metavar="WEIGHT",
                       help="one per style image (default 1/N)")
     loss.add_argument("--tv-weight", type=float, default=0.0, help="total-variation weight")
@@ -85,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                           " of the next (coarse-to-fine)")
     opt.add_argument("--single-scale", action="store_true",
                      help="no coarse levels: --num-steps at the output size only (pastiche 1.6.0)")
-    opt.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
+    opt.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="L-BFGS or Adam")
     opt.add_argument("--low-memory", action="store_true",
                      help="keep VGG19's kernels quantized, 10 L-BFGS pairs instead of 20, and return"
                           " freed memory to the system at once (Linux/glibc): 25-31%% less peak memory"
@@ -93,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--precision", choices=PRECISIONS, default="auto",
                      help="VGG19's arithmetic: auto is bfloat16 on a CPU that has it in hardware"
                           " (AVX512-BF16, AMX: ~1.6x faster steps), else float32 (README)")
-    opt.add_argument("--learning-rate", type=float, default=1.0)
-    opt.add_argument("--pooling", choices=("max", "avg"), default="max")
+    opt.add_argument("--learning-rate", type=float, default=1.0, help="the optimiser's step size")
+    opt.add_argument("--pooling", choices=("max", "avg"), default="max", help="VGG19's pooling")
     opt.add_argument("--weights", default=DEFAULT_WEIGHTS,
                      help=f"VGG19 weights: a bundled name ({', '.join(BUNDLED)}) or a file")
     opt.add_argument("--seed", type=int, help="random seed")
@@ -111,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--workspace", help="directory for intermediate frames")
     out.add_argument("--workspace-step", type=int, default=10, help="save a frame every N steps")
     out.add_argument("--workspace-prefix", default="", help="prefix of frame file names")
-    vid = p.add_argument_group("video (needs pip install 'pastiche[video]')")
+    vid = p.add_argument_group("video (needs PyAV: pip install av)")
     vid.add_argument("--video", metavar="FILE", help="after the run, join the --workspace frames"
                      " into this .mp4 or .gif")
     vid.add_argument("--fps", type=float, default=30, help="frame rate of --video")
@@ -145,6 +159,10 @@ def _check_args(args: argparse.Namespace) -> None:
     except ValueError:
         raise PasticheError(f"--schedule '{args.schedule}' is not a comma-separated list of step"
                             " counts, e.g. --schedule 150,100") from None
+    check_fps(args.fps)
+    if any(sep and sep in args.workspace_prefix for sep in (os.sep, os.altsep)):
+        raise PasticheError(f"--workspace-prefix '{args.workspace_prefix}' is a path; give a file-name"
+                            " prefix, and the folder with --workspace")
     for device, index in args.supplemental_devices:
         if not index.isdigit():
             raise PasticheError(f"--supplemental-device {device} {index}: INDEX must be a layer number"
@@ -262,7 +280,7 @@ def _run_video(args: argparse.Namespace) -> int:
         raise PasticheError(f"--frame-steps must be at least 1, got {args.frame_steps}")
     try:
         path = stylize_video(args.content, args.styles, args.output,
-                             num_steps_first=args.num_steps + sum(args.coarse_steps),
+                             num_steps_first=args.num_steps, coarse_steps=args.coarse_steps,
                              num_steps_per_frame=args.frame_steps, flow=not args.no_flow,
                              progress=args.verbose, **_options(args))
     except KeyboardInterrupt:

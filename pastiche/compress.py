@@ -73,7 +73,7 @@ def _read_keras(path: Path) -> Layers:
     try:
         import h5py
     except ImportError:
-        raise PasticheError(f"reading '{path}' needs h5py: pip install 'pastiche[keras]'") from None
+        raise PasticheError(f"reading '{path}' needs h5py: pip install h5py") from None
     layers = {}
     with h5py.File(path, "r") as f:
         for name in CONV_NAMES:

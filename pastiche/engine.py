@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from . import color
 from .devices import compute_dtype, default_device, device_memory, resolve_device, seed_everything
 from .errors import PasticheError
-from .imageio import ImageLike, load_image, open_image, resized_dims, to_pil
+from .imageio import ImageLike, describe_source, load_image, open_image, resized_dims, to_pil
 from .losses import content_loss, gram, style_loss, tv_loss
 from .optim import LBFGS, Adam
 from .vgg import LAYER_INDEX, LAYER_NAMES, VGG19, check_layers, vgg19
@@ -172,8 +172,10 @@ class StyleTransfer:
         self.min_side = 2 ** sum(1 for n in LAYER_NAMES[:deepest] if n.endswith("pool"))
 
         self._content_image = open_image(content, name="content image")
-        self._style_images = [open_image(s, name=f"style image {i + 1}" if len(styles) > 1 else "style image")
-                              for i, s in enumerate(styles)]
+        self._content_label = describe_source(content, "content image")
+        names = [f"style image {i + 1}" if len(styles) > 1 else "style image" for i in range(len(styles))]
+        self._style_images = [open_image(s, name=name) for s, name in zip(styles, names)]
+        self._style_labels = [describe_source(s, name) for s, name in zip(styles, names)]
         self._sizes = dict(size=size, pixels=None if size else size_pixels,
                            style_size=style_size, style_pixels=style_size_pixels)
         self._init = init
@@ -220,19 +222,19 @@ class StyleTransfer:
         targets' settings. Optimisation continues from the current image, or from ``init``."""
         self._ready()
         self._content_image = open_image(content, name="content image")
-        start = None if init is None else self._load(open_image(init, name="init image"), self.size,
-                                                     "init image") * 255
+        self._content_label = describe_source(content, "content image")
+        start = None if init is None else self._load_init(init, self.size) * 255
         self._retarget(*self.size, self.pixels.detach() if start is None else start)
 
     def _retarget(self, width: int, height: int, start: Optional[torch.Tensor], *,
                   lbfgs_scale: Optional[float] = None) -> None:
         with self._out_of_memory_is_an_error(width, height):
             scale = width / self.full_size[0]  # styles shrink with the content on coarse levels
-            content = self._load(self._content_image, (width, height), "content image")
+            content = self._load(self._content_image, (width, height), self._content_label, "--size")
             self.content = content
             styles = []
-            for image in self._style_images:
-                style = self._load(image, self._style_dims(image, scale), "style image")
+            for image, label in zip(self._style_images, self._style_labels):
+                style = self._load(image, self._style_dims(image, scale), label, "--style-size")
                 if self.preserve_color:
                     style = color.match_color(style, content)
                 if self.luminance_only:
@@ -280,13 +282,17 @@ class StyleTransfer:
                             f" {need / 2 ** 30:,.1f} GB of memory and {where} has"
                             f" {total / 2 ** 30:,.1f} GB; choose a smaller {size_flag} or {pixels_flag}")
 
-    def _load(self, image: Image.Image, dims: Tuple[int, int], name: str) -> torch.Tensor:
-        tensor = load_image(image.resize(dims, Image.BILINEAR), name=name)
-        if min(tensor.shape[2:]) < self.min_side:
-            raise PasticheError(f"{name} is too small: {dims[0]}x{dims[1]} px after resizing; the"
+    def _load(self, image: Image.Image, dims: Tuple[int, int], label: str, size_flag: str) -> torch.Tensor:
+        """``image`` resized to ``dims`` as a (1, 3, H, W) [0, 1] tensor on the device; ``label``
+        (see describe_source) and ``size_flag`` (what sets its size) are for the error."""
+        if min(dims) < self.min_side:
+            raise PasticheError(f"{label} is too small: {dims[0]}x{dims[1]} px after resizing; the"
                                 f" chosen layers need at least {self.min_side} px on each side"
-                                " — use a larger image or --size")
-        return tensor.to(self.device)
+                                f" — use a larger, less elongated image or a larger {size_flag}")
+        return load_image(image.resize(dims, Image.BILINEAR)).to(self.device)
+
+    def _load_init(self, init: ImageLike, size: Tuple[int, int]) -> torch.Tensor:
+        return self._load(open_image(init, name="init image"), size, describe_source(init, "init image"), "--size")
 
     @torch.no_grad()
     def _targets(self, content: torch.Tensor, styles: List[torch.Tensor]) -> Targets:
@@ -306,7 +312,7 @@ class StyleTransfer:
         elif isinstance(init, str) and init == "random":
             image = torch.rand(content.shape, device=self.device)
         else:
-            image = self._load(open_image(init, name="init image"), self.size_of(content), "init image")
+            image = self._load_init(init, self.size_of(content))
         if self.luminance_only:
             image = color.luminance(image)
         return image * 255

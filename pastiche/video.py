@@ -1,6 +1,6 @@
 """Video in and out: frames → MP4/GIF, and a video stylised frame by frame with temporal coherence.
 
-Uses PyAV (``pip install 'pastiche[video]'``), whose wheels bundle ffmpeg; no system ffmpeg needed.
+Uses PyAV (``pip install av``, or the ``video`` extra), whose wheels bundle ffmpeg; no system ffmpeg needed.
 Frames are PIL RGB images; tensors are (1, 3, H, W) float32 in [0, 1] unless said otherwise.
 
     pastiche-video WORKSPACE... -o out.mp4 --fps 30
@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from . import color
+from .engine import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, StyleTransfer, plan, run
 from .errors import PasticheError
 from .flow import warp_previous
 from .imageio import SUPPORTED_EXTENSIONS, ImageLike, atomic_file, check_writable, open_image, save_image
@@ -39,7 +40,7 @@ def _av() -> Any:
     try:
         import av
     except ImportError:
-        raise PasticheError("video support needs PyAV: pip install 'pastiche[video]'") from None
+        raise PasticheError("video support needs PyAV: pip install av") from None
     return av
 
 
@@ -207,6 +208,12 @@ def frame_files(sources: Sequence[PathLike]) -> List[Path]:
     return files
 
 
+def check_fps(fps: float) -> None:
+    """Raise PasticheError unless ``fps`` is a positive frame rate."""
+    if not fps > 0:
+        raise PasticheError(f"--fps must be positive, got {fps}")
+
+
 def frames_to_video(sources: Sequence[PathLike], output: PathLike, *, fps: float = 30) -> Path:
     """Join image files or frame directories (workspaces, in order) into an MP4 (H.264) or a GIF.
 
@@ -214,8 +221,7 @@ def frames_to_video(sources: Sequence[PathLike], output: PathLike, *, fps: float
     output is written atomically. Returns the output path."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
-    if not fps > 0:
-        raise PasticheError(f"--fps must be positive, got {fps}")
+    check_fps(fps)
     files = frame_files(sources)
     output = check_video_output(output, inputs=files)
     size = open_image(files[-1], name="frame").size
@@ -246,12 +252,14 @@ def _tensor(image: ImageLike, size: Tuple[int, int]) -> torch.Tensor:
 
 
 def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[ImageLike]], output: PathLike,
-                  *, num_steps_first: int = 500, num_steps_per_frame: int = 100,
-                  frames_dir: Optional[PathLike] = None, flow: bool = True, progress: bool = True,
+                  *, num_steps_first: int = DEFAULT_NUM_STEPS, coarse_steps: Sequence[int] = DEFAULT_COARSE_STEPS,
+                  num_steps_per_frame: int = 100, frames_dir: Optional[PathLike] = None, flow: bool = True, progress: bool = True,
                   max_frames: Optional[int] = None, **style_options: Any) -> Path:
     """Stylise every frame of ``content_video`` and write ``output`` (.mp4/.mov/.mkv/.gif).
 
-    The first frame gets ``num_steps_first`` steps; each later one starts from the previous
+    The first frame is made coarse to fine, as :func:`~pastiche.engine.transfer` makes a picture:
+    one coarser level per entry of ``coarse_steps``, then ``num_steps_first`` steps at full size
+    (see :func:`~pastiche.engine.plan`). Each later frame starts from the previous
     stylised frame, moved onto it by block-matching optical flow (``flow=False``: unmoved, so the
     picture lags the motion), and gets ``num_steps_per_frame``. Finished frames are kept as
     ``frames_dir/000001.png`` … (default :func:`default_frames_dir`), so an interrupted run
@@ -260,9 +268,8 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     """
     from tqdm.auto import tqdm
 
-    from .engine import StyleTransfer
-
-    for value, name in ((num_steps_first, "num_steps_first"), (num_steps_per_frame, "num_steps_per_frame")):
+    for value, name in ((num_steps_first, "num_steps_first"), (num_steps_per_frame, "num_steps_per_frame"),
+                        *((n, "coarse_steps") for n in coarse_steps)):
         if value < 1:
             raise PasticheError(f"{name} must be at least 1, got {value}")
     style_list = list(styles) if isinstance(styles, (list, tuple)) else [styles]
@@ -297,14 +304,15 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
                     cur = _tensor(frame, size)
                     fill = color.luminance(cur) if style_options.get("luminance_only") else cur
                     start = warp_previous(prev, _tensor(prev_content, size), cur, fill=fill)
-                steps = num_steps_first if prev is None else num_steps_per_frame
                 if job is None:
                     job = StyleTransfer(frame, style_list, **{**style_options, **({} if start is None
                                                                                   else {"init": start})})
                 else:
                     job.set_content(frame, init=start)
-                for _ in range(steps):
-                    job.step()
+                if prev is None:  # the first frame: coarse to fine
+                    run(job, plan(job.full_size, num_steps_first, coarse_steps))
+                else:
+                    run(job, num_steps_per_frame)
                 save_image(job.image_tensor(), path)
                 prev, prev_content, size = job.pixels.detach().cpu().float() / 255, frame, job.size
                 bar.set_postfix(loss=f"{job.loss:.4g}")

@@ -211,6 +211,25 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"pastiche {pastiche.__version__}"
 
 
+def test_help_states_each_default_once_and_no_empty_ones(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "1000")  # an option's help on its line or the next
+    assert cli("--help") == 0
+    text = capsys.readouterr().out
+    for empty in ("(default: None)", "(default: True)", "(default: False)", "(default: [])", "(default: )"):
+        assert empty not in text
+    lines = {}  # option → its whole entry
+    for line in text.split("options:")[1].splitlines():
+        if line.startswith("  -"):
+            option = line.split()[0]
+            lines[option] = line
+        elif line.startswith("    ") and lines:
+            lines[option] += line
+    assert all(line.count("default") <= 1 for line in lines.values()), text
+    assert "(default: 150,30)" in lines["--schedule"] and "(default: lbfgs)" in lines["--optimizer"]
+    assert "default: block4_relu2;" in lines["--content-layers"]
+    assert ".bmp" in lines["--output"] and ".webp" in lines["--output"]
+
+
 # ---------------------------------------------------------------------------- bad input
 
 
@@ -223,6 +242,7 @@ def bad_files(tmp_path):
     data = buffer.read_bytes()
     buffer.unlink()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    Image.new("RGB", (1000, 1), "red").save(tmp_path / "sliver.png")  # 1 px high at any size
     return tmp_path
 
 
@@ -241,7 +261,13 @@ BAD_INPUTS = {
     "zero steps": ({"--num-steps": "0"}, ["--num-steps"]),
     "negative size": ({"--size": "-5"}, ["--size"]),
     "size beyond memory": ({"--size": "100000"}, ["100000x", "GB", "--size"]),
-    "too small": ({"--size": "8", "--content-layers": ["block4_relu2"]}, ["too small"]),
+    "too small": ({"--size": "8", "--content-layers": ["block4_relu2"]},
+                  ["content image 'content.png' is too small", "--size"]),
+    "style too small": ({"--style-size": "2", "--content-layers": ["block4_relu2"]},
+                        ["style image 'style.png' is too small", "--style-size"]),
+    "second style too small": ({"-s": ["style.png", "sliver.png"]}, ["style image 2 'sliver.png'", "--style-size"]),
+    "fps not positive": ({"--workspace": "ws", "--video": "v.gif", "--fps": "0"}, ["--fps", "0"]),
+    "workspace prefix is a path": ({"--workspace": "ws", "--workspace-prefix": "a/b"}, ["--workspace-prefix", "a/b"]),
     "no such output dir": ({"-o": "nodir/out.png"}, ["nodir"]),
     "unknown extension": ({"-o": "out.xyz"}, [".xyz"]),
     "absent device": ({"--device": "cuda:7"}, ["cuda:7"]),

@@ -18,7 +18,7 @@ try:
     import av
 except ImportError:  # only the tests that need no PyAV run
     av = None
-needs_av = pytest.mark.skipif(av is None, reason="needs PyAV: pip install 'pastiche[video]'")
+needs_av = pytest.mark.skipif(av is None, reason="needs PyAV: pip install av")
 
 
 def texture(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -138,7 +138,7 @@ def test_unwritable_outputs_fail_before_work(tmp_path):
 
 def test_missing_pyav_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)
-    with pytest.raises(PasticheError, match=r"pip install 'pastiche\[video\]'"):
+    with pytest.raises(PasticheError, match="needs PyAV: pip install av"):
         video.probe("clip.mp4")
 
 
@@ -191,6 +191,20 @@ def test_stylize_video_resumes_and_carries_audio(tmp_path, monkeypatch):
     assert not calls
     with pytest.raises(PasticheError, match="other settings"):
         video.stylize_video(clip, [style], out, **{**OPTIONS, "tv_weight": 1.0})
+
+
+@needs_av
+def test_stylize_video_makes_the_first_frame_coarse_to_fine(tmp_path, monkeypatch):
+    clip = make_clip(tmp_path / "clip.mp4", frames=2, size=(96, 64))
+    style = tmp_path / "style.png"
+    Image.fromarray(texture(40, 40, seed=3)).save(style)
+    sizes = []
+    original = StyleTransfer.step
+    monkeypatch.setattr(StyleTransfer, "step", lambda self: (original(self), sizes.append(self.size))[0])
+    video.stylize_video(clip, style, tmp_path / "o.mp4", size=96, device="cpu", num_steps_first=2,
+                        coarse_steps=[3], num_steps_per_frame=1, progress=False)
+    # 3 steps at half size, 2 at full size, then 1 for the second frame
+    assert sizes == [(48, 32)] * 3 + [(96, 64)] * 3
 
 
 @needs_av
