@@ -7,8 +7,10 @@
 
 __version__ = "2.0.0.dev0"
 
+import importlib as _importlib  # noqa: E402
 import os as _os  # noqa: E402
 import sys as _sys  # noqa: E402
+from typing import TYPE_CHECKING as _TYPE_CHECKING, Any as _Any  # noqa: E402
 
 
 def _cpu_has_bfloat16() -> bool:
@@ -37,10 +39,34 @@ if "torch" not in _sys.modules:
         _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from .engine import StyleTransfer, run, transfer  # noqa: E402
-from .errors import PasticheError  # noqa: E402
-from .imageio import load_image, save_image  # noqa: E402
-from .vgg import LAYER_NAMES, VGG19, vgg19  # noqa: E402
+# The public names are imported at first use (PEP 562), so that ``import pastiche`` alone does
+# not load torch: the command (pastiche.__main__) handles Ctrl-C from its first instant, before
+# torch's second of loading.
+_EXPORTS = {"StyleTransfer": "engine", "run": "engine", "transfer": "engine", "PasticheError": "errors",
+            "load_image": "imageio", "save_image": "imageio", "LAYER_NAMES": "vgg", "VGG19": "vgg",
+            "vgg19": "vgg"}
+_SUBMODULES = ("calibrate", "cli", "color", "compress", "conv", "devices", "engine", "errors", "flow",
+               "imageio", "kmeans", "losses", "optim", "quantized", "vgg", "video")
 
 __all__ = ["LAYER_NAMES", "PasticheError", "StyleTransfer", "VGG19", "__version__", "load_image",
            "run", "save_image", "transfer", "vgg19"]
+
+if _TYPE_CHECKING:
+    from .engine import StyleTransfer, run, transfer
+    from .errors import PasticheError
+    from .imageio import load_image, save_image
+    from .vgg import LAYER_NAMES, VGG19, vgg19
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _EXPORTS:
+        value = getattr(_importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later reads find it directly
+        return value
+    if name in _SUBMODULES:  # pastiche.engine.plan without importing pastiche.engine first
+        return _importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'pastiche' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))

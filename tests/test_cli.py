@@ -125,6 +125,33 @@ def test_argparse_exits_skip_the_teardown_too(args, status, stream, text):
     assert text in getattr(done, stream) and "teardown" not in done.stdout
 
 
+@pytest.mark.parametrize("ignored", [False, True], ids=["interactive", "sigint-ignored"])
+def test_ctrl_c_while_torch_loads_is_one_line(ignored):
+    """The command's launcher (pastiche.__main__) imports no torch and takes SIGINT first: an
+    interrupt while pastiche.cli (and torch) load exits 130 with one line, no traceback. Where
+    SIGINT is ignored (a shell's background job) it stays ignored and the command runs."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys, time\n"
+            f"if {ignored}: signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "import pastiche.__main__ as launcher\n"
+            "assert 'torch' not in sys.modules\n"
+            "class Interrupt:  # the user presses Ctrl-C as pastiche.cli starts loading\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name == 'pastiche.cli':\n"
+            "            os.kill(os.getpid(), signal.SIGINT); time.sleep(0.5)\n"
+            "sys.meta_path.insert(0, Interrupt())\n"
+            "sys.argv = ['pastiche', '--version']\n"
+            "launcher.main()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if ignored:
+        assert (done.returncode, done.stdout.split()[0], done.stderr) == (0, "pastiche", "")
+    else:
+        assert (done.returncode, done.stdout) == (130, "")
+        assert done.stderr == "pastiche: interrupted while starting; nothing written\n"
+
+
 def test_no_verbose_prints_nothing(images, tmp_path, capsys):
     content, style = images
     code = cli("-c", content, "-s", style, "-o", tmp_path / "out.png", "--num-steps", 2, "--size", 32,
