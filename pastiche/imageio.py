@@ -253,14 +253,22 @@ def check_output_path(
     if ext not in SUPPORTED_EXTENSIONS:
         what = f"unsupported extension '{p.suffix}'" if p.suffix else "no file extension"
         raise PasticheError(f"cannot write output '{p}': {what}; use one of {_SUPPORTED}")
-    return check_writable(p, inputs=inputs, kind="output", input_kind="input image")
+    return check_writable(path, inputs=inputs, kind="output", input_kind="input image")
 
 
-def check_writable(p: pathlib.Path, *, inputs: Sequence[object], kind: str, input_kind: str) -> pathlib.Path:
-    """``p`` can be created or replaced, and is none of the path entries of ``inputs``; the
-    errors say "cannot write {kind} 'p'" and "refusing to overwrite {input_kind} 'q'"."""
+def check_writable(path: Union[str, os.PathLike], *, inputs: Sequence[object], kind: str,
+                   input_kind: str) -> pathlib.Path:
+    """``path`` can be created or replaced, and is none of the path entries of ``inputs``; the
+    errors say "cannot write {kind} 'path'" and "refusing to overwrite {input_kind} 'q'"."""
+    p = pathlib.Path(os.fspath(path))
     if p.is_dir():
         raise PasticheError(f"cannot write {kind} '{p}': it is a directory; give a file name")
+    if os.fspath(path).endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        raise PasticheError(f"cannot write {kind} '{os.fspath(path)}': a path ending in a separator"
+                            " names a directory; give a file name")
+    if p.exists() and not os.access(p, os.W_OK):  # replacing it would go round its permissions
+        raise PasticheError(f"cannot write {kind} '{p}': the file is read-only; choose another --output"
+                            " or make it writable")
     parent = p.parent
     if not parent.is_dir():
         raise PasticheError(

@@ -119,7 +119,7 @@ def check_video_output(path: PathLike, *, inputs: Sequence[object] = ()) -> Path
     if p.suffix.lower() not in OUTPUT_EXTENSIONS:
         raise PasticheError(f"cannot write video '{p}': unsupported extension '{p.suffix}'; use one of "
                             f"{', '.join(OUTPUT_EXTENSIONS)}")
-    return check_writable(p, inputs=inputs, kind="video", input_kind="input")
+    return check_writable(path, inputs=inputs, kind="video", input_kind="input")
 
 
 @contextlib.contextmanager

@@ -336,6 +336,19 @@ def test_missing_or_unwritable_directory(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_read_only_file_and_folder_like_path_are_refused(tmp_path, monkeypatch):
+    (tmp_path / "kept.png").write_bytes(b"precious")
+    monkeypatch.setattr(os, "access", lambda p, mode: mode != os.W_OK)  # root ignores chmod
+    with pytest.raises(PasticheError) as e:
+        save_image(torch.rand(3, 2, 2), tmp_path / "kept.png")
+    _check_error(e, "kept.png", "read-only")
+    monkeypatch.undo()
+    with pytest.raises(PasticheError) as e:
+        save_image(torch.rand(3, 2, 2), f"{tmp_path}/new.png/")
+    _check_error(e, "new.png/", "names a directory")
+    assert os.listdir(tmp_path) == ["kept.png"] and (tmp_path / "kept.png").read_bytes() == b"precious"
+
+
 def test_failed_save_keeps_old_file(tmp_path, monkeypatch):
     path = tmp_path / "out.png"
     path.write_bytes(b"old bytes")
