@@ -1,30 +1,43 @@
-"""``python -m pastiche`` and the ``pastiche`` command (see :func:`pastiche.cli.entry`).
+"""``python -m pastiche`` and the commands ``pastiche``, ``pastiche-video``, ``pastiche-compress``.
 
-Loading torch takes about a second, before the command's own Ctrl-C handling exists: an
-interrupt then would end in a traceback through the import machinery. This module imports no
-torch, so it can take over SIGINT first: an interrupt while loading exits 130 with one line.
+Loading torch takes about a second, before a command's own Ctrl-C handling exists: an interrupt
+then would end in a traceback through the import machinery. This module imports no torch, so it
+takes over SIGINT first: an interrupt while loading exits 130 with one line.
 """
 
+import importlib
 import os
 import signal
 import sys
 
 
-def _interrupted_while_loading(signum, frame) -> None:
-    sys.stderr.write("pastiche: interrupted while starting; nothing written\n")
-    sys.stderr.flush()
-    os._exit(130)
+def _start(prog: str, module: str, function: str) -> int:
+    """Import ``pastiche.module`` with Ctrl-C as a quiet exit, then run its ``function()``."""
 
+    def interrupted(signum, frame) -> None:
+        sys.stderr.write(f"{prog}: interrupted while starting; nothing written\n")
+        sys.stderr.flush()
+        os._exit(130)
 
-def main() -> None:
     # Only where Python would raise KeyboardInterrupt: an ignored SIGINT (a background job) stays so.
     previous = signal.getsignal(signal.SIGINT)
     if previous is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _interrupted_while_loading)
-    from .cli import entry
-
+        signal.signal(signal.SIGINT, interrupted)
+    command = getattr(importlib.import_module(f"pastiche.{module}"), function)
     signal.signal(signal.SIGINT, previous)
-    entry()
+    return command()
+
+
+def main() -> None:
+    _start("pastiche", "cli", "entry")  # exits by itself (see cli.entry)
+
+
+def video() -> int:
+    return _start("pastiche-video", "video", "main")
+
+
+def compress() -> int:
+    return _start("pastiche-compress", "compress", "main")
 
 
 if __name__ == "__main__":

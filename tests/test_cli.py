@@ -125,11 +125,13 @@ def test_argparse_exits_skip_the_teardown_too(args, status, stream, text):
     assert text in getattr(done, stream) and "teardown" not in done.stdout
 
 
-@pytest.mark.parametrize("ignored", [False, True], ids=["interactive", "sigint-ignored"])
-def test_ctrl_c_while_torch_loads_is_one_line(ignored):
-    """The command's launcher (pastiche.__main__) imports no torch and takes SIGINT first: an
-    interrupt while pastiche.cli (and torch) load exits 130 with one line, no traceback. Where
-    SIGINT is ignored (a shell's background job) it stays ignored and the command runs."""
+@pytest.mark.parametrize("command, module, ignored", [
+    ("main", "pastiche.cli", False), ("video", "pastiche.video", False), ("compress", "pastiche.compress", False),
+    ("main", "pastiche.cli", True)], ids=["pastiche", "pastiche-video", "pastiche-compress", "sigint-ignored"])
+def test_ctrl_c_while_torch_loads_is_one_line(command, module, ignored):
+    """The commands' launcher (pastiche.__main__) imports no torch and takes SIGINT first: an
+    interrupt while the command's module (and torch) loads exits 130 with one line, no traceback.
+    Where SIGINT is ignored (a shell's background job) it stays ignored and the command runs."""
     import subprocess
     import sys
 
@@ -137,19 +139,20 @@ def test_ctrl_c_while_torch_loads_is_one_line(ignored):
             f"if {ignored}: signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
             "import pastiche.__main__ as launcher\n"
             "assert 'torch' not in sys.modules\n"
-            "class Interrupt:  # the user presses Ctrl-C as pastiche.cli starts loading\n"
+            "class Interrupt:  # the user presses Ctrl-C as the command's module starts loading\n"
             "    def find_spec(self, name, path, target=None):\n"
-            "        if name == 'pastiche.cli':\n"
+            f"        if name == {module!r}:\n"
             "            os.kill(os.getpid(), signal.SIGINT); time.sleep(0.5)\n"
             "sys.meta_path.insert(0, Interrupt())\n"
             "sys.argv = ['pastiche', '--version']\n"
-            "launcher.main()\n")
+            f"launcher.{command}()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if ignored:
         assert (done.returncode, done.stdout.split()[0], done.stderr) == (0, "pastiche", "")
     else:
+        prog = {"main": "pastiche", "video": "pastiche-video", "compress": "pastiche-compress"}[command]
         assert (done.returncode, done.stdout) == (130, "")
-        assert done.stderr == "pastiche: interrupted while starting; nothing written\n"
+        assert done.stderr == f"{prog}: interrupted while starting; nothing written\n"
 
 
 def test_no_verbose_prints_nothing(images, tmp_path, capsys):
