@@ -160,6 +160,8 @@ class Conv3x3(nn.Module):
         compact = centroids is not None
         self.in_channels = weight.shape[1]
         self.weight = None if compact else nn.Parameter(weight, requires_grad=False)  # (out, in, 3, 3)
+        if compact and not weight.is_contiguous(memory_format=torch.channels_last):
+            weight = weight.contiguous()  # dense, so that kernel() can read it in memory order
         self.register_buffer("indices", weight if compact else None)  # (out, in, 3, 3) uint8
         self.register_buffer("centroids", centroids)  # (K,)
         self.bias = nn.Parameter(bias, requires_grad=False)  # (out,)
@@ -179,11 +181,15 @@ class Conv3x3(nn.Module):
             return self.weight
         # index_select with int32 indices: 0.9 ms for block4's 2.4 M weights, where torch.take,
         # which needs int64 ones, took 17 ms and twice the temporary memory (2 cores, torch 2.14).
-        flat = self.indices.view(-1)
+        # The indices are decoded in memory order and the kernel given their strides: they are
+        # stored in the maps' layout (channels-last for oneDNN's bfloat16, see vgg19), for which
+        # the convolution would otherwise copy the whole kernel at every call.
+        flat = self.indices.as_strided((self.indices.numel(),), (1,))
+        shape, strides = self.indices.shape, self.indices.stride()
         # A GPU: new memory is cheap there, and a CUDA graph would go on writing to a kept buffer
         # replaced since its capture.
         if flat.device.type != "cpu":
-            return torch.index_select(self.centroids, 0, flat.int()).view(self.indices.shape)
+            return torch.index_select(self.centroids, 0, flat.int()).as_strided(shape, strides)
         # On the CPU the indices are widened a chunk at a time into a kept buffer, and the kernel
         # decoded into another: new memory for them, each page faulted in, was 156 MB per step
         # (int32 104 MB of it) at any size, a quarter of a --low-memory step at 256x192 px.
@@ -194,7 +200,7 @@ class Conv3x3(nn.Module):
         for start in range(0, len(flat), chunk):
             part = scratch[: len(flat) - start].copy_(flat[start: start + chunk])
             torch.index_select(self.centroids, 0, part, out=kernel[start: start + len(part)])
-        return kernel.view(self.indices.shape)
+        return kernel.as_strided(shape, strides)
 
     def kernel_t(self) -> torch.Tensor:
         """The kernel of the input gradient, (in, out, 3, 3): for stride 1 and padding 1 that

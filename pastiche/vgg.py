@@ -304,8 +304,9 @@ def vgg19(*, weights: Union[str, os.PathLike, None] = None, pooling: str = "max"
             # The image stays float32 into the first convolution: in bfloat16 a pixel's change
             # under 0.5 of 255 would vanish, and L-BFGS's first, small steps with it.
             kind = torch.float32 if name == CONV_NAMES[0] else dtype
-            if compact:  # indices stay uint8
-                layers[name] = Conv3x3(arrays[0], arrays[2].to(kind), centroids=arrays[1].to(kind))
+            if compact:  # indices stay uint8, in the layout of the maps they will meet
+                indices = arrays[0].contiguous(memory_format=_layout(arrays[0], dtype))
+                layers[name] = Conv3x3(indices, arrays[2].to(kind), centroids=arrays[1].to(kind))
             else:
                 kernel = arrays[0].to(kind)
                 layers[name] = Conv3x3(kernel.contiguous(memory_format=_layout(kernel)), arrays[1].to(kind))
