@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import random
 import warnings
-from typing import Optional, Sequence, Tuple, Union
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -77,10 +78,30 @@ def compute_dtype(precision: str, devices: Sequence[torch.device]) -> torch.dtyp
 
 
 def seed_everything(seed: Optional[int], *, deterministic: bool = False) -> int:
-    """Seed torch's generators (a random seed if None); return the seed used."""
+    """Seed torch's generators (a random seed if None); return the seed used. Process-wide: the
+    command's way; a library call goes through :func:`seeded`."""
     seed = random.randint(0, 2 ** 32 - 1) if seed is None else seed
     torch.manual_seed(seed)
     if deterministic:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         torch.use_deterministic_algorithms(True, warn_only=True)
     return seed
+
+
+@contextmanager
+def seeded(seed: Optional[int], *, deterministic: bool = False) -> Iterator[int]:
+    """:func:`seed_everything` for a ``with`` block, whose value is the seed: torch's generators
+    and determinism switches are put back afterwards, so that pastiche.transfer() in a notebook
+    leaves the caller's random state and settings as they were."""
+    switches = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield seed_everything(seed, deterministic=deterministic)
+        finally:
+            # only if changed: use_deterministic_algorithms imports torch._dynamo (~200 MB)
+            if (torch.are_deterministic_algorithms_enabled(),
+                    torch.is_deterministic_algorithms_warn_only_enabled()) != switches[:2]:
+                torch.use_deterministic_algorithms(switches[0], warn_only=switches[1])
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = switches[2:]

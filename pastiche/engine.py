@@ -9,6 +9,7 @@ kept in that range after every step so that what is saved is what was optimised.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from . import color
-from .devices import compute_dtype, default_device, device_memory, resolve_device, seed_everything
+from .devices import compute_dtype, default_device, device_memory, resolve_device, seeded
 from .errors import PasticheError
 from .imageio import ImageLike, describe_source, load_image, open_image, resized_dims, to_pil
 from .losses import content_loss, gram, style_loss, tv_loss
@@ -54,8 +55,10 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _weights(values: Optional[Sequence[float]], count: int, default: Callable[[int], float],
+def _weights(values: Union[None, float, Sequence[float]], count: int, default: Callable[[int], float],
              option: str, what: str) -> List[float]:
+    """One weight per ``what`` (a single number counts as a list of one), or the defaults."""
+    values = [values] if isinstance(values, numbers.Real) else values
     if values is None or len(values) == 0:
         return [default(i) for i in range(count)]
     if len(values) != count:
@@ -64,14 +67,26 @@ def _weights(values: Optional[Sequence[float]], count: int, default: Callable[[i
     return [_nonnegative(v, option) for v in values]
 
 
+def _given(values: Union[None, float, Sequence[float]]) -> bool:
+    """Whether a weights option holds values (a number, or a non-empty list or array)."""
+    return values is not None and (isinstance(values, numbers.Real) or len(values) > 0)
+
+
+def _whole(value: object) -> bool:
+    """Whether ``value`` is a whole number of at least 1 (not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
 def _positive(value: Optional[float], option: str) -> None:
-    if value is not None and not value > 0:
-        raise PasticheError(f"{option} must be positive, got {value}")
+    if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0):
+        raise PasticheError(f"{option} must be a positive number, got {value!r}")
 
 
 def _nonnegative(value: float, option: str) -> float:
     """A loss weight: 0 turns a term off; a negative or non-finite one would make the loss
     unbounded below, so the optimiser would blow up instead of stylising."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise PasticheError(f"{option} must be a number, got {value!r}")
     value = float(value)
     if not (math.isfinite(value) and value >= 0):
         raise PasticheError(f"{option} must be zero or positive, got {value}")
@@ -134,7 +149,7 @@ class StyleTransfer:
                                               lambda i: 0.01, "--content-layer-weights", "content layer")
         self.style_layer_weights = _weights(style_layer_weights, len(self.style_layers), None,
                                             "--style-layer-weights", "style layer") \
-            if style_layer_weights else None  # default 10/C² needs the channel count C
+            if _given(style_layer_weights) else None  # default 10/C² needs the channel count C
         self.style_weights = _weights(style_weights, len(styles), lambda i: 1 / len(styles),
                                       "--style-weights", "style image")
         for value, option in ((size, "--size"), (size_pixels, "--size-pixels"),
@@ -150,6 +165,8 @@ class StyleTransfer:
         self.optimizer_name, self.learning_rate = optimizer, learning_rate
         self.low_memory = low_memory
         self.lbfgs_history = lbfgs_history if lbfgs_history is not None else 10 if low_memory else 20
+        if not _whole(self.lbfgs_history):
+            raise PasticheError(f"lbfgs_history must be a whole number of pairs, at least 1, got {lbfgs_history!r}")
         self.preserve_color, self.luminance_only = preserve_color, luminance_only
         self.device = resolve_device(device or default_device())
         supplemental = [(resolve_device(d), int(i)) for d, i in supplemental_devices]
@@ -217,17 +234,24 @@ class StyleTransfer:
                 lbfgs_scale = self.optimizer.scale * width * height / (self.size[0] * self.size[1])
         self._retarget(width, height, start, lbfgs_scale=lbfgs_scale)
 
-    def set_content(self, content: ImageLike, *, init: Optional[ImageLike] = None) -> None:
+    def set_content(self, content: ImageLike, *, init: Union[str, ImageLike, None] = None) -> None:
         """Switch to a new content image of the same size (a video's next frame), keeping the style
-        targets' settings. Optimisation continues from the current image, or from ``init``."""
+        targets' settings. Optimisation continues from the current image, or from ``init``
+        (as the constructor's: "content", "random" or an image)."""
         self._ready()
-        self._content_image = open_image(content, name="content image")
-        self._content_label = describe_source(content, "content image")
-        start = None if init is None else self._load_init(init, self.size) * 255
-        self._retarget(*self.size, self.pixels.detach() if start is None else start)
+        image = open_image(content, name="content image")
+        dims = resized_dims(*image.size, size=self._sizes["size"], pixels=self._sizes["pixels"])
+        if dims != self.full_size:
+            raise PasticheError(f"{describe_source(content, 'content image')} would be {dims[0]}x{dims[1]}"
+                                f" px, not this job's {self.full_size[0]}x{self.full_size[1]}; give it"
+                                " the same shape, or start a new StyleTransfer")
+        self._content_image, self._content_label = image, describe_source(content, "content image")
+        self._retarget(*self.size, self.pixels.detach(), init=init)
 
     def _retarget(self, width: int, height: int, start: Optional[torch.Tensor], *,
-                  lbfgs_scale: Optional[float] = None) -> None:
+                  lbfgs_scale: Optional[float] = None, init: Union[str, ImageLike, None] = None) -> None:
+        """Targets at (width, height), and the image: ``init`` if given, else ``start`` (1, 3, H, W)
+        in [0, 255], else the constructor's init."""
         with self._out_of_memory_is_an_error(width, height):
             scale = width / self.full_size[0]  # styles shrink with the content on coarse levels
             content = self._load(self._content_image, (width, height), self._content_label, "--size")
@@ -241,7 +265,8 @@ class StyleTransfer:
                     style = color.match_luminance(color.luminance(style), color.luminance(content))
                 styles.append(style)
             self.targets = self._targets(content, styles)
-            start = self._initial_image(content) if start is None else start
+            if init is not None or start is None:
+                start = self._initial_image(content, self._init if init is None else init)
             self.pixels = start.to(self.device).contiguous().requires_grad_()
             # The last image whose loss was finite, and the buffer for the next one (kept, not
             # allocated per step: see optim.LBFGS on scattering the heap).
@@ -305,8 +330,8 @@ class StyleTransfer:
                        for s in styles] if self.style_layers else [{} for _ in styles]
         return Targets(content_acts, style_grams, [(s.shape[3], s.shape[2]) for s in styles])
 
-    def _initial_image(self, content: torch.Tensor) -> torch.Tensor:
-        init = self._init
+    def _initial_image(self, content: torch.Tensor, init: Union[str, ImageLike]) -> torch.Tensor:
+        """The start of an optimisation: ``init`` (see the constructor) as (1, 3, H, W) in [0, 255]."""
         if isinstance(init, str) and init == "content":
             image = content
         elif isinstance(init, str) and init == "random":
@@ -422,6 +447,8 @@ class StyleTransfer:
     def image_tensor(self, *, size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """The current image, (1, 3, H, W) float32 RGB in [0, 1] on the CPU (colour restored in
         luminance-only mode), resampled (bicubic) to ``size`` = (width, height) if given."""
+        if size is not None and not (isinstance(size, (tuple, list)) and len(size) == 2 and all(map(_whole, size))):
+            raise PasticheError(f"size must be (width, height) in whole pixels, got {size!r}")
         self._ready()
         pixels = self.pixels.detach()
         if not torch.isfinite(pixels).all():
@@ -451,10 +478,13 @@ def plan(full: Tuple[int, int], num_steps: int, coarse_steps: Sequence[int] = ()
     """Coarse-to-fine levels: ``num_steps`` at ``full`` (width, height), and before it one level
     per entry of ``coarse_steps`` (coarsest first), each half the size of the next. Coarse levels
     whose short side would be under MIN_COARSE_SIDE px are left out."""
+    if not isinstance(coarse_steps, (list, tuple)):
+        raise PasticheError(f"coarse_steps must be a list of step counts, one per coarser level, got {coarse_steps!r}")
     steps = list(coarse_steps) + [num_steps]
     for n in steps:
-        if n < 1:
-            raise PasticheError(f"every level needs at least 1 step, got {n} (see --num-steps, --schedule)")
+        if not _whole(n):
+            raise PasticheError(f"every level needs a whole number of steps, at least 1, got {n!r}"
+                                " (see --num-steps, --schedule)")
     levels = [(full, num_steps)]
     for k, n in enumerate(reversed(steps[:-1]), start=1):
         w, h = (max(1, round(d / 2 ** k)) for d in full)
@@ -468,8 +498,10 @@ def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optiona
     """Step ``job`` through ``schedule`` (or just N steps at its current size), resizing between
     levels. ``callback(job)`` after each step may return True to stop early. ``progress`` shows a
     tqdm bar (notebook-aware) with the loss and the time left."""
-    if isinstance(schedule, int):
+    if not isinstance(schedule, list):
         schedule = plan(job.size or job.full_size, schedule)
+    if callback is not None and not callable(callback):
+        raise PasticheError(f"callback must be a function of the job, got {callback!r}")
     from tqdm.auto import tqdm
 
     with tqdm(total=sum(n for _, n in schedule), disable=not progress, unit="step",
@@ -495,9 +527,11 @@ def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *
     ``num_steps`` run at the output size, after one coarser level per entry of ``coarse_steps``
     (see :func:`plan`). ``options`` are :class:`StyleTransfer`'s keyword arguments;
     ``callback(transfer)`` runs after every step (``transfer.step_count``, ``transfer.loss``,
-    ``transfer.image()``) and may return True to stop early.
+    ``transfer.image()``) and may return True to stop early. ``seed`` (random if None) and
+    ``deterministic`` hold for this call only: torch's random state and determinism settings are
+    as they were afterwards.
     """
-    seed_everything(seed, deterministic=deterministic)
-    job = StyleTransfer(content, style, **options)
-    run(job, plan(job.full_size, num_steps, coarse_steps), callback=callback, progress=progress)
-    return job.image(size=job.full_size)  # full size even if a callback stopped a coarse level
+    with seeded(seed, deterministic=deterministic):
+        job = StyleTransfer(content, style, **options)
+        run(job, plan(job.full_size, num_steps, coarse_steps), callback=callback, progress=progress)
+        return job.image(size=job.full_size)  # full size even if a callback stopped a coarse level

@@ -51,8 +51,9 @@ def describe_source(source: object, name: str) -> str:
     return f"{name} ({kind})"
 
 
-# Float images are 0..1; resampling can overshoot a little, but one reaching this is 0..255.
-_FLOAT_LIMIT = 1.5
+# Float images are 0..1; resampling can overshoot a little, but one reaching past these is in
+# another range (0..255, -1..1) that clipping would wash out.
+_FLOAT_LIMITS = (-0.5, 1.5)
 
 
 def _from_array(a: np.ndarray, label: str) -> Image.Image:
@@ -68,9 +69,12 @@ def _from_array(a: np.ndarray, label: str) -> Image.Image:
         x = a.astype(np.float32) / 65535.0
     elif np.issubdtype(a.dtype, np.floating):
         x = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-        if x.max() > _FLOAT_LIMIT:  # clipping would turn the picture white
+        if x.max() > _FLOAT_LIMITS[1]:  # clipping would turn the picture white
             raise PasticheError(f"cannot use {label}: float values must be in 0..1, this one reaches"
                                 f" {x.max():g}; divide it by 255 (or pass uint8)")
+        if x.min() < _FLOAT_LIMITS[0]:  # ... or its dark half black
+            raise PasticheError(f"cannot use {label}: float values must be in 0..1, this one goes down"
+                                f" to {x.min():g}; map it to 0..1 first (e.g. (x + 1) / 2 for -1..1)")
         # Slightly out-of-range values (resampling overshoot) are clipped, NaN treated as black.
         x = np.clip(x, 0.0, 1.0)
     else:
@@ -145,8 +149,8 @@ def _open_path(path: str, label: str) -> Image.Image:
 def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
     """Return an upright 8-bit RGB PIL image (size w x h) from a path, PIL image, array or tensor.
 
-    Arrays: HxW/HxWx3/HxWx4, uint8 0..255, uint16 0..65535 or float 0..1 (values up to 1.5
-    clipped; beyond, an error that suggests dividing by 255). Tensors: (H, W), (3, H, W) or
+    Arrays: HxW/HxWx3/HxWx4, uint8 0..255, uint16 0..65535 or float 0..1 (values from -0.5 to
+    1.5 clipped; beyond, an error that says how to map them). Tensors: (H, W), (3, H, W) or
     (1, 3, H, W), float as arrays, or uint8.
     Alpha is composited over white.
     """
@@ -228,7 +232,8 @@ def load_image(
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
-    """(1, 3, H, W) or (3, H, W) float tensor in [0, 1] -> RGB uint8 PIL image (rounded, clamped)."""
+    """(1, 3, H, W) or (3, H, W) tensor -> RGB uint8 PIL image: float in [0, 1] (rounded; the
+    ranges and errors of :func:`open_image`'s float arrays), or uint8 as it is."""
     t = image.detach()
     if t.dim() == 4 and t.shape[0] == 1:
         t = t[0]
@@ -237,8 +242,8 @@ def to_pil(image: torch.Tensor) -> Image.Image:
             f"cannot convert tensor of shape {tuple(image.shape)} to an image; "
             "expected (1, 3, H, W) or (3, H, W)"
         )
-    t = torch.nan_to_num(t.float(), nan=0.0).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
-    return Image.fromarray(t.permute(1, 2, 0).cpu().numpy(), "RGB")
+    t = t if t.dtype == torch.uint8 else t.float()
+    return _from_array(t.permute(1, 2, 0).cpu().numpy(), "image tensor")
 
 
 def check_output_path(

@@ -64,9 +64,10 @@ def weights_path(weights: Union[str, os.PathLike, None] = None) -> Path:
     return Path(weights)
 
 
-def check_layers(names: Iterable[str], *, option: str = "layer") -> List[str]:
-    """Return ``names`` as a list, or raise a PasticheError naming the first unknown one."""
-    names = list(names)
+def check_layers(names: Union[str, Iterable[str]], *, option: str = "layer") -> List[str]:
+    """Return ``names`` (one name or several) as a list, or raise a PasticheError naming the
+    first unknown one."""
+    names = [names] if isinstance(names, str) else list(names)
     for name in names:
         if name not in LAYER_INDEX:
             raise PasticheError(f"unknown {option} '{name}'; run 'pastiche --list-layers' for the"

@@ -539,6 +539,62 @@ def test_no_style_and_bad_num_steps(content_path, style_path):
         run(_job(content_path, style_path), 0)
 
 
+@pytest.mark.parametrize("options, needle", [
+    (dict(lbfgs_history=0), "lbfgs_history"), (dict(lbfgs_history=2.5), "lbfgs_history"),
+    (dict(tv_weight=None), "--tv-weight"), (dict(content_weight="a"), "--content-weight"),
+    (dict(size="64"), "--size"), (dict(learning_rate="1"), "--learning-rate"),
+    (dict(content_layers="block9_relu1"), "block9_relu1")])
+def test_arguments_of_the_wrong_kind_are_pastiche_errors(content_path, style_path, options, needle):
+    """Not a ZeroDivisionError at step 2, a TypeError from float(), or a layer name read letter
+    by letter: one PasticheError naming the argument, at construction."""
+    with pytest.raises(PasticheError, match=needle):
+        StyleTransfer(content_path, style_path, **{**TINY, **options})
+
+
+def test_one_layer_or_weight_may_be_given_bare_and_weights_as_arrays(content_path, style_path):
+    job = StyleTransfer(content_path, style_path, **{**TINY, "content_layers": "block2_relu1",
+                        "style_weights": 0.5, "style_layer_weights": np.array([1.0, 2.0])})
+    assert job.content_layers == ["block2_relu1"] and job.style_weights == [0.5]
+    assert job.style_layer_weights == [1.0, 2.0]
+
+
+def test_schedule_callback_and_image_size_are_checked_before_any_step(content_path, style_path):
+    job = StyleTransfer(content_path, style_path, **TINY)
+    for schedule in (2.5, "3"):
+        with pytest.raises(PasticheError, match="whole number of steps"):
+            run(job, schedule)
+    with pytest.raises(PasticheError, match="coarse_steps must be a list"):
+        transfer(content_path, style_path, coarse_steps=5, **TINY)
+    with pytest.raises(PasticheError, match="callback"):
+        run(job, 2, callback=5)
+    assert job.step_count == 0
+    for size in (128, (0, 0), (32.5, 24)):
+        with pytest.raises(PasticheError, match=r"\(width, height\)"):
+            job.image(size=size)
+
+
+def test_set_content_needs_the_same_shape_and_takes_any_init(content_path, style_path, tmp_path):
+    job = _job(content_path, style_path)
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (90, 30), "gray").save(wide)
+    before = job.pixels.detach().clone()
+    with pytest.raises(PasticheError, match=r"wide.png' would be 48x16 px, not this job's"):
+        job.set_content(wide)
+    assert torch.equal(job.pixels.detach(), before)  # unchanged
+    job.set_content(content_path, init="random")
+    assert not torch.equal(job.pixels.detach(), before) and math.isfinite(job.step())
+
+
+def test_transfer_leaves_torchs_random_state_and_settings_as_they_were(content_path, style_path):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    transfer(content_path, style_path, num_steps=1, coarse_steps=(), seed=7, deterministic=True,
+             init="random", **TINY)
+    assert torch.equal(torch.rand(3), expected)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 def test_missing_file_names_it(tmp_path, style_path):
     with pytest.raises(PasticheError, match="nope.png"):
         _job(tmp_path / "nope.png", style_path)

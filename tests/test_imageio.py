@@ -284,9 +284,23 @@ def test_load_image_resizes_and_checks_min_side(tmp_path):
 
 
 def test_to_pil_rounds_and_clamps():
-    t = torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1)
+    t = torch.tensor([0.5, -0.2, 1.2]).view(1, 3, 1, 1)  # resampling's overshoot is clamped
     assert to_pil(t).getpixel((0, 0)) == (128, 0, 255)
     assert to_pil(t[0]).size == (1, 1)
+    assert to_pil(torch.tensor([7, 128, 255], dtype=torch.uint8).view(3, 1, 1)).getpixel((0, 0)) == (7, 128, 255)
+
+
+@pytest.mark.parametrize("values, needle", [([0.0, 128.0, 255.0], "reaches 255; divide it by 255"),
+                                            ([-1.0, 0.0, 1.0], "down to -1; map it to 0..1")])
+def test_floats_in_another_range_are_refused_not_washed_out(values, needle):
+    """0..255 floats would clip to white and -1..1 ones lose their dark half: both are errors,
+    on the way in (open_image) and out (to_pil, save_image)."""
+    t = torch.tensor(values).view(3, 1, 1)
+    for call in (lambda: open_image(t, name="content image"), lambda: open_image(t.permute(1, 2, 0).numpy()),
+                 lambda: to_pil(t)):
+        with pytest.raises(PasticheError) as e:
+            call()
+        _check_error(e, needle)
 
 
 def test_png_round_trip_is_exact(tmp_path):
