@@ -150,8 +150,8 @@ def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
     """Return an upright 8-bit RGB PIL image (size w x h) from a path, PIL image, array or tensor.
 
     Arrays: HxW/HxWx3/HxWx4, uint8 0..255, uint16 0..65535 or float 0..1 (values from -0.5 to
-    1.5 clipped; beyond, an error that says how to map them). Tensors: (H, W), (3, H, W) or
-    (1, 3, H, W), float as arrays, or uint8.
+    1.5 clipped; beyond, an error that says how to map them). Tensors: (H, W), (C, H, W) or
+    (1, C, H, W) with C = 1 (grey), 3 (RGB) or 4 (RGBA), float as arrays, or uint8.
     Alpha is composited over white.
     """
     label = describe_source(source, name)
@@ -165,12 +165,12 @@ def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
         return _pil_to_rgb(upright, label)
     if isinstance(source, torch.Tensor):
         t = source.detach().cpu()
-        if t.dim() == 4 and t.shape[0] == 1 and t.shape[1] == 3:
+        if t.dim() == 4 and t.shape[0] == 1:
             t = t[0]
-        if not (t.dim() == 2 or (t.dim() == 3 and t.shape[0] == 3)):
+        if not (t.dim() == 2 or (t.dim() == 3 and t.shape[0] in (1, 3, 4))) or t.numel() == 0:
             raise PasticheError(
-                f"cannot use {label}: unsupported tensor shape {tuple(t.shape)}; "
-                "expected (H, W), (3, H, W) or (1, 3, H, W)"
+                f"cannot use {label}: unsupported tensor shape {tuple(source.shape)}; "
+                "expected (H, W), (C, H, W) or (1, C, H, W) with C = 1, 3 or 4"
             )
         if t.dtype != torch.uint8 and not t.is_floating_point():
             raise PasticheError(

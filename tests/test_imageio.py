@@ -185,9 +185,14 @@ def test_tensors():
     assert _px(_load(torch.full((1, 3, 2, 2), 1.25))) == (255, 255, 255)
     assert _px(_load(torch.full((2, 2), 0.0))) == (0, 0, 0)
     assert _px(_load(torch.full((3, 2, 2), 9, dtype=torch.uint8))) == (9, 9, 9)
-    with pytest.raises(PasticheError) as e:
-        open_image(torch.zeros(2, 3, 4), name="content")
-    _check_error(e, "content")
+    assert _px(_load(torch.full((1, 2, 2), 0.5))) == (128, 128, 128)  # grey, as an HxWx1 array
+    rgba = torch.zeros(1, 4, 2, 2)
+    rgba[0, 0], rgba[0, 3] = 1.0, 0.5  # half-transparent red over white
+    assert _px(_load(rgba)) == (255, 128, 128)
+    for shape in [(2, 3, 4), (3, 0, 5), (2, 1, 3, 4)]:
+        with pytest.raises(PasticheError) as e:
+            open_image(torch.zeros(shape), name="content")
+        _check_error(e, f"content (tensor): unsupported tensor shape {shape};")  # its own shape
     with pytest.raises(PasticheError):
         open_image(torch.zeros(3, 2, 2, dtype=torch.int32))
 
