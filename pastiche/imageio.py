@@ -99,10 +99,12 @@ def _pil_to_rgb(im: Image.Image, label: str) -> Image.Image:
     if mode == "RGB" and "transparency" not in im.info:
         return im
     if mode.startswith("I;16") or mode == "I":
-        # PIL's own convert() would clip 16-bit values at 255 instead of scaling them;
-        # mode "I" is how PIL represents 16-bit PNG/TIFF, so it is read as 0..65535 too.
-        a = np.clip(np.asarray(im).astype(np.float64) / 65535.0, 0.0, 1.0)
-        return _from_array(a, label)
+        # PIL's own convert() would clip 16-bit values at 255 instead of scaling them. Mode "I"
+        # (32-bit) holds 16-bit PNGs in older Pillows, but also 8-bit data (L.convert("I"),
+        # Image.fromarray of int32): values within 0..255 are read as 8-bit, not as near-black.
+        a = np.asarray(im).astype(np.float64)
+        top = 255.0 if mode == "I" and a.size and 0 <= a.min() and a.max() <= 255 else 65535.0
+        return _from_array(np.clip(a / top, 0.0, 1.0), label)
     if mode == "F":
         # Float files declare no range: data in [0, 1] (max <= 1) is scaled x255, otherwise
         # read as 0..255; values beyond clip.

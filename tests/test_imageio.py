@@ -180,6 +180,13 @@ def test_bad_arrays_name_the_source(bad):
     _check_error(e, "style image")
 
 
+def test_pil_mode_i_holding_8_bit_values_is_not_read_as_16_bit():
+    grey = Image.fromarray(np.array([[0, 100, 255]], np.uint8))
+    assert [_px(_load(grey.convert("I")), x)[0] for x in range(3)] == [0, 100, 255]
+    wide = Image.fromarray(np.array([[0, 32768, 65535]], np.int32))  # 16-bit data in mode I
+    assert [_px(_load(wide), x)[0] for x in range(3)] == [0, 128, 255]
+
+
 def test_tensors():
     assert _px(_load(torch.full((3, 2, 2), 0.5))) == (128, 128, 128)
     assert _px(_load(torch.full((1, 3, 2, 2), 1.25))) == (255, 255, 255)
