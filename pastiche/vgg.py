@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .conv import Conv3x3
+from .devices import require_bfloat16
 from .errors import PasticheError
 from .quantized import load_dequantized
 
@@ -280,12 +281,15 @@ def vgg19(*, weights: Union[str, os.PathLike, None] = None, pooling: str = "max"
     keep the kernels as the file's uint8 indices (see :class:`Conv3x3`): 13 instead of 52 MB
     resident up to block5_conv1 (plus up to 52 MB of transformed kernels kept for speed), same
     results. ``dtype``: the convolutions' arithmetic, ``torch.float32`` or ``torch.bfloat16``
-    (CPU only: see :func:`pastiche.devices.compute_dtype`).
+    (CPUs with :func:`pastiche.devices.bfloat16_convolutions` only; see
+    :func:`pastiche.devices.compute_dtype`).
     """
     if pooling not in ("max", "avg"):
         raise PasticheError(f"unknown pooling '{pooling}'; use 'max' or 'avg'")
     if dtype not in (torch.float32, torch.bfloat16):
         raise PasticheError(f"unsupported dtype {dtype} for VGG19; use torch.float32 or torch.bfloat16")
+    if dtype == torch.bfloat16:
+        require_bfloat16("dtype=torch.bfloat16", "torch.float32")
     path = weights_path(weights)
     last = LAYER_INDEX[check_layers([up_to])[0]] if up_to else len(LAYER_NAMES) - 1
     header, tensors = load_dequantized(path, names=[n for n in LAYER_NAMES[: last + 1] if n in CONV_NAMES],

@@ -9,6 +9,19 @@ import pytest
 import torch
 from PIL import Image
 
+from pastiche.devices import bfloat16_convolutions
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``bfloat16`` need oneDNN's bfloat16 convolutions; on a CPU without them
+    (AVX2 only) pastiche refuses bfloat16, which tests/test_devices.py checks everywhere."""
+    if bfloat16_convolutions():
+        return
+    skip = pytest.mark.skip(reason="this CPU has no bfloat16 convolutions (needs AVX-512 or AVX-NE-CONVERT)")
+    for item in items:
+        if item.get_closest_marker("bfloat16"):
+            item.add_marker(skip)
+
 
 def gradient_array(width: int = 48, height: int = 40) -> np.ndarray:
     """HxWx3 uint8: red grows left to right, green top to bottom, blue along the diagonal."""

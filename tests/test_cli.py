@@ -65,7 +65,7 @@ def test_tiny_run_writes_a_png(images, tmp_path, capsys):
     assert captured.out  # verbose by default
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("precision", ["float32", pytest.param("bfloat16", marks=pytest.mark.bfloat16)])
 def test_precision_is_chosen_and_shown(images, tmp_path, capsys, precision):
     content, style = images
     code = cli("-c", content, "-s", style, "-o", tmp_path / "out.png", "--num-steps", 2, "--size", 32,

@@ -83,6 +83,7 @@ def test_conv3x3_and_its_gradient_match_conv2d(monkeypatch, strip_values, in_cha
     assert torch.allclose(grad, grad_ref, atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.bfloat16
 @pytest.mark.parametrize("compact", [False, True])  # packed kernels / codebook indices
 @pytest.mark.parametrize("batch", [1, 2])
 def test_bfloat16_conv3x3_and_its_gradient_match_float32(batch, compact):
@@ -110,6 +111,7 @@ def test_bfloat16_conv3x3_and_its_gradient_match_float32(batch, compact):
     assert (grad.float() - grad_ref).abs().max() <= 2 ** -6 * grad_ref.abs().max()
 
 
+@pytest.mark.bfloat16
 def test_packed_kernels_are_made_once_and_outlive_clear_cache():
     """The oneDNN layout does not depend on the map's size, so a new size keeps the packed kernels."""
     if not conv_module._ONEDNN_PACKED:

@@ -7,6 +7,7 @@ from pastiche import devices
 from pastiche.devices import (available_devices, compute_dtype, default_device, device_memory, resolve_device,
                               seed_everything)
 from pastiche.errors import PasticheError
+from pastiche.vgg import vgg19
 
 
 def test_cpu_is_always_available_and_resolves():
@@ -42,11 +43,35 @@ def test_seed_makes_runs_repeat_and_none_draws_one():
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_bfloat16_only_where_every_device_is_a_cpu_that_has_it(monkeypatch, native):
     monkeypatch.setattr(devices, "native_bfloat16", lambda: native)
+    monkeypatch.setattr(devices, "bfloat16_convolutions", lambda: True)  # AVX-512: emulated if not native
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert compute_dtype("auto", [cpu]) == (torch.bfloat16 if native else torch.float32)
     assert compute_dtype("auto", [cpu, gpu]) == torch.float32  # a GPU as a supplemental device
     assert compute_dtype("float32", [cpu]) == torch.float32
     assert compute_dtype("bfloat16", [cpu]) == torch.bfloat16  # emulated where not native: slow, not wrong
+
+
+def test_bfloat16_is_refused_where_onednn_cannot_compute_it(monkeypatch):
+    """An AVX2-only CPU: oneDNN's bfloat16 convolutions fail there and torch's fallback is 8-460x
+    slower than float32, so forcing bfloat16 is an error that names the way out."""
+    monkeypatch.setattr(devices, "bfloat16_convolutions", lambda: False)
+    with pytest.raises(PasticheError) as info:
+        compute_dtype("bfloat16", [torch.device("cpu")])
+    assert str(info.value) == ("--precision bfloat16 needs a CPU with AVX-512 or AVX-NE-CONVERT for bfloat16"
+                               " convolutions, and this one has neither; use --precision auto or float32")
+    with pytest.raises(PasticheError) as info:
+        vgg19(dtype=torch.bfloat16)
+    assert str(info.value) == ("dtype=torch.bfloat16 needs a CPU with AVX-512 or AVX-NE-CONVERT for bfloat16"
+                               " convolutions, and this one has neither; use torch.float32")
+
+
+def test_bfloat16_convolutions_is_onednns_own_answer():
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if probe is None:
+        pytest.skip("this torch does not say")
+    assert devices.bfloat16_convolutions() == probe()
+    # a CPU with bfloat16 in hardware has the AVX-512 that oneDNN's bfloat16 path needs
+    assert devices.bfloat16_convolutions() or not devices.native_bfloat16()
 
 
 def test_bfloat16_off_the_cpu_and_unknown_precisions_are_refused():

@@ -43,7 +43,7 @@ def _gram_distance(job, image01, style01, layers=("block1_relu1", "block2_relu1"
 # ---------------------------------------------------------------------------- it optimises
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("precision", ["float32", pytest.param("bfloat16", marks=pytest.mark.bfloat16)])
 def test_loss_falls_over_ten_lbfgs_steps(content_path, style_path, precision):
     job = _job(content_path, style_path, precision=precision)
     assert job.dtype == job.vgg.dtype == getattr(torch, precision)
@@ -123,7 +123,7 @@ def test_a_new_level_starts_lbfgs_with_the_last_levels_scale(content_path, style
     assert (job.pixels.detach() - before).abs().sum() > 10
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("precision", ["float32", pytest.param("bfloat16", marks=pytest.mark.bfloat16)])
 def test_low_memory_takes_the_same_steps_with_a_shorter_history(content_path, style_path, monkeypatch, precision):
     """low_memory keeps the kernels as uint8 indices (same kernels, so by the same algorithms the
     same losses while L-BFGS's history is not yet full) and 10 history pairs instead of 20.

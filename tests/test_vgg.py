@@ -426,6 +426,7 @@ def test_compact_model_gives_the_same_features_and_gradient(model, image, monkey
     assert torch.equal(a.grad, b.grad) and a.grad.abs().max() > 0
 
 
+@pytest.mark.bfloat16
 def test_compact_bfloat16_kernels_come_in_the_maps_layout(image):
     """A compact bfloat16 model keeps its indices channels-last, as its maps are, so its kernels
     decode channels-last (the plain model's values) and no convolution copies a kernel into that
@@ -454,6 +455,7 @@ def test_clear_cache_forgets_every_transformed_kernel(model, image):
     assert all(conv._winograd is None for conv in convs)
 
 
+@pytest.mark.bfloat16
 @pytest.mark.parametrize("compact", [False, True])
 def test_bfloat16_model_gives_float32_features_and_gradient_close_to_float32(model, image, compact):
     """dtype=bfloat16: the first convolution stays float32 (the image's small changes must
@@ -480,6 +482,7 @@ def test_unsupported_dtype():
     assert str(info.value) == "unsupported dtype torch.float16 for VGG19; use torch.float32 or torch.bfloat16"
 
 
+@pytest.mark.bfloat16
 @pytest.mark.skipif(not conv_module._NNPACK, reason="this torch has no NNPACK")
 @pytest.mark.parametrize("compact", [False, True])
 def test_bfloat16_models_first_convolution_is_not_nnpacks(image, compact, monkeypatch):
