@@ -19,6 +19,7 @@ the map (timings on 2 cores, README):
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Optional, Tuple
 
@@ -115,6 +116,9 @@ def winograd_conv(x: torch.Tensor, u: torch.Tensor, bias: Optional[torch.Tensor]
 
 _INDEX_CHUNK = 1 << 18  # int32 indices widened at a time (1 MB)
 _buffers = threading.local()  # per thread: two jobs in two threads must not share them
+# Two centroids side by side as one integer, by a centroid's size in bytes (bfloat16, float32).
+_PAIR_DTYPES = {2: torch.int32, 4: torch.int64}
+_SAME_SIZE_INT = {2: torch.int16, 4: torch.int32}
 
 
 def _kept_buffer(role: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
@@ -125,6 +129,48 @@ def _kept_buffer(role: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
     if key not in kept or len(kept[key]) < numel:
         kept[key] = torch.empty(numel, dtype=dtype)
     return kept[key][:numel]
+
+
+def _lookup(table: torch.Tensor, codes: torch.Tensor, out: torch.Tensor, mask: int = 0) -> None:
+    """out[i] = table[codes[i] (& mask)] for (n,) integer ``codes``, widened to int32 a chunk at
+    a time into a kept buffer (index_select takes int32 or int64 indices only)."""
+    chunk = min(_INDEX_CHUNK, len(codes))
+    scratch = _kept_buffer("indices", chunk, torch.int32)
+    for start in range(0, len(codes), chunk):
+        part = scratch[: len(codes) - start].copy_(codes[start: start + chunk])
+        if mask:
+            part.bitwise_and_(mask)
+        torch.index_select(table, 0, part, out=out[start: start + len(part)])
+
+
+def _pair_table(centroids: torch.Tensor) -> torch.Tensor:
+    """(65536,) kept table whose entry lo + 256 hi holds centroids[lo] then centroids[hi] in
+    memory, as one integer twice a centroid's width (little-endian)."""
+    size = centroids.element_size()
+    wide, bits = _PAIR_DTYPES[size], 8 * size
+    codes = torch.zeros(256, dtype=wide)
+    codes[: len(centroids)] = centroids.view(_SAME_SIZE_INT[size]).to(wide) & ((1 << bits) - 1)
+    table = _kept_buffer("pairs", 1 << 16, wide).view(256, 256)
+    torch.bitwise_or(codes.view(256, 1) << bits, codes.view(1, 256), out=table)
+    return table.view(-1)
+
+
+def decode(indices: torch.Tensor, centroids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out`` (n,) = ``centroids`` (K ≤ 256,) at the (n,) uint8 ``indices``, on the CPU.
+
+    Two indices at a time where it can: read as one little-endian uint16, a pair of indices picks
+    a pair of centroids from a 65536-entry table (256 KB for bfloat16, in L2), so the lookup runs
+    half as many times (2.4 M bfloat16 weights: ~1.0 instead of ~1.5 ms, one core does it)."""
+    n, size = len(indices), centroids.element_size()
+    pairs = (size in _PAIR_DTYPES and len(centroids) <= 256 and sys.byteorder == "little" and n >= 2
+             and indices.storage_offset() % 2 == 0 and out.storage_offset() % 2 == 0)
+    done = n - n % 2 if pairs else 0
+    if done:
+        _lookup(_pair_table(centroids), indices[:done].view(torch.int16), out[:done].view(_PAIR_DTYPES[size]),
+                mask=0xFFFF)  # int16 sign-extends: the mask makes it the uint16 lo + 256 hi
+    if done < n:
+        _lookup(centroids, indices[done:], out[done:])
+    return out
 
 
 class _FrozenConv3x3(torch.autograd.Function):
@@ -147,9 +193,8 @@ class Conv3x3(nn.Module):
 
     ``weight`` is the (out, in, 3, 3) kernel, or, with ``centroids`` (K,), its uint8 codebook
     indices (kept as ``indices``): a quarter of the memory, and no transformed
-    copies kept, for a table lookup at each use (per pass over 13 M weights, 2 cores: ~6 ms
-    into the kept buffers of :meth:`kernel`, 13-14 ms into new memory at --low-memory's mmap
-    threshold). A compact
+    copies kept, for a table lookup at each use (:func:`decode`; a pass over the 13 M weights up
+    to block5_conv1 takes 6.5 ms into the kept buffers of :meth:`kernel`, 2 cores). A compact
     convolution never takes the cached-kernel Winograd (a transform per call would cost more than
     NNPACK's), so on small maps its results differ from the float kernel's by rounding. The
     kernel (or centroids) and ``bias`` are float32, or bfloat16 for bfloat16 inputs.
@@ -179,9 +224,8 @@ class Conv3x3(nn.Module):
         convolution, not for autograd to keep."""
         if self.indices is None:
             return self.weight
-        # index_select with int32 indices: 0.9 ms for block4's 2.4 M weights, where torch.take,
-        # which needs int64 ones, took 17 ms and twice the temporary memory (2 cores, torch 2.14).
-        # The indices are decoded in memory order and the kernel given their strides: they are
+        # index_select with int32 indices (decode): torch.take, which needs int64 ones, took 17 ms
+        # for block4's 2.4 M weights and twice the temporary memory (2 cores, torch 2.14). The indices are decoded in memory order and the kernel given their strides: they are
         # stored in the maps' layout (channels-last for oneDNN's bfloat16, see vgg19), for which
         # the convolution would otherwise copy the whole kernel at every call.
         flat = self.indices.as_strided((self.indices.numel(),), (1,))
@@ -195,12 +239,7 @@ class Conv3x3(nn.Module):
         # (int32 104 MB of it) at any size, a quarter of a --low-memory step at 256x192 px.
         kernel = (_kept_buffer("kernel", len(flat), self.centroids.dtype) if reuse
                   else self.centroids.new_empty(flat.shape))
-        chunk = min(_INDEX_CHUNK, len(flat))
-        scratch = _kept_buffer("indices", chunk, torch.int32)
-        for start in range(0, len(flat), chunk):
-            part = scratch[: len(flat) - start].copy_(flat[start: start + chunk])
-            torch.index_select(self.centroids, 0, part, out=kernel[start: start + len(part)])
-        return kernel.as_strided(shape, strides)
+        return decode(flat, self.centroids, kernel).as_strided(shape, strides)
 
     def kernel_t(self) -> torch.Tensor:
         """The kernel of the input gradient, (in, out, 3, 3): for stride 1 and padding 1 that

@@ -126,6 +126,29 @@ def test_packed_kernels_are_made_once_and_outlive_clear_cache():
     assert conv._packed is packed
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("count", [1, 2, 15, 16])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_decode_gives_each_index_its_centroid(dtype, count, offset, monkeypatch):
+    """Two at a time through the pair table (bfloat16, float32), one at a time where that cannot
+    be read (float64, an odd count's last index, indices at an odd address): centroids[indices]
+    to the bit, with a codebook smaller than 256 (a 4-bit file's 16) and every index value."""
+    g = torch.Generator().manual_seed(count)
+    for k in (16, 256):
+        centroids = torch.randn(k, generator=g).to(dtype)
+        store = torch.randint(0, k, (offset + count,), dtype=torch.uint8, generator=g)
+        indices = store[offset:]
+        with monkeypatch.context() as patch:
+            patch.setattr(conv_module, "_INDEX_CHUNK", 3)
+            out = conv_module.decode(indices, centroids, torch.full((count,), float("nan"), dtype=dtype))
+        assert torch.equal(out, centroids[indices.long()])
+    every = torch.arange(256, dtype=torch.uint8).repeat_interleave(256)  # (lo, hi) pairs: all of them
+    every = torch.stack([every, every.view(256, 256).t().flatten()], 1).flatten()
+    centroids = torch.randn(256, generator=g).to(dtype)
+    assert torch.equal(conv_module.decode(every, centroids, torch.empty(len(every), dtype=dtype)),
+                       centroids[every.long()])
+
+
 def test_compact_kernel_decodes_in_chunks_to_the_codebook_values(monkeypatch):
     """Indices widened a few at a time into a kept buffer (a last chunk part-filled) decode to
     centroids[indices], in a new thread too (each thread has its own buffers); with ``reuse``
