@@ -225,7 +225,8 @@ class Conv3x3(nn.Module):
         if self.indices is None:
             return self.weight
         # index_select with int32 indices (decode): torch.take, which needs int64 ones, took 17 ms
-        # for block4's 2.4 M weights and twice the temporary memory (2 cores, torch 2.14). The indices are decoded in memory order and the kernel given their strides: they are
+        # for block4's 2.4 M weights and twice the temporary memory (2 cores, torch 2.14). The
+        # indices are decoded in memory order and the kernel given their strides: they are
         # stored in the maps' layout (channels-last for oneDNN's bfloat16, see vgg19), for which
         # the convolution would otherwise copy the whole kernel at every call.
         flat = self.indices.as_strided((self.indices.numel(),), (1,))
