@@ -162,7 +162,7 @@ def decode(indices: torch.Tensor, centroids: torch.Tensor, out: torch.Tensor) ->
     a pair of centroids from a 65536-entry table (256 KB for bfloat16, in L2), so the lookup runs
     half as many times (2.4 M bfloat16 weights: ~1.0 instead of ~1.5 ms, one core does it)."""
     n, size = len(indices), centroids.element_size()
-    pairs = (size in _PAIR_DTYPES and len(centroids) <= 256 and sys.byteorder == "little" and n >= 2
+    pairs = (size in _PAIR_DTYPES and len(centroids) <= 256 and sys.byteorder == "little"
              and indices.storage_offset() % 2 == 0 and out.storage_offset() % 2 == 0)
     done = n - n % 2 if pairs else 0
     if done:
