@@ -69,43 +69,66 @@ def test_tv_loss_of_known_2x2_image():
     assert tv_loss(-image).item() == pytest.approx(4.0)  # absolute differences
 
 
-def test_gram_gradient_matches_autograd_through_bmm():
-    """gram() has its own backward (one product instead of two): same gradient as autograd's."""
-    x = torch.randn(2, 5, 4, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(gram, (x,))
-    weights = torch.randn(2, 5, 5, dtype=torch.float64)
-    (ours,) = torch.autograd.grad((gram(x) * weights).sum(), x)
-    flat = x.reshape(2, 5, 12)
-    (ref,) = torch.autograd.grad((torch.bmm(flat, flat.transpose(1, 2)) / 12 * weights).sum(), x)
-    assert torch.allclose(ours, ref)
+def _reference_style_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """style_loss as plain autograd ops: bmm, division, F.mse_loss."""
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    return F.mse_loss(torch.bmm(flat, flat.transpose(1, 2)) / (h * w), target)
 
 
-def test_gram_of_channels_last_features_is_the_same_and_keeps_the_layout():
-    """On a GPU the features are channels-last (pastiche.vgg): gram() reads them without a copy
-    and hands back their gradient in that layout, with the same values."""
-    x = torch.randn(1, 6, 5, 7, dtype=torch.float64)
-    weights = torch.randn(1, 6, 6, dtype=torch.float64)
-    grads = []
+def test_style_loss_gradient_matches_autograd_through_bmm():
+    """style_loss has its own backward (the product made once, one product back): the same
+    gradient as autograd's through bmm and F.mse_loss."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 5, 4, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    target = gram(torch.randn(2, 5, 3, 3, dtype=torch.float64, generator=g))  # a Gram: symmetric
+    assert torch.autograd.gradcheck(style_loss, (x, target))
+    (ours,) = torch.autograd.grad(3.5 * style_loss(x, target), x)
+    (ref,) = torch.autograd.grad(3.5 * _reference_style_loss(x, target), x)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(style_loss(x, target), _reference_style_loss(x, target))
+
+
+def test_style_loss_of_channels_last_features_is_the_same_and_keeps_the_layout():
+    """On a GPU, and for bfloat16 on a CPU, the features are channels-last (pastiche.vgg): the
+    loss reads them without a copy and hands back their gradient in that layout, same values."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(1, 6, 5, 7, dtype=torch.float64, generator=g)
+    target = gram(torch.randn(1, 6, 4, 4, dtype=torch.float64, generator=g))
+    results = []
     for layout in (torch.contiguous_format, torch.channels_last):
         features = x.contiguous(memory_format=layout).requires_grad_()
-        (grad,) = torch.autograd.grad((gram(features) * weights).sum(), features)
+        loss = style_loss(features, target)
+        (grad,) = torch.autograd.grad(loss, features)
         assert grad.is_contiguous(memory_format=layout)
-        grads.append((gram(features), grad))
-    assert torch.allclose(grads[0][0], grads[1][0]) and torch.allclose(grads[0][1], grads[1][1])
-    assert torch.autograd.gradcheck(gram, (x.contiguous(memory_format=torch.channels_last).requires_grad_(),))
+        results.append((loss, grad))
+    torch.testing.assert_close(results[0], results[1])
+    assert torch.autograd.gradcheck(style_loss, (x.contiguous(memory_format=torch.channels_last).requires_grad_(),
+                                                 target))
+
+
+def test_style_loss_keeps_the_features_and_one_c_by_c_difference():
+    """Backward keeps the features as they are (no float32 copy of bfloat16 ones) and one
+    (N, C, C) float32 matrix, not the Gram, its quotient and the target besides."""
+    features = torch.randn(1, 8, 5, 7).bfloat16().requires_grad_()
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        style_loss(features, gram(torch.randn(1, 8, 3, 3)))
+    assert [(t.dtype, tuple(t.shape)) for t in kept] == [(torch.bfloat16, (1, 8, 35)), (torch.float32, (1, 8, 8))]
 
 
 def test_bfloat16_features_give_float32_losses_and_bfloat16_gradients():
     """bfloat16 activations (pastiche.vgg on a CPU with bfloat16): the Gram product and the
     losses in float32 on the same values, the gradient back in bfloat16."""
     x = torch.randn(1, 6, 5, 7).bfloat16()
-    weights = torch.randn(1, 6, 6)
+    target = gram(torch.randn(1, 6, 4, 4))
     features = x.clone().requires_grad_()
     wide = x.float().requires_grad_()
-    g = gram(features)
-    assert g.dtype == torch.float32 and torch.equal(g, gram(wide))
-    (grad,) = torch.autograd.grad((g * weights).sum(), features)
-    (ref,) = torch.autograd.grad((gram(wide) * weights).sum(), wide)
+    assert gram(x).dtype == torch.float32 and torch.equal(gram(x), gram(wide.detach()))
+    loss = style_loss(features, target)
+    assert loss.dtype == torch.float32 and torch.equal(loss, style_loss(wide, target))
+    (grad,) = torch.autograd.grad(loss, features)
+    (ref,) = torch.autograd.grad(_reference_style_loss(wide, target), wide)
     assert grad.dtype == torch.bfloat16
     assert (grad.float() - ref).abs().max() <= 2 ** -7 * ref.abs().max()
     target = torch.randn(1, 6, 5, 7)
