@@ -255,7 +255,7 @@ def test_help_states_each_default_once_and_no_empty_ones(monkeypatch, capsys):
         elif line.startswith("    ") and lines:
             lines[option] += line
     assert all(line.count("default") <= 1 for line in lines.values()), text
-    assert "(default: 150,30)" in lines["--schedule"] and "(default: lbfgs)" in lines["--optimizer"]
+    assert "(default: 100,100,30)" in lines["--schedule"] and "(default: lbfgs)" in lines["--optimizer"]
     assert "default: block4_relu2;" in lines["--content-layers"]
     assert ".bmp" in lines["--output"] and ".webp" in lines["--output"]
 
