@@ -35,7 +35,7 @@ DEFAULT_SIZE_PIXELS = 500 ** 2  # Gatys et al. 2017's recommendation, and pastic
 # steps settle the layout; few at 1/2, whose steps cost 4x those at 1/4 and whose blurry
 # upsampled result the full size has to redo anyway: ~20 full-size steps whatever came before,
 # so each coarse step delays the first good full-size picture. 100 steps at 1/4 rather than 150
-# bring it ~1.5 s sooner at 256 px, 5 more at full size take the time saved, and the 1/8 level
+# bring it ~1.3 s sooner at 256 px, 5 more at full size take the time saved, and the 1/8 level
 # wins back at ≈500² px what 50 fewer steps at 1/4 cost (README, "Why the defaults").
 DEFAULT_COARSE_STEPS = (100, 100, 30)
 DEFAULT_NUM_STEPS = 125

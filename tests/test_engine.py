@@ -16,7 +16,8 @@ from torch.nn import functional as F
 import pastiche
 from pastiche import color
 from pastiche import conv as conv_module
-from pastiche.engine import DEFAULT_STYLE_LAYERS, StyleTransfer, run, transfer
+from pastiche.engine import (DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, DEFAULT_STYLE_LAYERS, StyleTransfer, plan, run,
+                             transfer)
 from pastiche.errors import PasticheError
 from pastiche.imageio import load_image
 from pastiche.losses import gram
@@ -609,3 +610,12 @@ def test_weight_lists_of_the_wrong_length_say_how_many(content_path, style_path)
         StyleTransfer(content_path, style_path, content_layer_weights=[1.0, 2.0], **TINY)
     assert str(info.value) == ("--content-layer-weights has 2 values for 1 content layer; give one"
                                " per content layer or none for the defaults")
+
+
+def test_default_plan_halves_each_level_and_skips_those_under_32_px():
+    """The default schedule at README's sizes: the 1/8 level of a 256 px image (32x24) is left out."""
+    default = plan((256, 192), DEFAULT_NUM_STEPS, DEFAULT_COARSE_STEPS)
+    assert default == [((64, 48), 100), ((128, 96), 30), ((256, 192), 125)]
+    assert plan((577, 433), DEFAULT_NUM_STEPS, DEFAULT_COARSE_STEPS) == [
+        ((72, 54), 100), ((144, 108), 100), ((288, 216), 30), ((577, 433), 125)]
+    assert plan((384, 255), 5, (1, 2, 3)) == [((48, 32), 1), ((96, 64), 2), ((192, 128), 3), ((384, 255), 5)]
