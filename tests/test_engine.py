@@ -614,8 +614,8 @@ def test_weight_lists_of_the_wrong_length_say_how_many(content_path, style_path)
 
 def test_default_plan_halves_each_level_and_skips_those_under_32_px():
     """The default schedule at README's sizes: the 1/8 level of a 256 px image (32x24) is left out."""
-    default = plan((256, 192), DEFAULT_NUM_STEPS, DEFAULT_COARSE_STEPS)
-    assert default == [((64, 48), 100), ((128, 96), 30), ((256, 192), 125)]
+    assert plan((256, 192), DEFAULT_NUM_STEPS, DEFAULT_COARSE_STEPS) == [
+        ((64, 48), 100), ((128, 96), 30), ((256, 192), 125)]
     assert plan((577, 433), DEFAULT_NUM_STEPS, DEFAULT_COARSE_STEPS) == [
         ((72, 54), 100), ((144, 108), 100), ((288, 216), 30), ((577, 433), 125)]
     assert plan((384, 255), 5, (1, 2, 3)) == [((48, 32), 1), ((96, 64), 2), ((192, 128), 3), ((384, 255), 5)]
