@@ -312,31 +312,35 @@ def test_compact_max_pool_matches_autograd(shape, dtype):
     assert torch.equal(y, y_ref) and torch.equal(b.grad, a.grad)
 
 
+@pytest.mark.parametrize("keep", ["mask", "output"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("inplace", [True, False])
-def test_relu_matches_autograd(inplace, dtype):
+def test_relu_matches_autograd(inplace, dtype, keep):
     """Output and input gradient as F.relu's, zeros and negative zeros included, in place or not
-    (after a convolution whose output was handed out)."""
+    (after a convolution whose output was handed out), keeping a mask or the output."""
     g = torch.Generator().manual_seed(0)
     x = torch.cat([torch.randn(1, 4, 6, 6, generator=g), torch.zeros(1, 1, 6, 6), -torch.zeros(1, 1, 6, 6)], 1).to(dtype)
     grad = torch.randn(x.shape, generator=g).to(dtype)
     a = x.clone().requires_grad_()
     F.relu(a).backward(grad)
     b = x.clone().requires_grad_()
-    y = vgg_module._ReLU.apply(b * 1 if inplace else b, inplace, True)  # in place needs a non-leaf
+    y = vgg_module._ReLU.apply(b * 1 if inplace else b, inplace, keep)  # in place needs a non-leaf
     y.backward(grad)
     assert torch.equal(y, F.relu(x)) and torch.equal(b.grad, a.grad)
 
 
-@pytest.mark.parametrize("layers, masks", [(["block2_relu1"], 2), (["block1_relu2", "block2_relu1"], 3)])
-def test_relus_before_pooling_keep_no_mask_unless_watched(model, layers, masks):
-    """What autograd keeps: a uint8 mask per ReLU (block1_relu1, block2_relu1), none for the
-    ReLU before a pooling (block1_relu2) unless it is watched, and the pooling's positions."""
+@pytest.mark.parametrize("layers", [["block2_relu1"], ["block1_relu2", "block2_relu1"]])
+def test_relus_keep_a_mask_their_output_if_watched_and_nothing_before_pooling(model, layers):
+    """What autograd keeps: a uint8 mask for an unwatched ReLU (block1_relu1), nothing for one
+    before a pooling (block1_relu2), a watched one's output itself (no copy: the loss on it keeps
+    it anyway), and the pooling's positions."""
     kept = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
-        model(torch.rand(1, 3, 32, 32, requires_grad=True), layers)
+        out = model(torch.rand(1, 3, 32, 32, requires_grad=True), layers)
     uint8 = [tuple(t.shape) for t in kept if t.dtype == torch.uint8]
-    assert sorted(uint8) == sorted([(1, 64, 32, 32)] * (masks - 1) + [(1, 128, 16, 16), (1, 64, 16, 16)])
+    assert sorted(uint8) == sorted([(1, 64, 32, 32), (1, 64, 16, 16)])
+    maps = [t for t in kept if t.dtype != torch.uint8 and t.dim() == 4 and t.shape[1] > 3]
+    assert sorted(t.data_ptr() for t in maps) == sorted(out[name].data_ptr() for name in layers)
 
 
 def _reference_features(model, image, last):
