@@ -81,6 +81,13 @@ def gram(features: torch.Tensor) -> torch.Tensor:
         return torch.bmm(flat, flat.transpose(1, 2)) / flat.shape[2]
 
 
+def _difference(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``features - target`` in (at least) float32, made as one new map: a widened copy of
+    ``features`` less ``target`` in place, where ``_wide(f) - _wide(t)`` makes three (24 instead
+    of 8 MB for block4_relu2 at 577x433 px in bfloat16; the same bits)."""
+    return features.to(torch.promote_types(features.dtype, torch.float32), copy=True).sub_(target)
+
+
 class _WideMSE(torch.autograd.Function):
     """F.mse_loss in float32 of activations and a constant target, keeping for backward the two
     as they are: for bfloat16 ones autograd would keep float32 copies of both, 8 bytes per value
@@ -89,13 +96,12 @@ class _WideMSE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(features, target)
-        return F.mse_loss(_wide(features), _wide(target))
+        return _difference(features, target).square_().mean()  # F.mse_loss's arithmetic
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        features, target = ctx.saved_tensors
-        diff = _wide(features) - _wide(target)  # as torch's: (x - t) * 2 / n * grad
-        return diff.mul_(2.0 / diff.numel()).mul_(grad).to(features.dtype), None
+        diff = _difference(*ctx.saved_tensors)  # as torch's: (x - t) * 2 / n * grad
+        return diff.mul_(2.0 / diff.numel()).mul_(grad).to(ctx.saved_tensors[0].dtype), None
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
