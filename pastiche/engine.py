@@ -359,7 +359,7 @@ class StyleTransfer:
         # forward: what they make (a float32 copy of bfloat16 features for the Gram) then comes
         # while little is kept for backward, and autograd, which runs the latest-made step first,
         # runs their backward when it reaches that layer rather than all at its start (the peak
-        # of a --low-memory step at 256x192 px: ~600 instead of 620 MB; README).
+        # of a --low-memory step at 256x192 px in-process: 610 instead of 620 MB; README).
         content, style = {}, {}  # layer → loss; layer → [loss per style image]
         for layer, acts in self.vgg.features(pixels / 255, self.content_layers + self.style_layers):
             if layer in self.targets.content:

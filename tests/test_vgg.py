@@ -343,6 +343,24 @@ def test_relus_keep_a_mask_their_output_if_watched_and_nothing_before_pooling(mo
     assert sorted(t.data_ptr() for t in maps) == sorted(out[name].data_ptr() for name in layers)
 
 
+def test_features_come_in_network_order_each_before_the_layers_after_it(model, image):
+    """features() yields what forward() returns, layer by layer: a caller gets block1_relu1
+    before block2's convolutions have run (the engine takes its losses there)."""
+    ran = []
+    hook = model.layers["block2_conv1"].register_forward_hook(lambda *_: ran.append(True))
+    try:
+        layers = ["block2_relu1", "block1_relu1"]
+        stream = model.features(image, layers)
+        name, first = next(stream)
+        assert name == "block1_relu1" and not ran
+        rest = dict(stream)
+        assert list(rest) == ["block2_relu1"] and ran
+    finally:
+        hook.remove()
+    expected = model(image, layers)
+    assert torch.equal(first, expected["block1_relu1"]) and torch.equal(rest["block2_relu1"], expected["block2_relu1"])
+
+
 def _reference_features(model, image, last):
     """Plain torch ops (autograd's own ReLU, pooling and convolution) up to layer ``last``."""
     x = model.normalize(image)
