@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
-from torch.nn import functional as F
 
 
 @contextmanager

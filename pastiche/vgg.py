@@ -268,8 +268,9 @@ class VGG19(nn.Module):
             if isinstance(layer, nn.ReLU):
                 # In place unless the conv output was handed out: halves activation memory.
                 if masks:
-                    # No mask where the pooling after it stops the gradient itself; a watched
-                    # ReLU's gradient comes from the losses too.
+                    # No mask where the pooling after it stops the gradient itself (a watched
+                    # ReLU's gradient comes from the losses too); a watched ReLU keeps its
+                    # output, which the loss on it keeps anyway.
                     keep = "output" if name in wanted else None if self._max_pool_on_cpu(i + 1) else "mask"
                     x = _ReLU.apply(x, not previous_wanted, keep)
                 else:
