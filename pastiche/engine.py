@@ -362,7 +362,7 @@ class StyleTransfer:
         # of a --low-memory step at 256x192 px in-process: 610 instead of 620 MB; README).
         content, style = {}, {}  # layer → loss; layer → [loss per style image]
         for layer, acts in self.vgg.features(pixels / 255, self.content_layers + self.style_layers):
-            if layer in self.targets.content:
+            if layer in self.content_layers:
                 content[layer] = content_loss(acts, self.targets.content[layer])
             if layer in self.style_layers:
                 style[layer] = [style_loss(acts, grams[layer]) for grams in self.targets.styles]

@@ -99,8 +99,9 @@ class _WideMSE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        diff = _difference(*ctx.saved_tensors)  # as torch's: (x - t) * 2 / n * grad
-        return diff.mul_(2.0 / diff.numel()).mul_(grad).to(ctx.saved_tensors[0].dtype), None
+        features, target = ctx.saved_tensors
+        diff = _difference(features, target)  # as torch's: (x - t) * 2 / n * grad
+        return diff.mul_(2.0 / diff.numel()).mul_(grad).to(features.dtype), None
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
