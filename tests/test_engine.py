@@ -159,6 +159,31 @@ def test_default_layers_lower_the_loss(content_path, style_path):
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_each_style_loss_backward_runs_when_the_backward_reaches_its_layer(content_path, style_path):
+    """The losses are taken as each activation comes, so autograd (latest-made first) runs a
+    style loss's backward at its layer: block1's after the convolutions of block2 and deeper, not
+    with the others at the start of backward, where its map-sized gradient would wait (memory)."""
+    job = _job(content_path, style_path, size=32, style_layers=list(DEFAULT_STYLE_LAYERS))
+    loss = job.objective(job.pixels)
+    order, seen, stack = [], set(), [loss.grad_fn]
+    while stack:  # every node of the graph
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node.name() in ("_StyleMSEBackward", "_FrozenConv3x3Backward"):
+            # a style loss by its layer's pixel count (saved (N, C, H*W) features), a convolution as 0
+            pixels = node.saved_tensors[0].shape[2] if node.name() == "_StyleMSEBackward" else 0
+            node.register_prehook(lambda grad, p=pixels: order.append(p))
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    loss.backward()
+    styles = [i for i, pixels in enumerate(order) if pixels]
+    assert len(styles) == 5 and len(order) == 5 + 13  # block1_conv1 to block5_conv1
+    assert [order[i] for i in styles] == sorted(order[i] for i in styles)  # block5's first
+    # between two style losses' backward, the convolutions between their layers
+    assert all(0 in order[a:b] for a, b in zip(styles, styles[1:]))
+
+
 @pytest.mark.parametrize("optimizer, learning_rate", [("lbfgs", 1.0), ("adam", 60.0)])
 def test_pixels_stay_in_range_after_every_step(content_path, style_path, optimizer, learning_rate):
     job = _job(content_path, style_path, optimizer=optimizer, learning_rate=learning_rate,
