@@ -47,11 +47,11 @@ LBFGS_PROBE = 0.1
 
 
 # Memory a run needs at least, per pixel of the output image (saved activations, the largest
-# gradients of block1 and the L-BFGS history: with it full, peak RSS grew 0.99 KB per pixel from
-# 1024 to 1600 px by default, 0.94 KB with --low-memory, bfloat16 pairs; session 18) and per pixel
-# of a style image (its targets need no gradients: 0.49-0.50 KB). Lower bounds, so a refused run
-# could not have fitted (README, "How much memory a size needs").
-BYTES_PER_PIXEL, STYLE_BYTES_PER_PIXEL = 896, 448
+# gradients of block1 and the L-BFGS history: with it full, peak RSS grew 0.88 KB per pixel from
+# 1024 to 1600 px by default, 0.64 KB with --low-memory; session 27, bfloat16) and per pixel of a
+# style image (its targets need no gradients: 0.49-0.50 KB, session 18). Lower bounds, so a
+# refused run could not have fitted (README, "How much memory a size needs").
+BYTES_PER_PIXEL, STYLE_BYTES_PER_PIXEL = 608, 448
 _OUT_OF_MEMORY = ("can't allocate memory", "out of memory")  # in allocation failures' messages
 
 

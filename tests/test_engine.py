@@ -487,8 +487,8 @@ def test_sizes_that_cannot_fit_are_refused_before_any_resizing(content_path, sty
     resized = []
     monkeypatch.setattr(Image.Image, "resize", lambda *a, **k: resized.append(1))
     with pytest.raises(PasticheError) as info:
-        StyleTransfer(content_path, style_path, size=1200, device="cpu")  # 1.2 M px each: ≥ 1.5 GB
-    assert str(info.value) == ("the output image would be 1200x1000 px, which needs at least 1.5 GB of"
+        StyleTransfer(content_path, style_path, size=1200, device="cpu")  # 1.2 M px each: ≥ 1.2 GB
+    assert str(info.value) == ("the output image would be 1200x1000 px, which needs at least 1.2 GB of"
                                " memory and this machine has 1.0 GB; choose a smaller --size or --size-pixels")
     with pytest.raises(PasticheError, match="the style image would be 4000x4000 px.*--style-size or"):
         StyleTransfer(content_path, style_path, size=64, style_size=4000, device="cpu")
