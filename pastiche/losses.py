@@ -27,9 +27,10 @@ def _convolutions_precision(x: torch.Tensor) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = before
 
 
-def _wide(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in float32 if it is in a narrower dtype (bfloat16 activations), else as it is."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
+def _wide(x: torch.Tensor, *, copy: bool = False) -> torch.Tensor:
+    """``x`` in float32 if it is in a narrower dtype (bfloat16 activations), else as it is (or a
+    copy of it, with ``copy``)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32), copy=copy)
 
 
 class _StyleMSE(torch.autograd.Function):
@@ -84,7 +85,7 @@ def _difference(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``features - target`` in (at least) float32, made as one new map: a widened copy of
     ``features`` less ``target`` in place, where ``_wide(f) - _wide(t)`` makes three (24 instead
     of 8 MB for block4_relu2 at 577x433 px in bfloat16; the same bits)."""
-    return features.to(torch.promote_types(features.dtype, torch.float32), copy=True).sub_(target)
+    return _wide(features, copy=True).sub_(target)
 
 
 class _WideMSE(torch.autograd.Function):
