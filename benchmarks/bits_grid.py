@@ -59,7 +59,7 @@ EVAL_STYLES = ("starry_night.jpg", "the_scream.jpg")
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from pastiche.engine import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS  # noqa: E402
+from pastiche.schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS  # noqa: E402
 from pastiche.quantized import read_header  # noqa: E402
 from load_time import time_ours  # noqa: E402  (benchmarks/load_time.py: warm-up, then timed loads)
 
@@ -206,7 +206,7 @@ def run_transfer(path: Path, content: str, style: str, args, cache: Path,
     ``noise_seed``, it starts from :func:`perturbed_init` instead of the content."""
     from judge import Judge
 
-    from pastiche.engine import transfer
+    from pastiche.schedule import transfer
 
     key = hashlib.sha256(json.dumps([sha256(path), CODE, content, style, args.size, args.num_steps,
                                      args.coarse, args.seed] + ([noise_seed] if noise_seed else []))

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from judge import Judge  # noqa: E402
 from time_to_quality import IMAGES, PEER, RESULTS, curve, first_time, frames, run_tool  # noqa: E402
 
-from pastiche.engine import DEFAULT_COARSE_STEPS  # noqa: E402
+from pastiche.schedule import DEFAULT_COARSE_STEPS  # noqa: E402
 
 # Our schedules: coarse steps per level as --schedule takes them, "single" for single scale, or
 # "default" for whatever the engine's default is; each then runs --num-steps full-size steps (200

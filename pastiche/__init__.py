@@ -42,19 +42,20 @@ if "torch" not in _sys.modules:
 # The public names are imported at first use (PEP 562), so that ``import pastiche`` alone does
 # not load torch: the command (pastiche.__main__) handles Ctrl-C from its first instant, before
 # torch's second of loading.
-_EXPORTS = {"StyleTransfer": "engine", "run": "engine", "transfer": "engine", "PasticheError": "errors",
+_EXPORTS = {"StyleTransfer": "engine", "run": "schedule", "transfer": "schedule", "PasticheError": "errors",
             "load_image": "imageio", "save_image": "imageio", "LAYER_NAMES": "vgg", "VGG19": "vgg",
             "vgg19": "vgg"}
-_SUBMODULES = ("calibrate", "cli", "color", "compress", "conv", "devices", "engine", "errors", "flow",
-               "imageio", "kmeans", "losses", "optim", "quantized", "vgg", "video")
+_SUBMODULES = ("calibrate", "checks", "cli", "color", "compress", "conv", "devices", "engine", "errors", "flow",
+               "imageio", "kmeans", "losses", "optim", "quantized", "schedule", "vgg", "video")
 
 __all__ = ["LAYER_NAMES", "PasticheError", "StyleTransfer", "VGG19", "__version__", "load_image",
            "run", "save_image", "transfer", "vgg19"]
 
 if _TYPE_CHECKING:
-    from .engine import StyleTransfer, run, transfer
+    from .engine import StyleTransfer
     from .errors import PasticheError
     from .imageio import load_image, save_image
+    from .schedule import run, transfer
     from .vgg import LAYER_NAMES, VGG19, vgg19
 
 
@@ -63,7 +64,7 @@ def __getattr__(name: str) -> _Any:
         value = getattr(_importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value  # later reads find it directly
         return value
-    if name in _SUBMODULES:  # pastiche.engine.plan without importing pastiche.engine first
+    if name in _SUBMODULES:  # pastiche.schedule.plan without importing pastiche.schedule first
         return _importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'pastiche' has no attribute '{name}'")
 

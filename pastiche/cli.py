@@ -18,10 +18,10 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .devices import PRECISIONS, available_devices, default_device, seed_everything
-from .engine import (DEFAULT_COARSE_STEPS, DEFAULT_CONTENT_LAYERS, DEFAULT_NUM_STEPS, DEFAULT_SIZE_PIXELS,
-                     DEFAULT_STYLE_LAYERS, StyleTransfer, plan, run)
+from .engine import DEFAULT_CONTENT_LAYERS, DEFAULT_SIZE_PIXELS, DEFAULT_STYLE_LAYERS, StyleTransfer
 from .errors import PasticheError
 from .imageio import SUPPORTED_EXTENSIONS, check_output_path, save_image
+from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, plan, run
 from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES
 from .video import check_fps, check_video_output, default_frames_dir, frames_to_video, is_video, stylize_video
 

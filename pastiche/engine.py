@@ -1,7 +1,7 @@
 """The style-transfer engine (Gatys et al.): optimise an image's pixels against VGG19 losses.
 
 :class:`StyleTransfer` holds one optimisation and can be stepped, resized (coarse-to-fine) and read
-at any point; :func:`transfer` runs a whole schedule and returns a PIL image. The image being
+at any point; :mod:`pastiche.schedule` runs one through a coarse-to-fine schedule. The image being
 optimised is ``StyleTransfer.pixels``, (1, 3, H, W) float32 RGB in [0, 255] on the compute device,
 kept in that range after every step so that what is saved is what was optimised.
 """
@@ -9,7 +9,6 @@ kept in that range after every step so that what is saved is what was optimised.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from PIL import Image
 from torch.nn import functional as F
 
 from . import color
-from .devices import compute_dtype, default_device, device_memory, resolve_device, seeded
+from .checks import check_positive, given, nonnegative, weight_list, whole
+from .devices import compute_dtype, default_device, device_memory, resolve_device
 from .errors import PasticheError
 from .imageio import ImageLike, describe_source, load_image, open_image, resized_dims, to_pil
 from .losses import content_loss, gram, style_loss, tv_loss
@@ -30,15 +30,6 @@ from .vgg import LAYER_INDEX, LAYER_NAMES, VGG19, check_layers, vgg19
 DEFAULT_CONTENT_LAYERS = ("block4_relu2",)
 DEFAULT_STYLE_LAYERS = ("block1_relu1", "block2_relu1", "block3_relu1", "block4_relu1", "block5_relu1")
 DEFAULT_SIZE_PIXELS = 500 ** 2  # Gatys et al. 2017's recommendation, and pastiche 1.6.0's default
-# Coarse-to-fine (Gatys et al. 2017): steps at 1/8, 1/4 and 1/2 of the output size, then at full
-# size; levels under MIN_COARSE_SIDE are skipped (1/8 of a 256 px image is). Many cheap coarse
-# steps settle the layout; few at 1/2, whose steps cost 4x those at 1/4 and whose blurry
-# upsampled result the full size has to redo anyway: ~20 full-size steps whatever came before,
-# so each coarse step delays the first good full-size picture. 100 steps at 1/4 rather than 150
-# bring it ~1.3 s sooner at 256 px, 5 more at full size take the time saved, and the 1/8 level
-# wins back at ≈500² px what 50 fewer steps at 1/4 cost (README, "Why the defaults").
-DEFAULT_COARSE_STEPS = (100, 100, 30)
-DEFAULT_NUM_STEPS = 125
 # L-BFGS's first step in bfloat16 (see optim.LBFGS): torch's moves the image by ~0.01 grey levels
 # in all, and the gradient's rounding made its pair's cos(s, y) 0.006-0.011 where later pairs had
 # 0.5-0.9 (tubingen at 64 px); a 48 px test image stalled after it. Moving the steepest pixel by
@@ -53,48 +44,6 @@ LBFGS_PROBE = 0.1
 # refused run could not have fitted (README, "How much memory a size needs").
 BYTES_PER_PIXEL, STYLE_BYTES_PER_PIXEL = 608, 448
 _OUT_OF_MEMORY = ("can't allocate memory", "out of memory")  # in allocation failures' messages
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _weights(values: Union[None, float, Sequence[float]], count: int, default: Callable[[int], float],
-             option: str, what: str) -> List[float]:
-    """One weight per ``what`` (a single number counts as a list of one), or the defaults."""
-    values = [values] if isinstance(values, numbers.Real) else values
-    if values is None or len(values) == 0:
-        return [default(i) for i in range(count)]
-    if len(values) != count:
-        raise PasticheError(f"{option} has {_count(len(values), 'value')} for {_count(count, what)};"
-                            f" give one per {what} or none for the defaults")
-    return [_nonnegative(v, option) for v in values]
-
-
-def _given(values: Union[None, float, Sequence[float]]) -> bool:
-    """Whether a weights option holds values (a number, or a non-empty list or array)."""
-    return values is not None and (isinstance(values, numbers.Real) or len(values) > 0)
-
-
-def _whole(value: object) -> bool:
-    """Whether ``value`` is a whole number of at least 1 (not a bool)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
-
-
-def _positive(value: Optional[float], option: str) -> None:
-    if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0):
-        raise PasticheError(f"{option} must be a positive number, got {value!r}")
-
-
-def _nonnegative(value: float, option: str) -> float:
-    """A loss weight: 0 turns a term off; a negative or non-finite one would make the loss
-    unbounded below, so the optimiser would blow up instead of stylising."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise PasticheError(f"{option} must be a number, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and value >= 0):
-        raise PasticheError(f"{option} must be zero or positive, got {value}")
-    return value
 
 
 @dataclass
@@ -149,27 +98,27 @@ class StyleTransfer:
         self.style_layers = check_layers(style_layers, option="style layer")
         if not self.content_layers and not self.style_layers:
             raise PasticheError("no content or style layers chosen; see --list-layers")
-        self.content_layer_weights = _weights(content_layer_weights, len(self.content_layers),
+        self.content_layer_weights = weight_list(content_layer_weights, len(self.content_layers),
                                               lambda i: 0.01, "--content-layer-weights", "content layer")
-        self.style_layer_weights = _weights(style_layer_weights, len(self.style_layers), None,
+        self.style_layer_weights = weight_list(style_layer_weights, len(self.style_layers), None,
                                             "--style-layer-weights", "style layer") \
-            if _given(style_layer_weights) else None  # default 10/C² needs the channel count C
-        self.style_weights = _weights(style_weights, len(styles), lambda i: 1 / len(styles),
+            if given(style_layer_weights) else None  # default 10/C² needs the channel count C
+        self.style_weights = weight_list(style_weights, len(styles), lambda i: 1 / len(styles),
                                       "--style-weights", "style image")
         for value, option in ((size, "--size"), (size_pixels, "--size-pixels"),
                               (style_size, "--style-size"), (style_size_pixels, "--style-size-pixels"),
                               (learning_rate, "--learning-rate")):
-            _positive(value, option)
+            check_positive(value, option)
         if optimizer not in ("lbfgs", "adam"):
             raise PasticheError(f"unknown optimizer '{optimizer}'; use 'lbfgs' or 'adam'")
         if preserve_color and luminance_only:
             raise PasticheError("--preserve-color and --luminance-only exclude each other; pick one")
-        self.content_weight = _nonnegative(content_weight, "--content-weight")
-        self.tv_weight = _nonnegative(tv_weight, "--tv-weight")
+        self.content_weight = nonnegative(content_weight, "--content-weight")
+        self.tv_weight = nonnegative(tv_weight, "--tv-weight")
         self.optimizer_name, self.learning_rate = optimizer, learning_rate
         self.low_memory = low_memory
         self.lbfgs_history = lbfgs_history if lbfgs_history is not None else 10 if low_memory else 20
-        if not _whole(self.lbfgs_history):
+        if not whole(self.lbfgs_history):
             raise PasticheError(f"lbfgs_history must be a whole number of pairs, at least 1, got {lbfgs_history!r}")
         self.preserve_color, self.luminance_only = preserve_color, luminance_only
         self.device = resolve_device(device or default_device())
@@ -461,7 +410,7 @@ class StyleTransfer:
     def image_tensor(self, *, size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """The current image, (1, 3, H, W) float32 RGB in [0, 1] on the CPU (colour restored in
         luminance-only mode), resampled (bicubic) to ``size`` = (width, height) if given."""
-        if size is not None and not (isinstance(size, (tuple, list)) and len(size) == 2 and all(map(_whole, size))):
+        if size is not None and not (isinstance(size, (tuple, list)) and len(size) == 2 and all(map(whole, size))):
             raise PasticheError(f"size must be (width, height) in whole pixels, got {size!r}")
         self._ready()
         pixels = self.pixels.detach()
@@ -477,75 +426,3 @@ class StyleTransfer:
     def image(self, *, size: Optional[Tuple[int, int]] = None) -> Image.Image:
         """The current image as an 8-bit RGB PIL image (see :meth:`image_tensor`)."""
         return to_pil(self.image_tensor(size=size))
-
-
-Callback = Callable[[StyleTransfer], Optional[bool]]
-
-
-Schedule = List[Tuple[Tuple[int, int], int]]  # ((width, height), steps) per level, coarse to fine
-
-
-MIN_COARSE_SIDE = 32  # a coarser level would be too small to carry style; it is skipped
-
-
-def plan(full: Tuple[int, int], num_steps: int, coarse_steps: Sequence[int] = ()) -> Schedule:
-    """Coarse-to-fine levels: ``num_steps`` at ``full`` (width, height), and before it one level
-    per entry of ``coarse_steps`` (coarsest first), each half the size of the next. Coarse levels
-    whose short side would be under MIN_COARSE_SIDE px are left out."""
-    if not isinstance(coarse_steps, (list, tuple)):
-        raise PasticheError(f"coarse_steps must be a list of step counts, one per coarser level, got {coarse_steps!r}")
-    steps = list(coarse_steps) + [num_steps]
-    for n in steps:
-        if not _whole(n):
-            raise PasticheError(f"every level needs a whole number of steps, at least 1, got {n!r}"
-                                " (see --num-steps, --schedule)")
-    levels = [(full, num_steps)]
-    for k, n in enumerate(reversed(steps[:-1]), start=1):
-        w, h = (max(1, round(d / 2 ** k)) for d in full)
-        if min(w, h) >= MIN_COARSE_SIDE:
-            levels.append(((w, h), n))
-    return levels[::-1]
-
-
-def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optional[Callback] = None,
-        progress: bool = False) -> StyleTransfer:
-    """Step ``job`` through ``schedule`` (or just N steps at its current size), resizing between
-    levels. ``callback(job)`` after each step may return True to stop early. ``progress`` shows a
-    tqdm bar (notebook-aware) with the loss and the time left."""
-    if not isinstance(schedule, list):
-        schedule = plan(job.size or job.full_size, schedule)
-    if callback is not None and not callable(callback):
-        raise PasticheError(f"callback must be a function of the job, got {callback!r}")
-    from tqdm.auto import tqdm
-
-    with tqdm(total=sum(n for _, n in schedule), disable=not progress, unit="step",
-              dynamic_ncols=True) as bar:
-        for size, steps in schedule:
-            if size != job.size:
-                job.resize(*size)
-            for _ in range(steps):
-                job.step()
-                bar.set_postfix(loss=f"{job.loss:.4g}", size=f"{size[0]}x{size[1]}", refresh=False)
-                bar.update()
-                if callback is not None and callback(job):
-                    return job
-    return job
-
-
-def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *,
-             num_steps: int = DEFAULT_NUM_STEPS, coarse_steps: Sequence[int] = DEFAULT_COARSE_STEPS, seed: Optional[int] = None,
-             deterministic: bool = False, callback: Optional[Callback] = None, progress: bool = False,
-             **options) -> Image.Image:
-    """Stylise ``content`` with ``style`` (one image or a list) and return an RGB PIL image.
-
-    ``num_steps`` run at the output size, after one coarser level per entry of ``coarse_steps``
-    (see :func:`plan`). ``options`` are :class:`StyleTransfer`'s keyword arguments;
-    ``callback(transfer)`` runs after every step (``transfer.step_count``, ``transfer.loss``,
-    ``transfer.image()``) and may return True to stop early. ``seed`` (random if None) and
-    ``deterministic`` hold for this call only: torch's random state and determinism settings are
-    as they were afterwards.
-    """
-    with seeded(seed, deterministic=deterministic):
-        job = StyleTransfer(content, style, **options)
-        run(job, plan(job.full_size, num_steps, coarse_steps), callback=callback, progress=progress)
-        return job.image(size=job.full_size)  # full size even if a callback stopped a coarse level

@@ -25,10 +25,11 @@ import torch
 from PIL import Image
 
 from . import color
-from .engine import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, StyleTransfer, plan, run
+from .engine import StyleTransfer
 from .errors import PasticheError
 from .flow import warp_previous
 from .imageio import SUPPORTED_EXTENSIONS, ImageLike, atomic_file, check_writable, open_image, save_image
+from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, plan, run
 
 PathLike = Union[str, os.PathLike]
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")  # inputs
@@ -257,9 +258,9 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
                   max_frames: Optional[int] = None, **style_options: Any) -> Path:
     """Stylise every frame of ``content_video`` and write ``output`` (.mp4/.mov/.mkv/.gif).
 
-    The first frame is made coarse to fine, as :func:`~pastiche.engine.transfer` makes a picture:
+    The first frame is made coarse to fine, as :func:`~pastiche.schedule.transfer` makes a picture:
     one coarser level per entry of ``coarse_steps``, then ``num_steps_first`` steps at full size
-    (see :func:`~pastiche.engine.plan`). Each later frame starts from the previous
+    (see :func:`~pastiche.schedule.plan`). Each later frame starts from the previous
     stylised frame, moved onto it by block-matching optical flow (``flow=False``: unmoved, so the
     picture lags the motion), and gets ``num_steps_per_frame``. Finished frames are kept as
     ``frames_dir/000001.png`` … (default :func:`default_frames_dir`), so an interrupted run

@@ -16,11 +16,11 @@ from torch.nn import functional as F
 import pastiche
 from pastiche import color
 from pastiche import conv as conv_module
-from pastiche.engine import (DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, DEFAULT_STYLE_LAYERS, StyleTransfer, plan, run,
-                             transfer)
+from pastiche.engine import DEFAULT_STYLE_LAYERS, StyleTransfer
 from pastiche.errors import PasticheError
 from pastiche.imageio import load_image
 from pastiche.losses import gram
+from pastiche.schedule import plan, run, transfer
 
 SHALLOW = dict(content_layers=["block2_relu1"], style_layers=["block1_relu1", "block2_relu1"])
 TINY = dict(SHALLOW, size=48, device="cpu")
@@ -84,8 +84,6 @@ def test_cuda_graph_steps_match_eager_steps_and_follow_a_resize(content_path, st
     (coarse-to-fine) captures a new graph. At the second level compared only before its second
     move, L-BFGS's first curvature step after a steepest-descent one: it can multiply the loss
     ~10x, amplifying rounding differences (cuDNN picks its algorithms anew for a capture)."""
-    from pastiche.engine import plan
-
     curves, graphs_seen = {}, []
     for device, graphs in (("cuda", True), ("cuda", False), ("cpu", False)):
         torch.manual_seed(0)
@@ -216,21 +214,6 @@ def test_saved_png_has_the_objective_of_the_optimised_image(content_path, style_
     assert saved == pytest.approx(in_memory, rel=0.03)
 
 
-def test_run_steps_a_fresh_job(content_path, style_path):
-    job = StyleTransfer(content_path, style_path, **TINY)  # never stepped nor evaluated
-    assert run(job, 4) is job
-    assert job.step_count == 4 and job.size == (48, 40) and math.isfinite(job.loss)
-
-
-def test_run_steps_and_honours_the_callback(content_path, style_path):
-    job = _job(content_path, style_path)
-    assert run(job, 4) is job
-    assert job.step_count == 4 and job.size == (48, 40) and math.isfinite(job.loss)
-    seen = []
-    run(job, 10, callback=lambda j: seen.append(j.step_count) or j.step_count == 6)
-    assert seen == [5, 6] and job.step_count == 6
-
-
 # ---------------------------------------------------------------------------- inputs
 
 
@@ -271,20 +254,6 @@ def test_every_input_type_for_style(kind, content_path, style_path, style_array,
     for layer, target in reference.targets.styles[0].items():
         torch.testing.assert_close(job.targets.styles[0][layer], target)
     assert math.isfinite(job.step())
-
-
-def test_transfer_returns_a_pil_image_and_calls_back(content_array, style_array):
-    seen = []
-
-    def callback(job):
-        seen.append((job.step_count, job.loss, job.image().size))
-        return job.step_count == 3  # stop early
-
-    image = transfer(content_array, style_array, num_steps=10, seed=0, callback=callback, **TINY)
-    assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (48, 40)
-    assert [s for s, _, _ in seen] == [1, 2, 3]
-    assert all(math.isfinite(loss) and size == (48, 40) for _, loss, size in seen)
-    assert pastiche.transfer is transfer
 
 
 # ---------------------------------------------------------------------------- styles and init
@@ -584,19 +553,13 @@ def test_one_layer_or_weight_may_be_given_bare_and_weights_as_arrays(content_pat
     assert job.style_layer_weights == [1.0, 2.0]
 
 
-def test_schedule_callback_and_image_size_are_checked_before_any_step(content_path, style_path):
+def test_image_size_must_be_width_and_height_in_whole_pixels(content_path, style_path):
     job = StyleTransfer(content_path, style_path, **TINY)
-    for schedule in (2.5, "3"):
-        with pytest.raises(PasticheError, match="whole number of steps"):
-            run(job, schedule)
-    with pytest.raises(PasticheError, match="coarse_steps must be a list"):
-        transfer(content_path, style_path, coarse_steps=5, **TINY)
-    with pytest.raises(PasticheError, match="callback"):
-        run(job, 2, callback=5)
-    assert job.step_count == 0
     for size in (128, (0, 0), (32.5, 24)):
         with pytest.raises(PasticheError, match=r"\(width, height\)"):
             job.image(size=size)
+    assert job.step_count == 0
+    assert job.image(size=(24, 20)).size == (24, 20)
 
 
 def test_set_content_needs_the_same_shape_and_takes_any_init(content_path, style_path, tmp_path):
@@ -609,16 +572,6 @@ def test_set_content_needs_the_same_shape_and_takes_any_init(content_path, style
     assert torch.equal(job.pixels.detach(), before)  # unchanged
     job.set_content(content_path, init="random")
     assert not torch.equal(job.pixels.detach(), before) and math.isfinite(job.step())
-
-
-def test_transfer_leaves_torchs_random_state_and_settings_as_they_were(content_path, style_path):
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    transfer(content_path, style_path, num_steps=1, coarse_steps=(), seed=7, deterministic=True,
-             init="random", **TINY)
-    assert torch.equal(torch.rand(3), expected)
-    assert not torch.are_deterministic_algorithms_enabled()
 
 
 def test_missing_file_names_it(tmp_path, style_path):
@@ -637,10 +590,3 @@ def test_weight_lists_of_the_wrong_length_say_how_many(content_path, style_path)
                                " per content layer or none for the defaults")
 
 
-def test_default_plan_halves_each_level_and_skips_those_under_32_px():
-    """The default schedule at README's sizes: the 1/8 level of a 256 px image (32x24) is left out."""
-    assert plan((256, 192), DEFAULT_NUM_STEPS, DEFAULT_COARSE_STEPS) == [
-        ((64, 48), 100), ((128, 96), 30), ((256, 192), 125)]
-    assert plan((577, 433), DEFAULT_NUM_STEPS, DEFAULT_COARSE_STEPS) == [
-        ((72, 54), 100), ((144, 108), 100), ((288, 216), 30), ((577, 433), 125)]
-    assert plan((384, 255), 5, (1, 2, 3)) == [((48, 32), 1), ((96, 64), 2), ((192, 128), 3), ((384, 255), 5)]

@@ -1,0 +1,55 @@
+"""Checks of the engine's options, shared by its callers: each names the option in a PasticheError.
+
+numpy's scalars count as numbers (they register as ``numbers.Real``), bools do not: ``True``
+steps or weights are a mistake, not 1.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Callable, List, Optional, Sequence, Union
+
+from .errors import PasticheError
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def weight_list(values: Union[None, float, Sequence[float]], count: int, default: Callable[[int], float],
+                option: str, what: str) -> List[float]:
+    """One weight per ``what`` (a single number counts as a list of one), or the defaults."""
+    values = [values] if isinstance(values, numbers.Real) else values
+    if values is None or len(values) == 0:
+        return [default(i) for i in range(count)]
+    if len(values) != count:
+        raise PasticheError(f"{option} has {_count(len(values), 'value')} for {_count(count, what)};"
+                            f" give one per {what} or none for the defaults")
+    return [nonnegative(v, option) for v in values]
+
+
+def given(values: Union[None, float, Sequence[float]]) -> bool:
+    """Whether a weights option holds values (a number, or a non-empty list or array)."""
+    return values is not None and (isinstance(values, numbers.Real) or len(values) > 0)
+
+
+def whole(value: object) -> bool:
+    """Whether ``value`` is a whole number of at least 1 (not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def check_positive(value: Optional[float], option: str) -> None:
+    if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0):
+        raise PasticheError(f"{option} must be a positive number, got {value!r}")
+
+
+def nonnegative(value: float, option: str) -> float:
+    """A loss weight: 0 turns a term off; a negative or non-finite one would make the loss
+    unbounded below, so the optimiser would blow up instead of stylising."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise PasticheError(f"{option} must be a number, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise PasticheError(f"{option} must be zero or positive, got {value}")
+    return value

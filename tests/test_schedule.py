@@ -1,0 +1,84 @@
+"""Coarse-to-fine schedules: plan's levels, run's loop and callback, transfer in one call."""
+
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+import pastiche
+from pastiche.engine import StyleTransfer
+from pastiche.errors import PasticheError
+from pastiche.schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, plan, run, transfer
+
+TINY = dict(content_layers=["block2_relu1"], style_layers=["block1_relu1", "block2_relu1"], size=48, device="cpu")
+
+
+def test_run_steps_a_fresh_job(content_path, style_path):
+    job = StyleTransfer(content_path, style_path, **TINY)  # never stepped nor evaluated
+    assert run(job, 4) is job
+    assert job.step_count == 4 and job.size == (48, 40) and math.isfinite(job.loss)
+
+
+def test_run_steps_and_honours_the_callback(content_path, style_path):
+    job = StyleTransfer(content_path, style_path, **TINY)
+    job.evaluate()
+    assert run(job, 4) is job
+    assert job.step_count == 4 and job.size == (48, 40) and math.isfinite(job.loss)
+    seen = []
+    run(job, 10, callback=lambda j: seen.append(j.step_count) or j.step_count == 6)
+    assert seen == [5, 6] and job.step_count == 6
+
+
+def test_transfer_returns_a_pil_image_and_calls_back(content_array, style_array):
+    seen = []
+
+    def callback(job):
+        seen.append((job.step_count, job.loss, job.image().size))
+        return job.step_count == 3  # stop early
+
+    image = transfer(content_array, style_array, num_steps=10, seed=0, callback=callback, **TINY)
+    assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (48, 40)
+    assert [s for s, _, _ in seen] == [1, 2, 3]
+    assert all(math.isfinite(loss) and size == (48, 40) for _, loss, size in seen)
+    assert pastiche.transfer is transfer
+
+
+def test_schedule_and_callback_are_checked_before_any_step(content_path, style_path):
+    job = StyleTransfer(content_path, style_path, **TINY)
+    for schedule in (2.5, "3"):
+        with pytest.raises(PasticheError, match="whole number of steps"):
+            run(job, schedule)
+    with pytest.raises(PasticheError, match="coarse_steps must be a list"):
+        transfer(content_path, style_path, coarse_steps=5, **TINY)
+    with pytest.raises(PasticheError, match="callback"):
+        run(job, 2, callback=5)
+    assert job.step_count == 0
+
+
+def test_transfer_leaves_torchs_random_state_and_settings_as_they_were(content_path, style_path):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    transfer(content_path, style_path, num_steps=1, coarse_steps=(), seed=7, deterministic=True,
+             init="random", **TINY)
+    assert torch.equal(torch.rand(3), expected)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_default_plan_halves_each_level_and_skips_those_under_32_px():
+    """The default schedule at README's sizes: the 1/8 level of a 256 px image (32x24) is left out."""
+    assert plan((256, 192), DEFAULT_NUM_STEPS, DEFAULT_COARSE_STEPS) == [
+        ((64, 48), 100), ((128, 96), 30), ((256, 192), 125)]
+    assert plan((577, 433), DEFAULT_NUM_STEPS, DEFAULT_COARSE_STEPS) == [
+        ((72, 54), 100), ((144, 108), 100), ((288, 216), 30), ((577, 433), 125)]
+    assert plan((384, 255), 5, (1, 2, 3)) == [((48, 32), 1), ((96, 64), 2), ((192, 128), 3), ((384, 255), 5)]
+
+
+def test_run_goes_through_each_level_at_its_size(content_path, style_path):
+    job = StyleTransfer(content_path, style_path, **{**TINY, "size": 96})
+    schedule = plan(job.full_size, 2, (3,))
+    assert schedule == [((48, 40), 3), ((96, 80), 2)]
+    sizes = []
+    run(job, schedule, callback=lambda j: sizes.append(j.size))
+    assert sizes == [(48, 40)] * 3 + [(96, 80)] * 2 and job.step_count == 5
