@@ -33,7 +33,8 @@ def _cpu_has_bfloat16() -> bool:
 # user's own setting or an earlier import wins.
 # THP_MEM_ALLOC_ENABLE asks the kernel for 2 MB pages for torch's CPU tensors of 2 MB or more: a
 # new feature map then costs one page fault per 2 MB instead of per 4 KB, and the big maps are new
-# on every step (at 577x433 with --low-memory: 2.1 instead of 2.85 s per step; README).
+# on every step (at 577x433 with --low-memory: 2.1 instead of 2.85 s per step;
+# benchmarks/PERFORMANCE.md).
 if "torch" not in _sys.modules:
     if not _cpu_has_bfloat16():
         _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

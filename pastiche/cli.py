@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="L-BFGS or Adam")
     opt.add_argument("--low-memory", action="store_true",
                      help="keep VGG19's kernels quantized, 10 L-BFGS pairs instead of 20, and return"
-                          " freed memory to the system at once (Linux/glibc): 25-31%% less peak memory"
-                          " at 500^2 px for 25-45%% more time per step (README)")
+                          " freed memory to the system at once (Linux/glibc): 26%% less peak memory for"
+                          " 13%% more time per step at 500^2 px (README)")
     opt.add_argument("--precision", choices=PRECISIONS, default="auto",
                      help="VGG19's arithmetic: auto is bfloat16 on a CPU that has it in hardware"
                           " (AVX512-BF16, AMX: ~1.6x faster steps), else float32 (README)")
@@ -182,8 +182,8 @@ def release_freed_memory(*, low_memory: bool) -> None:
     set to 32 MB: 600 instead of 660-680 ms per step at 577x433 and 115-120 instead of 125-135 ms
     at 256 px (``--single-scale``, bfloat16, session 14), peak RSS 1,174-1,210 instead of
     1,157-1,185 MB and 858-860 instead of 851-867 MB. At 128 KiB (``--low-memory``) every
-    tensor-sized block is mapped and the heap trimmed, 1,099 MB for ~24 % more time (README,
-    "Speed and memory").
+    tensor-sized block is mapped and the heap trimmed, 1,099 MB for ~24 % more time
+    (benchmarks/PERFORMANCE.md).
     One arena: the weights loader's threads would each get an arena of their own, whose ~54 MB
     freed after loading stay resident and are never reused by the steps, which allocate in the
     main thread's. Peak RSS 749-789 instead of 807-861 MB at 256 px and 1,169-1,190 instead of

