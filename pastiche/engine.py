@@ -100,12 +100,12 @@ class StyleTransfer:
         if not self.content_layers and not self.style_layers:
             raise PasticheError("no content or style layers chosen; see --list-layers")
         self.content_layer_weights = weight_list(content_layer_weights, len(self.content_layers),
-                                              lambda i: 0.01, "--content-layer-weights", "content layer")
+                                                 lambda i: 0.01, "--content-layer-weights", "content layer")
         self.style_layer_weights = weight_list(style_layer_weights, len(self.style_layers), None,
-                                            "--style-layer-weights", "style layer") \
+                                               "--style-layer-weights", "style layer") \
             if given(style_layer_weights) else None  # default 10/C² needs the channel count C
         self.style_weights = weight_list(style_weights, len(styles), lambda i: 1 / len(styles),
-                                      "--style-weights", "style image")
+                                         "--style-weights", "style image")
         for value, option in ((size, "--size"), (size_pixels, "--size-pixels"),
                               (style_size, "--style-size"), (style_size_pixels, "--style-size-pixels"),
                               (learning_rate, "--learning-rate")):
