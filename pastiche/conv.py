@@ -8,8 +8,8 @@ the map (timings on 2 cores, benchmarks/PERFORMANCE.md):
 - NNPACK (Winograd F(6x6, 3x3)) for most maps: 2-2.5x faster than oneDNN on VGG's layers. It
   transforms the kernel on every call, a fixed ~14 ms for 512x512 channels.
 - F(2x2, 3x3) Winograd in torch ops with the kernel transformed once and kept (16/9 of the
-  kernel's memory) for maps of at most ``WINOGRAD_MAX_PIXELS``: there NNPACK's per-call transform
-  is most of its time (block4 of a 256 px image: 13 instead of 19 ms a call).
+  kernel's memory) for maps of ``WINOGRAD_MIN_PIXELS`` to ``WINOGRAD_MAX_PIXELS``: there NNPACK's
+  per-call transform is most of its time (block4 of a 256 px image: 13 instead of 19 ms a call).
 - oneDNN for bfloat16 and channels-last maps (see :func:`pastiche.devices.compute_dtype`),
   forward and input gradient alike: on a CPU with bfloat16 arithmetic 2x faster than any float32
   algorithm. The kernels are kept in oneDNN's own layout: reordering 512x512 channels on every
@@ -41,6 +41,11 @@ _NNPACK_STRIP_VALUES = 1 << 21
 # Maps of at most this many pixels use the cached-kernel Winograd below (512x512 channels: 13 vs
 # 19 ms at 24x32 px, 20 vs 23 ms at 32x40, a loss from ~36x48 on).
 WINOGRAD_MAX_PIXELS = 1024
+# ... and of at least this many, for which it beats torch's convolution, NNPACK's minimum
+# notwithstanding: forward and input gradient of 512x512 channels at 12x16 px (block5 of a 256 px
+# image) 10.3 against 18.5 ms, at 12x12 10.8 against 14.1; at 6x8 8.6 against 6.3 (an AVX2 EPYC,
+# 2 cores, session 29).
+WINOGRAD_MIN_PIXELS = 144
 # oneDNN's convolution on a kernel already in its layout (what torch.compile's CPU backend calls)
 _ONEDNN_PACKED = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
@@ -81,6 +86,7 @@ _G = torch.tensor([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], dtype=tor
 _AT = torch.tensor([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=torch.float32)
 _TILE_IN = torch.kron(_BT, _BT)  # (16, 16): flattened 4x4 input tile → transformed tile
 _TILE_OUT = torch.kron(_AT, _AT)  # (4, 16): transformed tile → flattened 2x2 output tile
+_KERNEL_IN = torch.kron(_G, _G)  # (16, 9): flattened 3x3 kernel → transformed kernel
 # A flipped kernel's transform is the original's with rows/columns 0 and 3 swapped (G J = P G),
 # so the input gradient reuses U, transposed, with inputs and outputs of the products permuted.
 _SWAP = torch.tensor([3, 1, 2, 0])
@@ -90,8 +96,9 @@ _TILE_IN_FLIPPED, _TILE_OUT_FLIPPED = _TILE_IN[_FLIP], _TILE_OUT[:, _FLIP]
 
 def winograd_kernel(weight: torch.Tensor) -> torch.Tensor:
     """(out, in, 3, 3) kernel → its (16, out, in) F(2x2, 3x3) transform U."""
-    g = _G.to(weight)
-    return torch.einsum("ai,ocij,bj->aboc", g, weight, g).reshape(16, *weight.shape[:2]).contiguous()
+    # U[a*4+b] = sum_ij G[a,i] g[i,j] G[b,j]: one product by kron(G, G) (16, 9) on the kernel seen
+    # as (out*in, 9), 2.6 instead of 11-18 ms by einsum for 512x512 channels (2 cores)
+    return torch.mm(_KERNEL_IN.to(weight), weight.reshape(-1, 9).t()).view(16, *weight.shape[:2])
 
 
 def winograd_conv(x: torch.Tensor, u: torch.Tensor, bias: Optional[torch.Tensor] = None, *,
@@ -273,11 +280,11 @@ class Conv3x3(nn.Module):
             return "onednn"
         pixels = x.shape[-1] * x.shape[-2]
         # NNPACK strips and the Winograd tiles are written for one image (batch 1)
-        if x.device.type != "cpu" or x.dtype != torch.float32 or x.shape[0] != 1 or pixels < _NNPACK_MIN_PIXELS:
+        if x.device.type != "cpu" or x.dtype != torch.float32 or x.shape[0] != 1:
             return "torch"
-        if pixels <= WINOGRAD_MAX_PIXELS and self.indices is None:  # compact: no kept transform
+        if WINOGRAD_MIN_PIXELS <= pixels <= WINOGRAD_MAX_PIXELS and self.indices is None:  # compact: no kept transform
             return "winograd"
-        return "nnpack" if _NNPACK else "torch"
+        return "nnpack" if _NNPACK and pixels >= _NNPACK_MIN_PIXELS else "torch"
 
     def convolve(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of (1, in, H, W) ``x`` by the fastest algorithm for its size."""

@@ -41,7 +41,8 @@ def test_conv3x3_picks_the_algorithm_by_map_size(monkeypatch):
     weight, bias, _ = _random(8, 4, 1, 1)
     conv = Conv3x3(weight, bias)
     pick = lambda h, w: conv._algorithm(torch.zeros(1, 4, h, w))  # noqa: E731
-    assert pick(8, 8) == "torch"  # under _NNPACK_MIN_PIXELS
+    assert pick(8, 8) == "torch"  # under WINOGRAD_MIN_PIXELS and _NNPACK_MIN_PIXELS
+    assert pick(12, 16) == "winograd"  # block5 of a 256x192 image: under NNPACK's minimum, not Winograd's
     assert pick(24, 32) == "winograd"  # block4 of a 256x192 image
     assert pick(48, 64) == ("nnpack" if conv_module._NNPACK else "torch")
     assert conv._algorithm(torch.zeros(1, 4, 24, 32, dtype=torch.float64)) == "torch"
@@ -69,6 +70,7 @@ def test_winograd_kernel_is_kept_until_cleared():
 def test_conv3x3_and_its_gradient_match_conv2d(monkeypatch, strip_values, in_channels, winograd_max_pixels):
     monkeypatch.setattr(conv_module, "_NNPACK_STRIP_VALUES", strip_values)
     monkeypatch.setattr(conv_module, "_NNPACK_MIN_PIXELS", 1)
+    monkeypatch.setattr(conv_module, "WINOGRAD_MIN_PIXELS", 1)
     monkeypatch.setattr(conv_module, "WINOGRAD_MAX_PIXELS", winograd_max_pixels)
     weight, bias, x = _random(8, in_channels, 23, 7)  # odd rows, a last short strip
     conv = Conv3x3(weight, bias)

@@ -382,6 +382,7 @@ def test_image_gradient_matches_autograd(model, layers, winograd_max_pixels, mon
     """The memory-saving ReLU and pooling (masks, int32 indices) and the convolutions' own input
     gradients give autograd's gradient, on a map with odd sides (pooling drops a row and a column)."""
     monkeypatch.setattr(conv_module, "_NNPACK_MIN_PIXELS", 1)
+    monkeypatch.setattr(conv_module, "WINOGRAD_MIN_PIXELS", 1)
     monkeypatch.setattr(conv_module, "WINOGRAD_MAX_PIXELS", winograd_max_pixels)
     model.clear_cache()
     image = torch.rand(1, 3, 37, 23, generator=torch.Generator().manual_seed(1))
