@@ -12,11 +12,9 @@ the map (timings on 2 cores, benchmarks/PERFORMANCE.md):
   per-call transform is most of its time (block4 of a 256 px image: 13 instead of 19 ms a call).
 - oneDNN for bfloat16 and channels-last maps (see :func:`pastiche.devices.compute_dtype`),
   forward and input gradient alike: on a CPU with bfloat16 arithmetic 2x faster than any float32
-  algorithm; and for float32 maps under ``WINOGRAD_MIN_PIXELS`` (deep layers of coarse levels).
-  The kernels are kept in oneDNN's own layout: reordering 512x512 channels on every call would
-  cost 0.6 ms, 4x the convolution itself on block5 of a 64 px image.
-- torch's own convolution for other devices and dtypes, compact kernels on small maps, and
-  without NNPACK.
+  algorithm. The kernels are kept in oneDNN's own layout: reordering 512x512 channels on every
+  call would cost 0.6 ms, 4x the convolution itself on block5 of a 64 px image.
+- torch's own convolution for tiny maps, other devices and dtypes, and without NNPACK.
 """
 
 from __future__ import annotations
@@ -48,21 +46,15 @@ WINOGRAD_MAX_PIXELS = 1024
 # image) 10.3 against 18.5 ms, at 12x12 10.8 against 14.1; at 6x8 8.6 against 6.3 (an AVX2 EPYC,
 # 2 cores, session 29).
 WINOGRAD_MIN_PIXELS = 144
-# Smaller float32 maps go to oneDNN with kernels packed for their size: forward and input
-# gradient of 512x512 channels at 6x8 px (block4 of a 64x48 px coarse level) 2.8 against 4.6 ms
-# by torch's convolution, at 3x5 1.0 against 4.6, at 9x12 6.2 against 8.7 (an AVX2 EPYC, 2 cores,
-# session 29).
 # oneDNN's convolution on a kernel already in its layout (what torch.compile's CPU backend calls)
 _ONEDNN_PACKED = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
-def _pack(kernel: torch.Tensor, size: Tuple[int, int] = (8, 8)) -> torch.Tensor:
+def _pack(kernel: torch.Tensor) -> torch.Tensor:
     """(out, in, 3, 3) kernel → the same in oneDNN's layout for a stride-1, padding-1 convolution
-    of (height, width) ``size`` maps. In bfloat16 the layout does not depend on the size
-    (measured identical and as fast from 3x4 to 96x128 px). In float32 it does on an AVX2 CPU:
-    there 512x512 channels packed for 8x8 took 74-160 ms a call on 1x1, 3x5, 6x6 or 12x16 maps
-    (against 1-4 ms for 3x4, 6x8 or 8x8), and 0.2-11 ms packed for their own size (session 29)."""
-    return torch.ops.mkldnn._reorder_convolution_weight(kernel, [1, 1], [1, 1], [1, 1], 1, [1, kernel.shape[1], *size])
+    (the layout does not depend on the map's size: measured identical and as fast from 3x4 to
+    96x128 px)."""
+    return torch.ops.mkldnn._reorder_convolution_weight(kernel, [1, 1], [1, 1], [1, 1], 1, [1, kernel.shape[1], 8, 8])
 
 
 def _packed_conv(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -226,17 +218,12 @@ class Conv3x3(nn.Module):
         self.register_buffer("centroids", centroids)  # (K,)
         self.bias = nn.Parameter(bias, requires_grad=False)  # (out,)
         self._winograd: Optional[torch.Tensor] = None  # (16, out, in): the kept transform
-        # kernel and kernel_t in oneDNN's layout, and the map size they are packed for (float32)
-        self._packed: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
-        self._packed_size: Optional[Tuple[int, int]] = None
+        self._packed: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # kernel and kernel_t, oneDNN's
 
     def clear_cache(self) -> None:
-        """Forget the Winograd transform and float32 oneDNN-packed kernels (rebuilt at the next
-        use): a new image size may not need them. bfloat16 packed kernels stay: every size uses
-        them, in the same layout (see :func:`_pack`)."""
+        """Forget the Winograd transform (rebuilt at the next use): a new image size may not need
+        it. The oneDNN-packed kernels stay: every size uses them, in the same layout."""
         self._winograd = None
-        if self._packed_size is not None:
-            self._packed = self._packed_size = None
 
     def kernel(self, *, reuse: bool = False) -> torch.Tensor:
         """The (out, in, 3, 3) kernel. ``reuse``: a compact one on the CPU is decoded into a
@@ -276,16 +263,12 @@ class Conv3x3(nn.Module):
             self._winograd = winograd_kernel(self.weight)
         return self._winograd
 
-    def _packed_kernels(self, x: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-        """The kernel and :meth:`kernel_t` in oneDNN's layout for maps like ``x``, made at the
-        first use and kept (bfloat16: for every size; float32: for this size); None for compact
-        kernels (rebuilt at each use anyway) or where torch lacks the ops."""
-        if not _ONEDNN_PACKED or self.indices is not None:
-            return None
-        size = tuple(x.shape[-2:]) if self.weight.dtype == torch.float32 else None
-        if self._packed is None or size != self._packed_size:
-            hint = size or (8, 8)
-            self._packed, self._packed_size = (_pack(self.weight, hint), _pack(self.kernel_t(), hint)), size
+    def _packed_kernels(self) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """The kernel and :meth:`kernel_t` in oneDNN's layout, made at the first use and kept for
+        every size; None for compact kernels (rebuilt at each use anyway) or where torch lacks the
+        ops."""
+        if self._packed is None and _ONEDNN_PACKED and self.indices is None:
+            self._packed = _pack(self.weight), _pack(self.kernel_t())
         return self._packed
 
     def _algorithm(self, x: torch.Tensor) -> str:
@@ -299,11 +282,8 @@ class Conv3x3(nn.Module):
         # NNPACK strips and the Winograd tiles are written for one image (batch 1)
         if x.device.type != "cpu" or x.dtype != torch.float32 or x.shape[0] != 1:
             return "torch"
-        if self.indices is None and pixels <= WINOGRAD_MAX_PIXELS:  # compact: no kept transforms
-            if pixels >= WINOGRAD_MIN_PIXELS:
-                return "winograd"
-            if _ONEDNN_PACKED:  # kernels packed for the map's size (see WINOGRAD_MIN_PIXELS)
-                return "onednn"
+        if WINOGRAD_MIN_PIXELS <= pixels <= WINOGRAD_MAX_PIXELS and self.indices is None:  # compact: no kept transform
+            return "winograd"
         return "nnpack" if _NNPACK and pixels >= _NNPACK_MIN_PIXELS else "torch"
 
     def convolve(self, x: torch.Tensor) -> torch.Tensor:
@@ -313,7 +293,7 @@ class Conv3x3(nn.Module):
             return winograd_conv(x, self._winograd_kernel(), self.bias)
         if algorithm == "nnpack":
             return _nnpack_conv(x, self.kernel(reuse=True), self.bias)
-        packed = self._packed_kernels(x) if algorithm == "onednn" else None
+        packed = self._packed_kernels() if algorithm == "onednn" else None
         if packed:
             return _packed_conv(x, packed[0], self.bias)
         return F.conv2d(x, self.kernel(reuse=True), self.bias, padding=1)  # never under autograd
@@ -326,7 +306,7 @@ class Conv3x3(nn.Module):
         if algorithm == "nnpack" and self.in_channels >= _NNPACK_MIN_CHANNELS:
             return _nnpack_conv(grad, self.kernel_t(), None)
         if algorithm == "onednn":
-            packed = self._packed_kernels(grad)
+            packed = self._packed_kernels()
             # a compact kernel: the transposed convolution takes it as it is, where conv2d would
             # take kernel_t, a transposed and flipped copy (4.2 instead of 5.1 ms for block4 of a
             # 256 px image, bfloat16, 2 cores; the same values)

@@ -41,7 +41,7 @@ def test_conv3x3_picks_the_algorithm_by_map_size(monkeypatch):
     weight, bias, _ = _random(8, 4, 1, 1)
     conv = Conv3x3(weight, bias)
     pick = lambda h, w: conv._algorithm(torch.zeros(1, 4, h, w))  # noqa: E731
-    assert pick(6, 8) == ("onednn" if conv_module._ONEDNN_PACKED else "torch")  # block4 of a 64x48 level
+    assert pick(8, 8) == "torch"  # under WINOGRAD_MIN_PIXELS and _NNPACK_MIN_PIXELS
     assert pick(12, 16) == "winograd"  # block5 of a 256x192 image: under NNPACK's minimum, not Winograd's
     assert pick(24, 32) == "winograd"  # block4 of a 256x192 image
     assert pick(48, 64) == ("nnpack" if conv_module._NNPACK else "torch")
@@ -52,27 +52,6 @@ def test_conv3x3_picks_the_algorithm_by_map_size(monkeypatch):
     assert conv._algorithm(torch.zeros(1, 4, 24, 32, dtype=torch.bfloat16)) == "onednn"
     compact = Conv3x3(torch.zeros(8, 4, 3, 3, dtype=torch.uint8), bias, centroids=torch.zeros(256))
     assert compact._algorithm(torch.zeros(1, 4, 24, 32)) != "winograd"  # no transform kept
-
-
-@pytest.mark.skipif(not conv_module._ONEDNN_PACKED, reason="this torch lacks oneDNN's prepacked convolution")
-@pytest.mark.parametrize("size", [(1, 1), (3, 5), (8, 6), (9, 12)])
-def test_small_float32_maps_go_to_onednn_and_match_conv2d(size):
-    """Maps under WINOGRAD_MIN_PIXELS: oneDNN with kernels packed for their size, forward and input
-    gradient (the float32 packing depends on the map's size on some CPUs), dropped by clear_cache."""
-    weight, bias, x = _random(16, 8, *size)
-    conv = Conv3x3(weight, bias)
-    x.requires_grad_()
-    y = conv(x)
-    (grad,) = torch.autograd.grad((y * y.detach().sin()).sum(), x)
-    x_ref = x.detach().requires_grad_()
-    y_ref = F.conv2d(x_ref, weight, bias, padding=1)
-    (grad_ref,) = torch.autograd.grad((y_ref * y_ref.detach().sin()).sum(), x_ref)
-    assert conv._packed_size == size
-    assert _close(y, y_ref) and _close(grad, grad_ref)
-    conv(torch.randn(1, 8, 2, 3))
-    assert conv._packed_size == (2, 3)  # packed anew for another size
-    conv.clear_cache()
-    assert conv._packed is None
 
 
 def test_winograd_kernel_is_kept_until_cleared():
