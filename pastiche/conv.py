@@ -29,7 +29,8 @@ from torch.nn import functional as F
 
 # Asking whether NNPACK is available also initialises it: calls fail before.
 _NNPACK = bool(getattr(torch, "_nnpack_available", lambda: False)())
-# Below this many pixels a map goes to torch's convolution (oneDNN): no fixed cost to amortise.
+# Below this many pixels a map goes to torch's convolution (oneDNN), unless the cached-kernel
+# Winograd takes it (WINOGRAD_MIN_PIXELS): NNPACK's fixed cost per call would not pay.
 _NNPACK_MIN_PIXELS = 256
 # ... and NNPACK is slower than oneDNN at producing few channels: the image gradient (64 → 3
 # channels) takes 10 ms by NNPACK and 3.5 ms by oneDNN at 256x192 px (57 and 41 ms at 577x433).
