@@ -35,10 +35,15 @@ def _cpu_has_bfloat16() -> bool:
 # new feature map then costs one page fault per 2 MB instead of per 4 KB, and the big maps are new
 # on every step (at 577x433 with --low-memory: 2.1 instead of 2.85 s per step;
 # benchmarks/PERFORMANCE.md).
+# MKL_DISABLE_FAST_MM stops MKL (the Gram products, L-BFGS's sums) keeping its own pools of
+# buffers for reuse: 48 MB less in use at rest at 256 px (glibc's mallinfo2, 5 runs), peak RSS
+# 755-756 instead of 781-827 MB in bfloat16 and 902-917 instead of 972-984 MB in float32, the same
+# losses to the digit and the same step time (an AVX-512 Xeon, session 30; benchmarks/PERFORMANCE.md).
 if "torch" not in _sys.modules:
     if not _cpu_has_bfloat16():
         _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    _os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
 
 # The public names are imported at first use (PEP 562), so that ``import pastiche`` alone does
 # not load torch: the command (pastiche.__main__) handles Ctrl-C from its first instant, before
