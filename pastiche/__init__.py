@@ -39,6 +39,7 @@ def _cpu_has_bfloat16() -> bool:
 # buffers for reuse: 48 MB less in use at rest at 256 px (glibc's mallinfo2, 5 runs), peak RSS
 # 755-756 instead of 781-827 MB in bfloat16 and 902-917 instead of 972-984 MB in float32, the same
 # losses to the digit and the same step time (an AVX-512 Xeon, session 30; benchmarks/PERFORMANCE.md).
+# MKL reads any value, 0 included, as 'off'; set it empty to keep the pools.
 if "torch" not in _sys.modules:
     if not _cpu_has_bfloat16():
         _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
