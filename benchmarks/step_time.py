@@ -9,6 +9,7 @@ process's ru_maxrss (os.wait4); on a GPU, peak GPU memory is what torch's CUDA a
 at most (benchmarks/cuda_peak/sitecustomize.py writes it at exit; the CUDA context is not counted).
 
     python benchmarks/step_time.py                      # --size 256 and ≈500² px
+    python benchmarks/step_time.py --ours "--precision float32"   # our float32 path on any CPU
     python benchmarks/step_time.py --device cuda --sizes 1024 --steps 600 --rounds 3 \
         --out benchmarks/results/step_time_cuda.md      # on a GPU machine
 
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("--steps", default="30,24", help="steps per size")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--ours", default="", help="extra options for our CLI, e.g. '--precision float32'")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "step_time.md"))
     args = parser.parse_args()
     if not IMAGES.is_dir():
@@ -94,7 +96,7 @@ def main() -> None:
                       "--device", args.device, *size_args]
             peer = [str(PEER), *common, "--styles", style, "-o", f"{tmp}/peer.png"]
             ours = [sys.executable, "-m", "pastiche", *common, "--style", style, "--single-scale",
-                    "-o", f"{tmp}/ours.png"]
+                    *shlex.split(args.ours), "-o", f"{tmp}/ours.png"]
             tools = {"peer": peer, "ours": ours, "low": ours + ["--low-memory"]}
             results: Dict[str, List[Tuple[float, float, float]]] = {name: [] for name in tools}
             for _ in range(args.rounds):

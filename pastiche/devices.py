@@ -72,6 +72,16 @@ def bfloat16_convolutions() -> bool:
     return bool(probe()) if probe is not None else native_bfloat16()
 
 
+def onednn_float32() -> bool:
+    """Whether float32 convolutions on this CPU go to oneDNN, on channels-last maps with kernels
+    packed once, rather than to NNPACK and our Winograd: where torch runs on AVX-512. There
+    oneDNN's float32 kernels are AVX-512 and NNPACK's AVX2, and a kernel packed for one map size
+    serves every size (as bfloat16 kernels do); on AVX2 the layout depends on the size and NNPACK
+    wins 2-2.5x. At 256 px on an AVX-512 Xeon: 0.27-0.29 instead of 0.33-0.38 s per float32
+    step, with oneDNN limited to a Cascade Lake's instructions too (benchmarks/PERFORMANCE.md)."""
+    return torch.backends.mkldnn.is_available() and torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
 def require_bfloat16(what: str, instead: str) -> None:
     """PasticheError naming ``what`` and ``instead`` unless :func:`bfloat16_convolutions`."""
     if not bfloat16_convolutions():

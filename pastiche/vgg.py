@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .conv import Conv3x3
-from .devices import require_bfloat16
+from .devices import onednn_float32, require_bfloat16
 from .errors import PasticheError
 from .quantized import load_dequantized
 
@@ -181,14 +181,16 @@ class _MaxPool2x2(torch.autograd.Function):
 def _layout(x: torch.Tensor, model_dtype: Optional[torch.dtype] = None) -> torch.memory_format:
     """The memory format a (N, C, H, W) tensor like ``x`` should have: channels-last on a GPU,
     where cuDNN's fast kernels are NHWC and an NCHW tensor costs a transpose each way of every
-    convolution (2 of the 13 ms of a step at 1024 px on an H100), and for oneDNN's bfloat16
-    convolutions on a CPU (22 instead of 25 ms for VGG19's 9 shapes at 256x192 px); NCHW for
-    float32 on a CPU, which NNPACK and our Winograd expect. ``model_dtype``: a bfloat16 model's
-    float32 image is channels-last too, so that its first convolution goes to oneDNN rather than
-    NNPACK: 1.0 instead of 5.3 ms at 256x192 px with the cast to bfloat16 (21 instead of 64 ms
-    at 577x433), and no NNPACK workspace kept for the process's life (15.6 MB at 256x192)."""
-    bfloat16 = torch.bfloat16 in (x.dtype, model_dtype)
-    return torch.channels_last if x.device.type == "cuda" or bfloat16 else torch.contiguous_format
+    convolution (2 of the 13 ms of a step at 1024 px on an H100), and for oneDNN's convolutions on
+    a CPU: bfloat16 ones (22 instead of 25 ms for VGG19's 9 shapes at 256x192 px), and float32
+    ones where :func:`~pastiche.devices.onednn_float32`; else NCHW, which NNPACK and our Winograd
+    expect. ``model_dtype``: a bfloat16 model's float32 image is channels-last too, so that its
+    first convolution goes to oneDNN rather than NNPACK: 1.0 instead of 5.3 ms at 256x192 px
+    with the cast to bfloat16 (21 instead of 64 ms at 577x433), and no NNPACK workspace kept for
+    the process's life (15.6 MB at 256x192)."""
+    if x.device.type == "cuda" or torch.bfloat16 in (x.dtype, model_dtype):
+        return torch.channels_last
+    return torch.channels_last if x.device.type == "cpu" and onednn_float32() else torch.contiguous_format
 
 
 class VGG19(nn.Module):

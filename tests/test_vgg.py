@@ -403,9 +403,10 @@ def test_image_gradient_matches_autograd(model, layers, winograd_max_pixels, mon
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("supplemental", [(), (("cpu", 10),)])
 def test_gpu_features_and_gradient_match_the_cpu(model, supplemental):
-    """On a GPU the maps are channels-last (cuDNN's layout) and ReLU and pooling are torch's
-    own: same features and image gradient as on the CPU (in float32: TF32 off, which the Grams
-    follow), also when layers from block3 on run on the CPU (--supplemental-device)."""
+    """On a GPU the maps are channels-last (cuDNN's layout; on the CPU too where oneDNN takes
+    float32) and ReLU and pooling are torch's own: same features and image gradient as on the CPU
+    (in float32: TF32 off, which the Grams follow), also when layers from block3 on run on the
+    CPU (--supplemental-device)."""
     import copy
 
     from pastiche.losses import gram
@@ -418,7 +419,8 @@ def test_gpu_features_and_gradient_match_the_cpu(model, supplemental):
         x = image.to(device).requires_grad_()
         with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
             out = net(x, layers)
-            assert out["block1_relu1"].is_contiguous(memory_format=torch.channels_last) == (device == "cuda")
+            channels_last = device == "cuda" or vgg_module.onednn_float32()
+            assert out["block1_relu1"].is_contiguous(memory_format=torch.channels_last) == channels_last
             loss = sum(gram(f).sum() + f.sum() for f in out.values())
             (grad,) = torch.autograd.grad(loss, x)
         results.append(([out[n].cpu() for n in layers], grad.cpu()))
@@ -428,11 +430,15 @@ def test_gpu_features_and_gradient_match_the_cpu(model, supplemental):
     assert (gpu_grad - cpu_grad).abs().max() <= 1e-3 * cpu_grad.abs().max()  # the CPU's Winograd rounds more
 
 
-def test_compact_model_gives_the_same_features_and_gradient(model, image, monkeypatch):
+@pytest.mark.parametrize("onednn", [False, True])
+def test_compact_model_gives_the_same_features_and_gradient(image, monkeypatch, onednn):
     """compact=True keeps uint8 codebook indices (a quarter of the bytes) and rebuilds the same
-    float32 kernels: bit-identical activations and image gradients by the same algorithms (a
-    compact convolution never takes the cached-kernel Winograd, so that is off here)."""
+    float32 kernels: bit-identical activations and image gradients by NNPACK and torch's
+    convolution (a compact convolution never takes the cached-kernel Winograd, so that is off
+    here), and the same to rounding by oneDNN, where the plain model's kernels are packed."""
     monkeypatch.setattr(conv_module, "WINOGRAD_MAX_PIXELS", 0)
+    monkeypatch.setattr(vgg_module, "onednn_float32", lambda: onednn)
+    model = vgg19(weights=BUNDLED_FILE, up_to="block3_relu1")
     compact = vgg19(weights=BUNDLED_FILE, up_to="block3_relu1", compact=True)
     conv = compact.layers["block3_conv1"]
     assert conv.weight is None and conv.indices.dtype == torch.uint8
@@ -445,8 +451,9 @@ def test_compact_model_gives_the_same_features_and_gradient(model, image, monkey
     out_a, out_b = model(a, layers), compact(b, layers)
     sum(v.square().sum() for v in out_a.values()).backward()
     sum(v.square().sum() for v in out_b.values()).backward()
-    assert all(torch.equal(out_a[n], out_b[n]) for n in layers)
-    assert torch.equal(a.grad, b.grad) and a.grad.abs().max() > 0
+    same = torch.equal if not onednn else lambda x, y: (x - y).abs().max() <= 1e-5 * y.abs().max()
+    assert all(same(out_a[n], out_b[n]) for n in layers)
+    assert same(a.grad, b.grad) and a.grad.abs().max() > 0
 
 
 @pytest.mark.bfloat16
@@ -469,13 +476,39 @@ def test_compact_bfloat16_kernels_come_in_the_maps_layout(image):
     assert copies and not [s for s in copies if s in shapes]
 
 
-def test_clear_cache_forgets_every_transformed_kernel(model, image):
+def test_clear_cache_forgets_every_transformed_kernel(image, monkeypatch):
+    monkeypatch.setattr(vgg_module, "onednn_float32", lambda: False)  # NCHW maps: the Winograd takes some
+    model = vgg19(weights=BUNDLED_FILE, up_to="block2_relu1")
     x = image.clone().requires_grad_()
     model(x, ["block2_relu1"])["block2_relu1"].sum().backward()
     convs = [layer for layer in model.layers.values() if isinstance(layer, conv_module.Conv3x3)]
     assert any(conv._winograd is not None for conv in convs)
     model.clear_cache()
     assert all(conv._winograd is None for conv in convs)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_float32_maps_go_to_onednn_channels_last_where_it_takes_float32(image, monkeypatch, compact):
+    """Where oneDNN takes float32 convolutions (devices.onednn_float32: AVX-512) the maps are
+    channels-last and no convolution is NNPACK's or the Winograd's; elsewhere they are NCHW.
+    Both give the same features and image gradient, to float32 rounding."""
+    layers = ["block1_relu1", "block2_relu1", "block3_relu1"]
+    results = {}
+    for onednn in (False, True):
+        monkeypatch.setattr(vgg_module, "onednn_float32", lambda: onednn)
+        model = vgg19(weights=BUNDLED_FILE, up_to="block3_relu1", compact=compact)
+        x = image.clone().requires_grad_()
+        with torch.profiler.profile() as prof:
+            out = model(x, layers)
+            sum(v.square().sum() for v in out.values()).backward()
+        names = {e.name for e in prof.events()}
+        assert out["block2_relu1"].is_contiguous(memory_format=torch.channels_last) == onednn
+        assert not onednn or not names & {"aten::_nnpack_spatial_convolution", "aten::bmm"}, names
+        results[onednn] = [out[n].detach() for n in layers], x.grad
+    (maps, grad), (onednn_maps, onednn_grad) = results[False], results[True]
+    for ours, ref in zip(onednn_maps, maps):
+        assert (ours - ref).abs().max() <= 1e-5 * ref.abs().max()
+    assert (onednn_grad - grad).abs().max() <= 1e-4 * grad.abs().max()  # the Winograd rounds more
 
 
 @pytest.mark.bfloat16
