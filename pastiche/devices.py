@@ -79,7 +79,8 @@ def onednn_float32() -> bool:
     serves every size (as bfloat16 kernels do); on AVX2 the layout depends on the size and NNPACK
     wins 2-2.5x. At 256 px on an AVX-512 Xeon: 0.27-0.29 instead of 0.33-0.38 s per float32
     step, with oneDNN limited to a Cascade Lake's instructions too (benchmarks/PERFORMANCE.md)."""
-    return torch.backends.mkldnn.is_available() and torch.backends.cpu.get_cpu_capability() == "AVX512"
+    cpu = getattr(torch.backends, "cpu", None)  # absent before torch 2.1: float32 stays on NNPACK
+    return torch.backends.mkldnn.is_available() and cpu is not None and cpu.get_cpu_capability() == "AVX512"
 
 
 def require_bfloat16(what: str, instead: str) -> None:

@@ -81,3 +81,11 @@ def test_bfloat16_off_the_cpu_and_unknown_precisions_are_refused():
     with pytest.raises(PasticheError) as info:
         compute_dtype("half", [torch.device("cpu")])
     assert str(info.value) == "unknown precision 'half'; use auto, float32, bfloat16"
+
+
+@pytest.mark.parametrize("capability, mkldnn, expected", [("AVX512", True, True), ("AVX2", True, False),
+                                                          ("DEFAULT", True, False), ("AVX512", False, False)])
+def test_float32_goes_to_onednn_only_where_torch_runs_on_avx512(monkeypatch, capability, mkldnn, expected):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
+    assert devices.onednn_float32() is expected
