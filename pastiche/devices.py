@@ -78,9 +78,13 @@ def onednn_float32() -> bool:
     oneDNN's float32 kernels are AVX-512 and NNPACK's AVX2, and a kernel packed for one map size
     serves every size (as bfloat16 kernels do); on AVX2 the layout depends on the size and NNPACK
     wins 2-2.5x. At 256 px on an AVX-512 Xeon: 0.27-0.29 instead of 0.33-0.38 s per float32
-    step, with oneDNN limited to a Cascade Lake's instructions too (benchmarks/PERFORMANCE.md)."""
+    step, with oneDNN limited to a Cascade Lake's instructions too (benchmarks/PERFORMANCE.md).
+    Not where oneDNN is told to stop short of AVX-512 (``ONEDNN_MAX_CPU_ISA=AVX2``: 0.66 instead
+    of 0.40 s a step there, its kernels repacked at each call)."""
     cpu = getattr(torch.backends, "cpu", None)  # absent before torch 2.1: float32 stays on NNPACK
-    return torch.backends.mkldnn.is_available() and cpu is not None and cpu.get_cpu_capability() == "AVX512"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    return (torch.backends.mkldnn.is_available() and cpu is not None and cpu.get_cpu_capability() == "AVX512"
+            and isa.startswith(("ALL", "AVX512", "AVX10")))
 
 
 def require_bfloat16(what: str, instead: str) -> None:

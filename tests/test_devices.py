@@ -88,4 +88,9 @@ def test_bfloat16_off_the_cpu_and_unknown_precisions_are_refused():
 def test_float32_goes_to_onednn_only_where_torch_runs_on_avx512(monkeypatch, capability, mkldnn, expected):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     assert devices.onednn_float32() is expected
+    for isa, allowed in (("AVX2", False), ("avx512_core_vnni", True), ("AVX10_1_512_AMX", True), ("ALL", True)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)  # a user's limit on oneDNN's instructions
+        assert devices.onednn_float32() is (expected and allowed)
