@@ -188,9 +188,9 @@ def _layout(x: torch.Tensor, model_dtype: Optional[torch.dtype] = None) -> torch
     first convolution goes to oneDNN rather than NNPACK: 1.0 instead of 5.3 ms at 256x192 px
     with the cast to bfloat16 (21 instead of 64 ms at 577x433), and no NNPACK workspace kept for
     the process's life (15.6 MB at 256x192)."""
-    if x.device.type == "cuda" or torch.bfloat16 in (x.dtype, model_dtype):
-        return torch.channels_last
-    return torch.channels_last if x.device.type == "cpu" and onednn_float32() else torch.contiguous_format
+    bfloat16 = torch.bfloat16 in (x.dtype, model_dtype)
+    channels_last = x.device.type == "cuda" or bfloat16 or (x.device.type == "cpu" and onednn_float32())
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 class VGG19(nn.Module):

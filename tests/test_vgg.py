@@ -495,7 +495,7 @@ def test_float32_maps_go_to_onednn_channels_last_where_it_takes_float32(image, m
     layers = ["block1_relu1", "block2_relu1", "block3_relu1"]
     results = {}
     for onednn in (False, True):
-        monkeypatch.setattr(vgg_module, "onednn_float32", lambda: onednn)
+        monkeypatch.setattr(vgg_module, "onednn_float32", lambda onednn=onednn: onednn)
         model = vgg19(weights=BUNDLED_FILE, up_to="block3_relu1", compact=compact)
         x = image.clone().requires_grad_()
         with torch.profiler.profile() as prof:
