@@ -28,3 +28,15 @@ def test_a_users_own_setting_wins():
 def test_nothing_set_once_torch_is_loaded():
     """Both only take effect before torch's first import, so after it pastiche leaves them alone."""
     assert _environment_after("import torch, pastiche") == [None, None]
+
+
+def test_openmp_waits_passively_only_where_float32_runs_on_nnpack():
+    """OMP_WAIT_POLICY=PASSIVE is for NNPACK's thread pool: AVX2 CPUs (and no /proc/cpuinfo).
+    With bfloat16 arithmetic or AVX-512 (F, BW, VL, DQ) the convolutions are oneDNN's."""
+    from pastiche import _float32_on_nnpack
+
+    avx512 = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"}
+    assert _float32_on_nnpack({"avx2", "fma"}) and _float32_on_nnpack(set())
+    assert _float32_on_nnpack({"avx2", "avx512f"})  # AVX-512 F alone (Knights Landing): not torch's AVX512
+    assert not _float32_on_nnpack(avx512)  # Skylake-SP, Cascade Lake, Ice Lake: float32 on oneDNN
+    assert not _float32_on_nnpack(avx512 | {"avx512_bf16"}) and not _float32_on_nnpack({"amx_tile"})
