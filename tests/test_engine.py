@@ -16,6 +16,7 @@ from torch.nn import functional as F
 import pastiche
 from pastiche import color
 from pastiche import conv as conv_module
+from pastiche import vgg as vgg_module
 from pastiche.engine import DEFAULT_STYLE_LAYERS, StyleTransfer
 from pastiche.errors import PasticheError
 from pastiche.imageio import load_image
@@ -126,18 +127,19 @@ def test_a_new_level_starts_lbfgs_with_the_last_levels_scale(content_path, style
 def test_low_memory_takes_the_same_steps_with_a_shorter_history(content_path, style_path, monkeypatch, precision):
     """low_memory keeps the kernels as uint8 indices (same kernels, so by the same algorithms the
     same losses while L-BFGS's history is not yet full) and 10 history pairs instead of 20.
-    (Compact kernels never take the cached-kernel Winograd: it is off here; in bfloat16 they are
-    not prepacked: equal here, but another CPU's oneDNN may round differently.)"""
+    (Compact kernels never take the cached-kernel Winograd: it is off here; on oneDNN, bfloat16
+    or float32 on AVX-512, they are not prepacked, and a CPU's oneDNN may take another
+    implementation for each, which rounds differently.)"""
     monkeypatch.setattr(conv_module, "WINOGRAD_MAX_PIXELS", 0)
     full = _job(content_path, style_path, precision=precision)
     low = _job(content_path, style_path, low_memory=True, precision=precision)
     assert (full.lbfgs_history, low.lbfgs_history) == (20, 10)
     assert low.vgg.layers["block1_conv1"].weight is None
     losses, low_losses = [full.step() for _ in range(8)], [low.step() for _ in range(8)]
-    if precision == "float32":
+    if precision == "float32" and not vgg_module.onednn_float32():
         assert losses == low_losses and torch.equal(full.pixels, low.pixels)
     else:
-        assert low_losses == pytest.approx(losses, rel=1e-2)
+        assert low_losses == pytest.approx(losses, rel=1e-2 if precision == "bfloat16" else 1e-4)
     assert _job(content_path, style_path, low_memory=True, lbfgs_history=3).lbfgs_history == 3
 
 
