@@ -10,6 +10,7 @@ import os
 import random
 import warnings
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
@@ -72,6 +73,7 @@ def bfloat16_convolutions() -> bool:
     return bool(probe()) if probe is not None else native_bfloat16()
 
 
+@lru_cache(maxsize=None)
 def onednn_float32() -> bool:
     """Whether float32 convolutions on this CPU go to oneDNN, on channels-last maps with kernels
     packed once, rather than to NNPACK and our Winograd: where torch runs on AVX-512. There
@@ -80,7 +82,9 @@ def onednn_float32() -> bool:
     wins 2-2.5x. At 256 px on an AVX-512 Xeon: 0.27-0.29 instead of 0.33-0.38 s per float32
     step, with oneDNN limited to a Cascade Lake's instructions too (benchmarks/PERFORMANCE.md).
     Not where oneDNN is told to stop short of AVX-512 (``ONEDNN_MAX_CPU_ISA=AVX2``: 0.66 instead
-    of 0.40 s a step there, its kernels repacked at each call)."""
+    of 0.40 s a step there, its kernels repacked at each call). Decided once per process, as
+    oneDNN reads that limit once: vgg._layout asks at every layer, and the kernels, laid out when
+    the model is built, must meet maps in the same layout (NNPACK fails on channels-last ones)."""
     cpu = getattr(torch.backends, "cpu", None)  # absent before torch 2.1: float32 stays on NNPACK
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
     return (torch.backends.mkldnn.is_available() and cpu is not None and cpu.get_cpu_capability() == "AVX512"

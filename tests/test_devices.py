@@ -90,7 +90,20 @@ def test_float32_goes_to_onednn_only_where_torch_runs_on_avx512(monkeypatch, cap
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
-    assert devices.onednn_float32() is expected
+    decide = devices.onednn_float32.__wrapped__  # the answer, not the process's cached one
+    assert decide() is expected
     for isa, allowed in (("AVX2", False), ("avx512_core_vnni", True), ("AVX10_1_512_AMX", True), ("ALL", True)):
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)  # a user's limit on oneDNN's instructions
-        assert devices.onednn_float32() is (expected and allowed)
+        assert decide() is (expected and allowed)
+
+
+def test_the_process_keeps_its_first_answer_on_float32(monkeypatch):
+    """Kernels are laid out when the model is built and maps at every layer: the answer must not
+    change mid-process, as oneDNN's own reading of its ISA limit does not."""
+    first = devices.onednn_float32()
+    # what would make the answer the opposite now
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2" if first else "AVX512")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert devices.onednn_float32.__wrapped__() is not first
+    assert devices.onednn_float32() is first
