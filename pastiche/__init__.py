@@ -13,32 +13,41 @@ import sys as _sys  # noqa: E402
 from typing import TYPE_CHECKING as _TYPE_CHECKING, Any as _Any  # noqa: E402
 
 
-def _cpu_flags() -> set:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none): this runs before
-    torch is imported, so it cannot ask torch."""
+def _cpuinfo() -> tuple[str, set]:
+    """The CPU's vendor ("GenuineIntel", "AuthenticAMD"; "" where unknown) and its feature flags,
+    from /proc/cpuinfo (none where there is none): this runs before torch is imported, so it
+    cannot ask torch."""
     if not _os.path.exists("/proc/cpuinfo"):
-        return set()
+        return "", set()
+    fields = {}
     with open("/proc/cpuinfo") as f:
-        return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+        for line in f:
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if "vendor_id" in fields and "flags" in fields:
+                break
+    return fields.get("vendor_id", ""), set(fields.get("flags", "").split())
 
 
-def _float32_on_nnpack(flags: set) -> bool:
+def _float32_on_nnpack(vendor: str, flags: set) -> bool:
     """Whether the default precision's convolutions run on NNPACK: float32 (no AVX512-BF16 or
-    AMX, see devices.native_bfloat16) on a CPU without the AVX-512 that torch needs to send float32
-    to oneDNN instead (devices.onednn_float32)."""
+    AMX, see devices.native_bfloat16) anywhere but on an Intel CPU with the AVX-512 that torch
+    needs to send float32 to oneDNN instead (devices.onednn_float32)."""
     bfloat16 = bool({"avx512_bf16", "amx_tile"} & flags)
-    return not bfloat16 and not {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
+    avx512 = {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
+    return not bfloat16 and not (vendor == "GenuineIntel" and avx512)
 
 
-# float32 convolutions on an AVX2 CPU run on NNPACK's thread pool and the other ops on OpenMP's.
+# float32 convolutions (but on an Intel CPU with AVX-512) run on NNPACK's thread pool and the
+# other ops on OpenMP's.
 # OpenMP threads that spin while waiting for work steal the cores NNPACK needs: at 256 px on 2
 # cores a float32 step takes 0.23 s with OMP_WAIT_POLICY=PASSIVE and 0.29-0.30 s spinning. Where
-# the convolutions run on oneDNN, which uses OpenMP too (bfloat16, and float32 on AVX-512),
-# spinning only helps: passive waits cost ~40 us per small op (waking a thread), 17-18 instead of
-# 11-12 ms per 64 px bfloat16 step, 124 instead of 114-122 ms at 256 px (AMD EPYC, 2 cores;
-# README), 0.33 instead of 0.31 s per float32 step at 256 px on an AVX-512 Xeon (session 31).
-# Both only take effect if set before torch is first imported, so a user's own setting or an
-# earlier import wins.
+# the convolutions run on oneDNN, which uses OpenMP too (bfloat16, and float32 on an Intel CPU
+# with AVX-512), spinning only helps: passive waits cost ~40 us per small op (waking a thread),
+# 17-18 instead of 11-12 ms per 64 px bfloat16 step, 124 instead of 114-122 ms at 256 px (AMD
+# EPYC, 2 cores; README), 0.33 instead of 0.31 s per float32 step at 256 px on an AVX-512 Xeon
+# (session 31). Both only take effect if set before torch is first imported, so a user's own
+# setting or an earlier import wins.
 # THP_MEM_ALLOC_ENABLE asks the kernel for 2 MB pages for torch's CPU tensors of 2 MB or more: a
 # new feature map then costs one page fault per 2 MB instead of per 4 KB, and the big maps are new
 # on every step (at 577x433 with --low-memory: 2.1 instead of 2.85 s per step;
@@ -49,7 +58,7 @@ def _float32_on_nnpack(flags: set) -> bool:
 # losses to the digit and the same step time (an AVX-512 Xeon, session 30; benchmarks/PERFORMANCE.md).
 # MKL reads any value, 0 included, as 'off'; set it empty to keep the pools.
 if "torch" not in _sys.modules:
-    if _float32_on_nnpack(_cpu_flags()):
+    if _float32_on_nnpack(*_cpuinfo()):
         _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     _os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")

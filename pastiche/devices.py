@@ -15,6 +15,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 
+from . import _cpuinfo
 from .errors import PasticheError
 
 
@@ -76,19 +77,21 @@ def bfloat16_convolutions() -> bool:
 @lru_cache(maxsize=None)
 def onednn_float32() -> bool:
     """Whether float32 convolutions on this CPU go to oneDNN, on channels-last maps with kernels
-    packed once, rather than to NNPACK and our Winograd: where torch runs on AVX-512. There
-    oneDNN's float32 kernels are AVX-512 and NNPACK's AVX2, and a kernel packed for one map size
-    serves every size (as bfloat16 kernels do); on AVX2 the layout depends on the size and NNPACK
-    wins 2-2.5x. At 256 px on an AVX-512 Xeon: 0.27-0.29 instead of 0.33-0.38 s per float32
-    step, with oneDNN limited to a Cascade Lake's instructions too (benchmarks/PERFORMANCE.md).
-    Not where oneDNN is told to stop short of AVX-512 (``ONEDNN_MAX_CPU_ISA=AVX2``: 0.66 instead
-    of 0.40 s a step there, its kernels repacked at each call). Decided once per process, as
-    oneDNN reads that limit once: vgg._layout asks at every layer, and the kernels, laid out when
-    the model is built, must meet maps in the same layout (NNPACK fails on channels-last ones)."""
+    packed once, rather than to NNPACK and our Winograd: where torch runs on AVX-512 on an Intel
+    CPU. There oneDNN's float32 kernels are AVX-512 and NNPACK's AVX2, and a kernel packed for one
+    map size serves every size (as bfloat16 kernels do); on AVX2 the layout depends on the size and
+    NNPACK wins 2-2.5x. At 256 px on an AVX-512 Xeon: 0.27-0.29 instead of 0.33-0.38 s per float32
+    step, with oneDNN limited to a Cascade Lake's instructions too. Not on an AMD EPYC (Zen 4),
+    whose AVX-512 runs as two 256-bit halves: there oneDNN took 1.21-1.25x NNPACK's time at ≈500²
+    px (benchmarks/PERFORMANCE.md). Not where oneDNN is told to stop short of AVX-512
+    (``ONEDNN_MAX_CPU_ISA=AVX2``: 0.66 instead of 0.40 s a step there, its kernels repacked at
+    each call). Decided once per process, as oneDNN reads that limit once: vgg._layout asks at
+    every layer, and the kernels, laid out when the model is built, must meet maps in the same
+    layout (NNPACK fails on channels-last ones)."""
     cpu = getattr(torch.backends, "cpu", None)  # absent before torch 2.1: float32 stays on NNPACK
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
-    return (torch.backends.mkldnn.is_available() and cpu is not None and cpu.get_cpu_capability() == "AVX512"
-            and isa.startswith(("ALL", "AVX512", "AVX10")))
+    return (_cpuinfo()[0] == "GenuineIntel" and torch.backends.mkldnn.is_available() and cpu is not None
+            and cpu.get_cpu_capability() == "AVX512" and isa.startswith(("ALL", "AVX512", "AVX10")))
 
 
 def require_bfloat16(what: str, instead: str) -> None:

@@ -83,9 +83,13 @@ def test_bfloat16_off_the_cpu_and_unknown_precisions_are_refused():
     assert str(info.value) == "unknown precision 'half'; use auto, float32, bfloat16"
 
 
-@pytest.mark.parametrize("capability, mkldnn, expected", [("AVX512", True, True), ("AVX2", True, False),
-                                                          ("DEFAULT", True, False), ("AVX512", False, False)])
-def test_float32_goes_to_onednn_only_where_torch_runs_on_avx512(monkeypatch, capability, mkldnn, expected):
+@pytest.mark.parametrize("vendor, capability, mkldnn, expected", [
+    ("GenuineIntel", "AVX512", True, True), ("GenuineIntel", "AVX2", True, False),
+    ("GenuineIntel", "DEFAULT", True, False), ("GenuineIntel", "AVX512", False, False),
+    ("AuthenticAMD", "AVX512", True, False), ("", "AVX512", True, False)])
+def test_float32_goes_to_onednn_only_where_torch_runs_on_intels_avx512(monkeypatch, vendor, capability, mkldnn,
+                                                                       expected):
+    monkeypatch.setattr(devices, "_cpuinfo", lambda: (vendor, {"avx512f"}))
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
@@ -102,6 +106,7 @@ def test_the_process_keeps_its_first_answer_on_float32(monkeypatch):
     change mid-process, as oneDNN's own reading of its ISA limit does not."""
     first = devices.onednn_float32()
     # what would make the answer the opposite now
+    monkeypatch.setattr(devices, "_cpuinfo", lambda: ("AuthenticAMD" if first else "GenuineIntel", set()))
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2" if first else "AVX512")
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")

@@ -2,6 +2,7 @@
 
 import ast
 import os
+import platform
 import subprocess
 import sys
 
@@ -31,12 +32,19 @@ def test_nothing_set_once_torch_is_loaded():
 
 
 def test_openmp_waits_passively_only_where_float32_runs_on_nnpack():
-    """OMP_WAIT_POLICY=PASSIVE is for NNPACK's thread pool: AVX2 CPUs (and no /proc/cpuinfo).
-    With bfloat16 arithmetic or AVX-512 (F, BW, VL, DQ) the convolutions are oneDNN's."""
-    from pastiche import _float32_on_nnpack
+    """OMP_WAIT_POLICY=PASSIVE is for NNPACK's thread pool: CPUs without bfloat16 arithmetic but
+    Intel's with AVX-512 (F, BW, VL, DQ), whose float32 convolutions are oneDNN's (and no
+    /proc/cpuinfo)."""
+    from pastiche import _cpuinfo, _float32_on_nnpack
 
     avx512 = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"}
-    assert _float32_on_nnpack({"avx2", "fma"}) and _float32_on_nnpack(set())
-    assert _float32_on_nnpack({"avx2", "avx512f"})  # AVX-512 F alone (Knights Landing): not torch's AVX512
-    assert not _float32_on_nnpack(avx512)  # Skylake-SP, Cascade Lake, Ice Lake: float32 on oneDNN
-    assert not _float32_on_nnpack(avx512 | {"avx512_bf16"}) and not _float32_on_nnpack({"amx_tile"})
+    intel, amd = "GenuineIntel", "AuthenticAMD"
+    assert _float32_on_nnpack(intel, {"avx2", "fma"}) and _float32_on_nnpack("", set())
+    assert _float32_on_nnpack(intel, {"avx2", "avx512f"})  # AVX-512 F alone (Knights Landing): not torch's AVX512
+    assert not _float32_on_nnpack(intel, avx512)  # Skylake-SP, Cascade Lake, Ice Lake: float32 on oneDNN
+    assert _float32_on_nnpack(amd, avx512)  # AVX-512 in two halves: NNPACK's (devices.onednn_float32)
+    for vendor in (intel, amd):
+        assert not _float32_on_nnpack(vendor, avx512 | {"avx512_bf16"}) and not _float32_on_nnpack(vendor, {"amx_tile"})
+    vendor, flags = _cpuinfo()  # this host's, read as the import reads them
+    if os.path.exists("/proc/cpuinfo") and platform.machine() == "x86_64":
+        assert vendor and {"sse2", "avx2"} & flags
