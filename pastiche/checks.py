@@ -40,7 +40,8 @@ def whole(value: object) -> bool:
 
 
 def check_positive(value: Optional[float], option: str) -> None:
-    if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0):
+    if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                                  and 0 < value < math.inf):
         raise PasticheError(f"{option} must be a positive number, got {value!r}")
 
 

@@ -10,9 +10,9 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 from tqdm.auto import tqdm
 
@@ -227,7 +227,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.video and not args.workspace:
                 raise PasticheError("--video joins the --workspace frames; give --workspace DIR too")
             if args.video:
-                check_video_output(args.video, inputs=[args.content, *args.styles])
+                check_video_output(args.video, inputs=[args.content, *args.styles], option="--video")
             return _run(args, output)
     except PasticheError as e:
         print(f"pastiche: error: {e}", file=sys.stderr)
@@ -294,36 +294,29 @@ def _run_video(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, output: Path) -> int:
     start = time.perf_counter()
-    if args.workspace:
-        try:
-            os.makedirs(args.workspace, exist_ok=True)
-        except FileExistsError:  # exist_ok covers folders only
-            raise PasticheError(f"--workspace '{args.workspace}' is a file, not a folder; choose a folder"
-                                " (it is created if missing)") from None
-        except OSError as e:
-            raise PasticheError(f"cannot create --workspace '{args.workspace}': {e.strerror}") from None
     seed = seed_everything(args.seed, deterministic=args.deterministic)
     job = StyleTransfer(args.content, args.styles, **_options(args))
-    say = print if args.verbose else (lambda *a, **k: None)
+    # A bar for people at a terminal; pastiche 1.6.0's text rows for logs (and above the bar).
+    bar = args.verbose and sys.stderr.isatty()
+    say = _printer((tqdm.write if bar else print) if args.verbose else None)  # tqdm's keeps rows above it
     dtype = str(job.dtype).replace("torch.", "")
     say(f"device: {job.device} ({dtype})\nseed: {seed}\nsize: {job.full_size[0]}x{job.full_size[1]}")
     schedule = plan(job.full_size, args.num_steps, args.coarse_steps)
     say("schedule: " + ", ".join(f"{w}x{h} px {n} steps" for (w, h), n in schedule))
     total = sum(n for _, n in schedule)
     width = len(str(total))
-    # A bar for people at a terminal; pastiche 1.6.0's text rows for logs (and above the bar).
-    bar = args.verbose and sys.stderr.isatty()
-    row = (lambda text: tqdm.write(text)) if bar else say
-    row("\nstep elapsed loss\n---- ------- ----")
 
     def frame(job: StyleTransfer) -> None:
         step = job.step_count
         if args.workspace and step % args.workspace_step == 0:
             save_image(job.image_tensor(), Path(args.workspace) / f"{args.workspace_prefix}{step:0{width}d}.png")
         if step % args.info_step == 0:
-            row(f"{step: <4} {time.perf_counter() - start: <7.1f} {job.loss:.2f}")
+            say(f"{step: <4} {time.perf_counter() - start: <7.1f} {job.loss:.2f}")
 
     job.resize(*schedule[0][0])  # targets at the first level; errors like "too small" show here
+    if args.workspace:  # only now that every input has been checked
+        _make_workspace(args.workspace)
+    say("\nstep elapsed loss\n---- ------- ----")
     if args.verbose:
         job.evaluate()  # the step-0 row shows the starting loss, as pastiche 1.6.0's does
     frame(job)
@@ -341,3 +334,36 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     if args.video:
         say(f"wrote {frames_to_video([args.workspace], args.video, fps=args.fps)}")
     return 0
+
+
+def _make_workspace(folder: str) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except FileExistsError:  # exist_ok covers folders only
+        raise PasticheError(f"--workspace '{folder}' is a file, not a folder; choose a folder"
+                            " (it is created if missing)") from None
+    except OSError as e:
+        raise PasticheError(f"cannot create --workspace '{folder}': {e.strerror}; choose another"
+                            " folder") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PasticheError(f"--workspace '{folder}' is not writable; choose another folder")
+
+
+def _printer(write: Optional[Callable[[str], None]]) -> Callable[[str], None]:
+    """``write`` (None: print nothing) until it fails, as a closed pipe (``| head``) or a full
+    disk under stdout makes it; then one line on stderr and no more text, so that the run goes
+    on and its image is saved."""
+    failed = write is None
+
+    def say(text: str) -> None:
+        nonlocal failed
+        if failed:
+            return
+        try:
+            write(text)
+        except OSError as e:
+            failed = True
+            with suppress(OSError):  # stderr gone too: nowhere left to say it
+                print(f"pastiche: cannot print progress ({e.strerror or e}); going on without it",
+                      file=sys.stderr)
+    return say

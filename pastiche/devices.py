@@ -6,6 +6,7 @@ PasticheError naming the ones present, not torch's own error on first use.
 
 from __future__ import annotations
 
+import numbers
 import os
 import random
 import warnings
@@ -122,6 +123,8 @@ def seed_everything(seed: Optional[int], *, deterministic: bool = False) -> int:
     """Seed torch's generators (a random seed if None); return the seed used. Process-wide: the
     command's way; a library call goes through :func:`seeded`."""
     seed = random.randint(0, 2 ** 32 - 1) if seed is None else seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not -2 ** 63 <= seed < 2 ** 64:
+        raise PasticheError(f"--seed {seed!r} is not a whole number from -2**63 to 2**64 - 1; pick another")
     torch.manual_seed(seed)
     if deterministic:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False

@@ -110,6 +110,9 @@ class StyleTransfer:
                               (style_size, "--style-size"), (style_size_pixels, "--style-size-pixels"),
                               (learning_rate, "--learning-rate")):
             check_positive(value, option)
+        if learning_rate > torch.finfo(torch.float32).max:  # the optimisers scale float32 tensors by it
+            raise PasticheError(f"--learning-rate {learning_rate} is too large for float32; try 1 (L-BFGS)"
+                                " or 1 to 10 (Adam)")
         if optimizer not in ("lbfgs", "adam"):
             raise PasticheError(f"unknown optimizer '{optimizer}'; use 'lbfgs' or 'adam'")
         if preserve_color and luminance_only:
@@ -123,16 +126,16 @@ class StyleTransfer:
             raise PasticheError(f"lbfgs_history must be a whole number of pairs, at least 1, got {lbfgs_history!r}")
         self.preserve_color, self.luminance_only = preserve_color, luminance_only
         self.device = resolve_device(device or default_device())
-        supplemental = [(resolve_device(d), int(i)) for d, i in supplemental_devices]
+        supplemental = [(resolve_device(d), i) for d, i in supplemental_devices]
         # On one CUDA device a step's forward and backward replay as a CUDA graph (see _graphed):
         # on torch's current one, as measured (capture and replay use its streams)
         self.use_cuda_graphs = (self.device.type == "cuda" and not supplemental
                                 and self.device.index in (None, torch.cuda.current_device()))
         self._graph: Optional[Tuple[torch.cuda.CUDAGraph, torch.Tensor]] = None
         for _, index in supplemental:
-            if not 0 < index < len(LAYER_NAMES):
-                raise PasticheError(f"--supplemental-device layer index {index} is out of range;"
-                                    f" use 1 to {len(LAYER_NAMES) - 1}")
+            if not whole(index) or index >= len(LAYER_NAMES):
+                raise PasticheError(f"--supplemental-device layer index {index!r} is not a layer number from"
+                                    f" 1 to {len(LAYER_NAMES) - 1} (see --list-layers)")
 
         deepest = max(LAYER_INDEX[n] for n in self.content_layers + self.style_layers)
         self.dtype = compute_dtype(precision, [self.device, *(d for d, _ in supplemental)])
@@ -208,11 +211,13 @@ class StyleTransfer:
         in [0, 255], else the constructor's init."""
         with self._out_of_memory_is_an_error(width, height):
             scale = width / self.full_size[0]  # styles shrink with the content on coarse levels
-            content = self._load(self._content_image, (width, height), self._content_label, "--size")
+            content = self._load(self._content_image, (width, height), self._content_label,
+                                 "--size or --size-pixels")
             self.content = content
             styles = []
             for image, label in zip(self._style_images, self._style_labels):
-                style = self._load(image, self._style_dims(image, scale), label, "--style-size")
+                style = self._load(image, self._style_dims(image, scale), label,
+                                   "--style-size or --style-size-pixels")
                 if self.preserve_color:
                     style = color.match_color(style, content)
                 if self.luminance_only:
@@ -271,7 +276,8 @@ class StyleTransfer:
         return load_image(image.resize(dims, Image.BILINEAR)).to(self.device)
 
     def _load_init(self, init: ImageLike, size: Tuple[int, int]) -> torch.Tensor:
-        return self._load(open_image(init, name="init image"), size, describe_source(init, "init image"), "--size")
+        return self._load(open_image(init, name="init image"), size, describe_source(init, "init image"),
+                          "--size or --size-pixels")
 
     @torch.no_grad()
     def _targets(self, content: torch.Tensor, styles: List[torch.Tensor]) -> Targets:

@@ -12,6 +12,7 @@ import math
 import numbers
 import os
 import pathlib
+import stat
 import struct
 import tempfile
 import warnings
@@ -120,10 +121,27 @@ def _pil_to_rgb(im: Image.Image, label: str) -> Image.Image:
         ) from None
 
 
+def _path_problem(exc: OSError) -> str:
+    """Why a path cannot be used, and the fix, from the OSError of a stat() or open() of it."""
+    if exc.errno == errno.ELOOP:
+        return "its symbolic links form a loop; point them at a file"
+    if isinstance(exc, PermissionError):
+        return "permission denied (the file, or a folder on its path); check the permissions"
+    if isinstance(exc, FileNotFoundError):
+        return "no such file; check the path"
+    if exc.errno == errno.ENOTDIR:
+        return "a part of the path is a file, not a folder; check the path"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "the name is too long; check the path"
+    return f"{exc.strerror or exc}; check the path"
+
+
 def _open_path(path: str, label: str) -> Image.Image:
-    if not os.path.exists(path):
-        raise PasticheError(f"cannot read {label}: no such file; check the path")
-    if os.path.isdir(path):
+    try:
+        mode = os.stat(path).st_mode  # follows links: a dangling one is "no such file"
+    except OSError as exc:
+        raise PasticheError(f"cannot read {label}: {_path_problem(exc)}") from None
+    if stat.S_ISDIR(mode):
         raise PasticheError(f"cannot read {label}: it is a directory; pass an image file")
     try:
         with warnings.catch_warnings():
@@ -161,7 +179,14 @@ def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
         return _open_path(os.fspath(source), label)
     if isinstance(source, Image.Image):
         try:  # an image the caller opened may still carry an EXIF rotation
+            source.load()
             upright = ImageOps.exif_transpose(source)
+        except AssertionError:
+            if getattr(source, "fp", "") is not None:  # not Pillow's closed-file assertion
+                raise
+            raise PasticheError(f"cannot use {label}: its file was closed before the image was read"
+                                " (a `with Image.open(...)` block?); call .load() inside the block or"
+                                " pass the path") from None
         except _DECODE_ERRORS as exc:
             raise PasticheError(f"cannot use {label}: {_first_line(exc)}; reopen the image") from None
         return _pil_to_rgb(upright, label)
@@ -264,42 +289,52 @@ def check_output_path(
 
 
 def check_writable(path: Union[str, os.PathLike], *, inputs: Sequence[object], kind: str,
-                   input_kind: str) -> pathlib.Path:
+                   input_kind: str, option: str = "--output") -> pathlib.Path:
     """``path`` can be created or replaced, and is none of the path entries of ``inputs``; the
-    errors say "cannot write {kind} 'path'" and "refusing to overwrite {input_kind} 'q'"."""
+    errors say "cannot write {kind} 'path'" and "refusing to overwrite {input_kind} 'q'", and
+    name ``option`` as what to change."""
     p = pathlib.Path(os.fspath(path))
-    if p.is_dir():
-        raise PasticheError(f"cannot write {kind} '{p}': it is a directory; give a file name")
-    if os.fspath(path).endswith(tuple(filter(None, (os.sep, os.altsep)))):
-        raise PasticheError(f"cannot write {kind} '{os.fspath(path)}': a path ending in a separator"
-                            " names a directory; give a file name")
-    if p.exists() and not os.access(p, os.W_OK):  # replacing it would go round its permissions
-        raise PasticheError(f"cannot write {kind} '{p}': the file is read-only; choose another --output"
-                            " or make it writable")
-    parent = p.parent
-    if not parent.is_dir():
-        raise PasticheError(
-            f"cannot write {kind} '{p}': directory '{parent}' does not exist; "
-            "create it or choose another --output"
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PasticheError(
-            f"cannot write {kind} '{p}': directory '{parent}' is not writable; "
-            "choose another --output"
-        )
+    try:
+        _check_writable(os.fspath(path), kind, option)
+    except OSError as exc:  # e.g. a name over the filesystem's limit, a loop of links
+        raise PasticheError(f"cannot write {kind} '{p}': {_path_problem(exc)}") from None
     for inp in inputs:
         if not isinstance(inp, (str, os.PathLike)):
             continue
         q = pathlib.Path(os.fspath(inp))
         try:  # samefile also catches hard links; resolve() handles a not-yet-existing output
             same = os.path.samefile(p, q) if p.exists() and q.exists() else p.resolve() == q.resolve()
-        except OSError:
+        except (OSError, RuntimeError):  # RuntimeError: resolve() meeting a loop of links before 3.13
             same = False
         if same:
             raise PasticheError(
-                f"refusing to overwrite {input_kind} '{q}' with the output; choose another --output"
+                f"refusing to overwrite {input_kind} '{q}' with the output; choose another {option}"
             )
     return p
+
+
+def _check_writable(path: str, kind: str, option: str) -> None:
+    """check_writable's checks of ``path`` itself: PasticheError, or the OSError of a failed query."""
+    p = pathlib.Path(path)
+    if os.path.isdir(p):
+        raise PasticheError(f"cannot write {kind} '{p}': it is a directory; give a file name")
+    if path.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        raise PasticheError(f"cannot write {kind} '{path}': a path ending in a separator names a"
+                            " directory; give a file name")
+    parent = p.parent
+    if not parent.is_dir():
+        why = "is a file, not a directory;" if parent.exists() else "does not exist; create it or"
+        raise PasticheError(f"cannot write {kind} '{p}': directory '{parent}' {why} choose another {option}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PasticheError(f"cannot write {kind} '{p}': directory '{parent}' is not writable;"
+                            f" choose another {option}")
+    name_max = os.pathconf(parent, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    if len(os.fsencode(p.name)) > name_max:
+        raise PasticheError(f"cannot write {kind} '{p}': its name is {len(os.fsencode(p.name))} bytes,"
+                            f" over this filesystem's {name_max}; choose a shorter {option}")
+    if p.exists() and not os.access(p, os.W_OK):  # replacing it would go round its permissions
+        raise PasticheError(f"cannot write {kind} '{p}': the file is read-only; choose another {option}"
+                            " or make it writable")
 
 
 def _new_file_mode(target: pathlib.Path) -> int:
@@ -317,7 +352,8 @@ def atomic_file(path: pathlib.Path, *, suffix: str = ".tmp") -> Iterator[str]:
     """A temporary file name beside ``path`` (same filesystem, so the rename is atomic). When the
     block finishes, the file takes the mode a plain open() would give and replaces ``path``; if
     the block fails or is interrupted, it is removed and ``path`` is untouched."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    # a short name: one derived from ``path``'s could pass the filesystem's limit on names
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pastiche-", suffix=suffix)
     os.close(fd)
     try:
         yield tmp

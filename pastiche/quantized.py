@@ -180,7 +180,7 @@ def save_file(weights: WeightsFile, path: PathLike) -> None:
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".pastiche-{os.getpid()}.tmp")  # not from path.name: it could pass the limit on names
     try:
         with open(tmp, "wb") as f:
             f.write(MAGIC + struct.pack("<Q", len(text)) + text)
@@ -198,7 +198,8 @@ def read_header(path: PathLike) -> Tuple[Dict, memoryview]:
     try:
         data = Path(path).read_bytes()
     except OSError as e:
-        raise PasticheError(f"cannot read weights file '{path}': {e.strerror or e}") from None
+        raise PasticheError(f"cannot read weights file '{path}': {e.strerror or e}; check the path and"
+                            " its permissions") from None
 
     def bad(problem: str) -> PasticheError:
         return PasticheError(f"invalid weights file '{path}': {problem}; "

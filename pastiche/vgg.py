@@ -58,17 +58,26 @@ DEFAULT_WEIGHTS = "vgg19-8bit"
 
 
 def weights_path(weights: Union[str, os.PathLike, None] = None) -> Path:
-    """A bundled variant's name (see ``BUNDLED``) or a file path → the file's path."""
+    """A bundled variant's name (see ``BUNDLED``) or a file path → the file's path; PasticheError
+    if it is neither."""
     weights = DEFAULT_WEIGHTS if weights is None else weights
     if isinstance(weights, str) and weights in BUNDLED:
         return Path(str(resources.files("pastiche.weights") / BUNDLED[weights]))
-    return Path(weights)
+    path = Path(weights)
+    if not os.path.isfile(path):
+        what = "is a directory" if os.path.isdir(path) else "is neither a bundled name nor a file"
+        raise PasticheError(f"weights '{path}' {what}; give one of {', '.join(BUNDLED)} or a .pqw file"
+                            " made by pastiche-compress")
+    return path
 
 
 def check_layers(names: Union[str, Iterable[str]], *, option: str = "layer") -> List[str]:
     """Return ``names`` (one name or several) as a list, or raise a PasticheError naming the
     first unknown one."""
-    names = [names] if isinstance(names, str) else list(names)
+    try:
+        names = [names] if isinstance(names, str) else list(names)
+    except TypeError:  # None, a number
+        raise PasticheError(f"{option}s must be layer names, got {names!r}; see 'pastiche --list-layers'") from None
     for name in names:
         if name not in LAYER_INDEX:
             raise PasticheError(f"unknown {option} '{name}'; run 'pastiche --list-layers' for the"

@@ -114,13 +114,14 @@ def read_frames(path: PathLike) -> Iterator[Image.Image]:
         raise PasticheError(f"cannot read video '{os.fspath(path)}': it has no frames; re-export it")
 
 
-def check_video_output(path: PathLike, *, inputs: Sequence[object] = ()) -> Path:
-    """Validate a video output path before a long run (extension, directory, not an input)."""
+def check_video_output(path: PathLike, *, inputs: Sequence[object] = (), option: str = "--output") -> Path:
+    """Validate a video output path before a long run (extension, directory, not an input); the
+    errors name ``option`` as what to change."""
     p = Path(os.fspath(path))
     if p.suffix.lower() not in OUTPUT_EXTENSIONS:
         raise PasticheError(f"cannot write video '{p}': unsupported extension '{p.suffix}'; use one of "
                             f"{', '.join(OUTPUT_EXTENSIONS)}")
-    return check_writable(path, inputs=inputs, kind="video", input_kind="input")
+    return check_writable(path, inputs=inputs, kind="video", input_kind="input", option=option)
 
 
 @contextlib.contextmanager

@@ -5,9 +5,12 @@ conftest.py. Bad input must give a non-zero exit, one line on stderr naming the 
 traceback, and leave the file system as it was (no output, no temporary file, nothing clobbered).
 """
 
+import errno
+import io
 import os
 import re
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +34,8 @@ def cli(*argv):
 
 
 def snapshot(root: Path):
-    """{relative path: bytes} of every file under ``root`` (directories as None)."""
-    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes())
+    """{relative path: bytes} of every file under ``root`` (directories as None, links as their target)."""
+    return {str(p.relative_to(root)): (os.readlink(p) if p.is_symlink() else None if p.is_dir() else p.read_bytes())
             for p in sorted(root.rglob("*"))}
 
 
@@ -273,6 +276,8 @@ def bad_files(tmp_path):
     buffer.unlink()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     Image.new("RGB", (1000, 1), "red").save(tmp_path / "sliver.png")  # 1 px high at any size
+    os.symlink("loop2", tmp_path / "loop1")
+    os.symlink("loop1", tmp_path / "loop2")
     return tmp_path
 
 
@@ -292,7 +297,7 @@ BAD_INPUTS = {
     "negative size": ({"--size": "-5"}, ["--size"]),
     "size beyond memory": ({"--size": "100000"}, ["100000x", "GB", "--size"]),
     "too small": ({"--size": "8", "--content-layers": ["block4_relu2"]},
-                  ["content image 'content.png' is too small", "--size"]),
+                  ["content image 'content.png' is too small", "--size or --size-pixels"]),
     "style too small": ({"--style-size": "2", "--content-layers": ["block4_relu2"]},
                         ["style image 'style.png' is too small", "--style-size"]),
     "second style too small": ({"-s": ["style.png", "sliver.png"]}, ["style image 2 'sliver.png'", "--style-size"]),
@@ -309,6 +314,19 @@ BAD_INPUTS = {
     "workspace is a file": ({"--workspace": "content.png"}, ["--workspace", "content.png", "not a folder"]),
     "supplemental index out of range": ({"--supplemental-device": ["cpu", "99"]}, ["--supplemental-device", "99"]),
     "missing weights file": ({"--weights": "nope.pqw"}, ["nope.pqw"]),
+    "unknown weights name": ({"--weights": "vgg19-2bit"}, ["vgg19-2bit", "vgg19-8bit, vgg19-4bit"]),
+    "weights is a directory": ({"--weights": "adir"}, ["adir", "directory"]),
+    "content is a loop of links": ({"-c": "loop1"}, ["loop1", "loop"]),
+    "init is a loop of links": ({"--init": "loop2"}, ["loop2", "loop"]),
+    "output name too long": ({"-o": "x" * 300 + ".png"}, ["304 bytes", "shorter --output"]),
+    "output under a file": ({"-o": "content.png/out.png"}, ["'content.png' is a file"]),
+    "seed out of range": ({"--seed": str(2 ** 64)}, ["--seed", str(2 ** 64)]),
+    "learning rate beyond float32": ({"--learning-rate": "1e39"}, ["--learning-rate"]),
+    # the workspace is made only once every input is known to be good
+    "workspace, content missing": ({"--workspace": "ws/deep", "-c": "missing.png"}, ["missing.png"]),
+    "workspace, image too small": ({"--workspace": "ws", "--size": "8", "--content-layers": ["block4_relu2"]},
+                                   ["too small"]),
+    "workspace, absent device": ({"--workspace": "ws", "--device": "cuda:7"}, ["cuda:7"]),
     "layer deeper than the weights hold": ({"--weights": "vgg19-4bit", "--style-layers": ["block5_relu2"]},
                                            ["vgg19-4bit", "block5_relu2", "vgg19-8bit"]),
 }
@@ -342,6 +360,31 @@ def test_bad_input_fails_cleanly(images, bad_files, tmp_path, capsys, overrides,
     for needle in needles:
         assert needle in lines[0]
     assert snapshot(tmp_path) == before  # nothing written, nothing clobbered, no temp file left
+
+
+class _ClosedPipe(io.TextIOBase):
+    """stdout after ``| head -1`` has gone: every write fails."""
+
+    def write(self, text):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+def test_a_closed_stdout_loses_the_progress_not_the_run(images, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    argv = [a for a in _argv({"--info-step": "1", "--num-steps": "3"}) if a != "--no-verbose"]
+    assert cli(*argv) == 0 and Image.open(tmp_path / "out.png").size[0] == 32
+    assert capsys.readouterr().err.splitlines() == ["pastiche: cannot print progress (Broken pipe); going on"
+                                                     " without it"]
+
+
+def test_an_unwritable_workspace_is_named_before_the_run(images, tmp_path, monkeypatch, capsys):
+    (tmp_path / "ws").mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: "ws" not in str(p) and access(p, mode, **k))  # root
+    assert cli(*_argv({"--workspace": "ws"})) == 1
+    assert capsys.readouterr().err.splitlines() == ["pastiche: error: --workspace 'ws' is not writable;"
+                                                     " choose another folder"]
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_unknown_flag_is_an_argparse_error(images, capsys):

@@ -1,5 +1,7 @@
+import re
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,6 +31,17 @@ def test_cpu_memory_is_the_physical_ram():
         total_kb = int(next(line for line in f if line.startswith("MemTotal:")).split()[1])
     # MemTotal leaves out what the kernel reserved at boot: a few percent at most.
     assert 0.9 < total_kb * 1024 / device_memory(torch.device("cpu")) <= 1.0
+
+
+@pytest.mark.parametrize("seed", [2 ** 64, -2 ** 63 - 1, 1.5, True, "7"])
+def test_seeds_torch_cannot_take_are_named(seed):
+    with pytest.raises(PasticheError, match=re.escape(f"--seed {seed!r} is not a whole number from -2**63 to 2**64 - 1")):
+        seed_everything(seed)
+
+
+def test_seeds_at_the_ends_of_the_range_are_taken():
+    assert seed_everything(2 ** 64 - 1) == 2 ** 64 - 1 and seed_everything(-2 ** 63) == -2 ** 63
+    assert seed_everything(np.int64(3)) == 3
 
 
 def test_seed_makes_runs_repeat_and_none_draws_one():

@@ -511,6 +511,9 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory(content_path, styl
     (dict(content_weight=float("nan")), ["--content-weight", "nan"]),
     (dict(style_weights=[float("inf")]), ["--style-weights", "inf"]),
     (dict(style_layer_weights=[1, -2]), ["--style-layer-weights", "-2.0"]),
+    (dict(learning_rate=float("inf")), ["--learning-rate", "inf"]),
+    (dict(learning_rate=1e39), ["--learning-rate", "too large for float32"]),  # not an overflow at step 1
+    (dict(supplemental_devices=[("cpu", 99)]), ["--supplemental-device", "99", "1 to 36"]),
 ])
 def test_bad_options_raise_helpful_errors(content_path, style_path, options, needles):
     with pytest.raises(PasticheError) as info:
@@ -541,7 +544,9 @@ def test_no_style_and_bad_num_steps(content_path, style_path):
     (dict(lbfgs_history=0), "lbfgs_history"), (dict(lbfgs_history=2.5), "lbfgs_history"),
     (dict(tv_weight=None), "--tv-weight"), (dict(content_weight="a"), "--content-weight"),
     (dict(size="64"), "--size"), (dict(learning_rate="1"), "--learning-rate"),
-    (dict(content_layers="block9_relu1"), "block9_relu1")])
+    (dict(content_layers="block9_relu1"), "block9_relu1"), (dict(content_layers=None), "content layers"),
+    (dict(supplemental_devices=[("cpu", "x")]), "--supplemental-device layer index 'x'"),
+    (dict(supplemental_devices=[("cpu", True)]), "--supplemental-device")])
 def test_arguments_of_the_wrong_kind_are_pastiche_errors(content_path, style_path, options, needle):
     """Not a ZeroDivisionError at step 2, a TypeError from float(), or a layer name read letter
     by letter: one PasticheError naming the argument, at construction."""

@@ -420,3 +420,68 @@ def test_pil_input_with_exif_rotation_and_bad_options(tmp_path):
     _check_error(e, "invalid quality 0")
     with pytest.raises(PasticheError):
         open_image(5)
+
+
+def test_pil_image_whose_file_a_with_block_closed(tmp_path):
+    path = tmp_path / "c.png"
+    Image.new("RGB", (4, 2), "red").save(path)
+    with Image.open(path) as opened:
+        pass  # never read: Pillow would fail on an assertion
+    with pytest.raises(PasticheError) as e:
+        open_image(opened, name="content image")
+    _check_error(e, "content image (PIL image)", "closed", ".load()")
+    with Image.open(path) as opened:
+        opened.load()
+    assert open_image(opened).getpixel((0, 0)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("error, needle", [
+    (OSError(errno.ELOOP, "Too many levels of symbolic links"), "loop"),
+    (PermissionError(errno.EACCES, "Permission denied"), "permission denied (the file, or a folder on its path)"),
+    (FileNotFoundError(errno.ENOENT, "No such file or directory"), "no such file"),
+    (NotADirectoryError(errno.ENOTDIR, "Not a directory"), "a part of the path is a file"),
+    (OSError(errno.ENAMETOOLONG, "File name too long"), "name is too long"),
+])
+def test_unusable_paths_say_why(tmp_path, monkeypatch, error, needle):
+    """stat() finds what open() would: a file in a folder the user may not search is not "missing"
+    (chmod is no use when tests run as root, so stat is made to fail)."""
+    path = tmp_path / "in.png"
+    Image.new("RGB", (2, 2)).save(path)
+    real_stat = os.stat
+
+    def stat(p, *args, **kwargs):
+        if os.fspath(p) == str(path):
+            raise error
+        return real_stat(p, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    with pytest.raises(PasticheError) as e:
+        open_image(path, name="style image")
+    _check_error(e, f"cannot read style image '{path}'", needle)
+
+
+def test_a_loop_of_links_as_input_or_output(tmp_path):
+    os.symlink("b.png", tmp_path / "a.png")
+    os.symlink("a.png", tmp_path / "b.png")
+    with pytest.raises(PasticheError) as e:
+        load_image(tmp_path / "a.png")
+    _check_error(e, "a.png", "loop")
+    # as an output it is a name like any other: the link is replaced, not followed
+    assert check_output_path(tmp_path / "a.png", inputs=[tmp_path / "b.png"]) == tmp_path / "a.png"
+    save_image(torch.rand(3, 2, 2), tmp_path / "a.png")
+    assert not os.path.islink(tmp_path / "a.png") and load_image(tmp_path / "a.png").shape == (1, 3, 2, 2)
+
+
+def test_the_longest_name_the_filesystem_allows_is_written(tmp_path):
+    """The temporary file beside the output has a short name of its own: one made from the
+    output's name would pass the filesystem's limit first, and fail only after the run."""
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    longest = tmp_path / ("a" * (limit - 4) + ".png")
+    save_image(torch.rand(3, 2, 2), longest)
+    assert os.listdir(tmp_path) == [longest.name]
+    with pytest.raises(PasticheError) as e:
+        check_output_path(tmp_path / ("a" * limit + ".png"))
+    _check_error(e, f"{limit + 4} bytes", f"this filesystem's {limit}", "choose a shorter --output")
+    with pytest.raises(PasticheError) as e:
+        check_output_path(longest / "b.png")  # under a file
+    _check_error(e, f"directory '{longest}' is a file, not a directory")
