@@ -12,9 +12,9 @@ the map (timings on 2 cores, benchmarks/PERFORMANCE.md):
   per-call transform is most of its time (block4 of a 256 px image: 13 instead of 19 ms a call).
 - oneDNN for bfloat16 and channels-last maps (see :func:`pastiche.devices.compute_dtype`),
   forward and input gradient alike: on a CPU with bfloat16 arithmetic 2x faster than any float32
-  algorithm. On a CPU with AVX-512 float32 maps are channels-last too
+  algorithm. On an Intel CPU with AVX-512 float32 maps are channels-last too
   (:func:`pastiche.devices.onednn_float32`): there oneDNN's float32 kernels beat NNPACK's AVX2
-  ones and the cached-kernel Winograd alike. The kernels are kept in oneDNN's own layout:
+  ones and the cached-kernel Winograd alike (not on AMD's Zen 4). The kernels are kept in oneDNN's own layout:
   reordering 512x512 channels on every call would cost 0.6 ms, 4x the convolution itself on
   block5 of a 64 px image.
 - torch's own convolution for tiny maps, other devices and dtypes, and without NNPACK.
