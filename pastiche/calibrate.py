@@ -46,7 +46,8 @@ def calibration_images(paths: Sequence[Union[str, os.PathLike]],
     for path in paths:
         if not Path(path).is_file():
             raise PasticheError(f"cannot read calibration image '{path}': no such file")
-        images += [load_image(path, size=size, name="calibration image", min_side=16) for size in sizes]
+        images += [load_image(path, size=size, name="calibration image", min_side=16,
+                              size_option="larger --calibration-sizes") for size in sizes]
     return images
 
 

@@ -275,6 +275,9 @@ def _run_video(args: argparse.Namespace) -> int:
     """``--content clip.mp4``: stylise every frame; finished frames survive an interruption."""
     if not args.output:
         raise PasticheError("a video --content needs --output, e.g. --output out.mp4")
+    if args.workspace or args.video:
+        raise PasticheError(f"--{'workspace' if args.workspace else 'video'} is for an image --content; a video"
+                            f" --content keeps its finished frames in {default_frames_dir(args.output)}")
     seed_everything(args.seed, deterministic=args.deterministic)
     if args.frame_steps < 1:
         raise PasticheError(f"--frame-steps must be at least 1, got {args.frame_steps}")
@@ -306,10 +309,13 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     total = sum(n for _, n in schedule)
     width = len(str(total))
 
+    frames: List[Path] = []  # this run's, for --video
+
     def frame(job: StyleTransfer) -> None:
         step = job.step_count
         if args.workspace and step % args.workspace_step == 0:
-            save_image(job.image_tensor(), Path(args.workspace) / f"{args.workspace_prefix}{step:0{width}d}.png")
+            path = Path(args.workspace) / f"{args.workspace_prefix}{step:0{width}d}.png"
+            frames.append(save_image(job.image_tensor(), path))
         if step % args.info_step == 0:
             say(f"{step: <4} {time.perf_counter() - start: <7.1f} {job.loss:.2f}")
 
@@ -331,8 +337,9 @@ def _run(args: argparse.Namespace, output: Path) -> int:
         raise
     save_image(job.image_tensor(size=job.full_size), output)
     say(f"wrote {output}")
-    if args.video:
-        say(f"wrote {frames_to_video([args.workspace], args.video, fps=args.fps)}")
+    if args.video:  # this run's frames, not others in the folder, ending on the result
+        last = [] if frames and frames[-1].name.endswith(f"{job.step_count:0{width}d}.png") else [output]
+        say(f"wrote {frames_to_video(frames + last, args.video, fps=args.fps)}")
     return 0
 
 

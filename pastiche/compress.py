@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -22,7 +23,9 @@ import numpy as np
 
 from . import __version__
 from .calibrate import CALIBRATION_SIZES, calibrated_quantize, calibration_images
+from .checks import whole
 from .errors import PasticheError
+from .imageio import check_writable
 from .kmeans import LayerReport, layer_report, quantize
 from .quantized import QuantizedLayer, WeightsFile, save_file
 from .vgg import CONV_NAMES, LAYER_INDEX, PREPROCESSING, check_layers
@@ -44,20 +47,40 @@ def _quantize_job(name: str, weight: np.ndarray, bias: np.ndarray, bits: int) ->
 def read_source(path: Union[str, os.PathLike]) -> Layers:
     """Read VGG19 convolutions from a torchvision-layout ``.pth`` or a Keras ``.h5`` file.
 
-    Returns {block1_conv1: (weight (out, in, 3, 3), bias (out,)), ...} as float32 numpy arrays.
+    Returns {block1_conv1: (weight (out, in, 3, 3), bias (out,)), ...} as float32 numpy arrays,
+    checked: 3x3 kernels that chain from 3 input channels, finite values. The widths are not
+    VGG19's necessarily (the tests use narrow networks); pastiche's loader takes VGG19's only.
     """
     path = Path(path)
     if not path.is_file():
-        raise PasticheError(f"cannot read source weights '{path}': no such file")
-    if path.suffix.lower() in (".h5", ".hdf5"):
-        return _read_keras(path)
+        why = "it is a directory; pass the .pth or .h5 file" if path.is_dir() else "no such file; check the path"
+        raise PasticheError(f"cannot read source weights '{path}': {why}")
+    layers = _read_keras(path) if path.suffix.lower() in (".h5", ".hdf5") else _read_torch(path)
+    in_channels = 3
+    for name in CONV_NAMES:
+        weight, bias = layers[name]
+        out = weight.shape[0] if weight.ndim == 4 else -1
+        if weight.shape != (out, in_channels, 3, 3) or bias.shape != (out,):
+            raise PasticheError(f"source weights '{path}': {name} is {weight.shape} with bias {bias.shape},"
+                                f" where ({out}, {in_channels}, 3, 3) and ({out},) would follow the layer"
+                                " before; expected VGG19's convolutions in order")
+        in_channels = out
+        if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+            raise PasticheError(f"source weights '{path}': {name} holds NaN or infinite values;"
+                                " the source is damaged")
+    return layers
+
+
+def _read_torch(path: Path) -> Layers:
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file; all mean the same to a user
-        raise PasticheError(f"cannot read source weights '{path}': {type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200]}; expected a state dict saved with torch.save") from None
+        with warnings.catch_warnings():  # torch warns about a pickle it then refuses: the error says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises many types for a bad file; all mean the same to a user
+        raise PasticheError(f"cannot read source weights '{path}': not a tensor state dict; expected a"
+                            " torchvision-layout .pth saved with torch.save, or a Keras .h5") from None
     if not isinstance(state, Mapping):
         raise PasticheError(f"source weights '{path}' is not a state dict")
     state = {k.removeprefix("features."): v for k, v in state.items()}
@@ -65,6 +88,10 @@ def read_source(path: Union[str, os.PathLike]) -> Layers:
     if len(convs) != len(CONV_NAMES):
         raise PasticheError(f"source weights '{path}' has {len(convs)} convolutions, VGG19 has"
                             f" {len(CONV_NAMES)}; expected torchvision's features.N.weight layout")
+    missing = [f"features.{i}.bias" for i in convs if f"{i}.bias" not in state]
+    if missing:
+        raise PasticheError(f"source weights '{path}' has no '{missing[0]}'; expected torchvision's"
+                            " features.N.weight and features.N.bias for every convolution")
     return {name: (state[f"{i}.weight"].float().numpy(), state[f"{i}.bias"].float().numpy())
             for name, i in zip(CONV_NAMES, convs)}
 
@@ -107,6 +134,10 @@ def compress(source: Union[str, os.PathLike], output: Union[str, os.PathLike], *
     layers are quantized in order against the float network's outputs on them: see
     :func:`calibrated_quantize`. ``positions``, ``damp``, ``refit`` and ``seed`` tune that.
     """
+    output = check_writable(output, inputs=[source, *calibrate], kind="weights file", input_kind="input",
+                            option="output path")
+    if jobs is not None and not whole(jobs):
+        raise PasticheError(f"--jobs must be a whole number of processes, at least 1, got {jobs!r}")
     last = LAYER_INDEX[check_layers([up_to], option="--up-to")[0]] if up_to else len(LAYER_INDEX) - 1
     kept = [n for n in CONV_NAMES if LAYER_INDEX[n] <= last]
     per_layer = {name: bits if isinstance(bits, int) else bits.get(name, bits.get("*", 8)) for name in kept}
@@ -165,7 +196,11 @@ def compress(source: Union[str, os.PathLike], output: Union[str, os.PathLike], *
                 bar.update()
     weights = WeightsFile("vgg19", PREPROCESSING[preprocessing], {n: done[n][0] for n in kept},
                           {"name": Path(source).name, "sha256": sha}, metadata)
-    save_file(weights, output)
+    try:
+        save_file(weights, output)
+    except OSError as e:  # the disk filled, the folder went away since the check
+        raise PasticheError(f"cannot write weights file '{output}': {e.strerror or e}; choose another"
+                            " output path") from None
     return [done[n][1] for n in kept]
 
 
@@ -190,12 +225,16 @@ def parse_bits(text: str) -> Union[int, Dict[str, int]]:
         if "=" not in text:
             return int(text)
         items = [item.strip() for item in text.split(",") if item.strip()]
-        named = {k.strip(): int(v) for k, v in (item.split("=") for item in items if "=" in item)}
+        pairs = [(k.strip(), int(v)) for k, v in (item.split("=") for item in items if "=" in item)]
         bare = [int(item) for item in items if "=" not in item]
     except ValueError:
         raise PasticheError(f"--bits '{text}' is not N or LAYER=N,...; e.g. --bits 4") from None
     if len(bare) > 1:
         raise PasticheError(f"--bits '{text}' gives more than one default width")
+    named = dict(pairs)
+    if len(named) < len(pairs):
+        twice = next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))
+        raise PasticheError(f"--bits '{text}' gives {twice} twice; give each layer once")
     return {"*": bare[0], **named} if bare else named
 
 

@@ -243,8 +243,10 @@ def load_image(
     pixels: Optional[int] = None,
     name: str = "image",
     min_side: int = 1,
+    size_option: str = "--size",
 ) -> torch.Tensor:
-    """(1, 3, H, W) float32 RGB in [0, 1], resized per :func:`resized_dims` (PIL bilinear, as 1.6.0)."""
+    """(1, 3, H, W) float32 RGB in [0, 1], resized per :func:`resized_dims` (PIL bilinear, as 1.6.0);
+    PasticheError, naming ``size_option``, if a side comes out under ``min_side``."""
     im = open_image(source, name=name)
     dims = resized_dims(im.width, im.height, size=size, pixels=pixels)
     if dims != im.size:
@@ -252,7 +254,7 @@ def load_image(
     if min(dims) < min_side:
         raise PasticheError(
             f"{describe_source(source, name)} is too small: {dims[0]}x{dims[1]} px after resizing; "
-            f"the network needs at least {min_side} px on each side — use a larger image or --size"
+            f"the network needs at least {min_side} px on each side — use a larger image or {size_option}"
         )
     a = np.array(im, dtype=np.uint8)  # copy: torch wants a writable buffer
     return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).float().div_(255.0).contiguous()

@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from .errors import PasticheError
 from .quantized import QuantizedLayer
 
 DP_MAX_DISTINCT = 2048  # the dynamic programme is O(k n^2) in memory-light numpy rows
@@ -77,8 +78,11 @@ def quantize(weight: np.ndarray, bias: np.ndarray, bits: int) -> Tuple[Quantized
     elif distinct.size <= DP_MAX_DISTINCT:
         method, (centroids, labels) = "dp", weighted_kmeans(distinct, counts, k)
     else:
-        import kmeans1d
-
+        try:
+            import kmeans1d
+        except ImportError:
+            raise PasticheError(f"a layer of {distinct.size:,} distinct weights needs kmeans1d: pip install"
+                                " 'pastiche[compress]' (or pip install kmeans1d)") from None
         method = "kmeans1d"
         clusters, centroids = kmeans1d.cluster(flat.astype(np.float64), k)
         return QuantizedLayer.from_indices(np.asarray(clusters).reshape(weight.shape),

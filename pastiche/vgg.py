@@ -43,6 +43,16 @@ LAYER_NAMES = layer_names()
 CONV_NAMES = tuple(n for n in LAYER_NAMES if "_conv" in n)
 LAYER_INDEX = {name: i for i, name in enumerate(LAYER_NAMES)}
 
+
+def conv_shapes(cfg: Sequence[Union[int, str]] = CFG_E) -> Dict[str, Tuple[int, int, int, int]]:
+    """{blockB_convI: (out channels, in channels, 3, 3)} for ``cfg``, in order."""
+    shapes, in_channels = [], 3
+    for item in cfg:
+        if item != "M":
+            shapes.append((item, in_channels, 3, 3))
+            in_channels = item
+    return dict(zip((n for n in layer_names(cfg) if "_conv" in n), shapes))
+
 # Input conventions a weights file may declare: what the bundled (Caffe) weights expect, and
 # what weights made from torchvision's VGG19 expect (pastiche-compress --preprocessing).
 CAFFE_PREPROCESSING = {"channel_order": "BGR", "scale": 255.0,
@@ -351,13 +361,9 @@ def vgg19(*, weights: Union[str, os.PathLike, None] = None, pooling: str = "max"
 def _check_arch(header: Dict, path: Path) -> int:
     """The file must hold VGG19's first convolutions, in order, with their shapes (all 16, or
     a prefix of them); returns how many."""
-    expected, in_channels = [], 3
-    for item in CFG_E:
-        if item != "M":
-            expected.append([item, in_channels, 3, 3])
-            in_channels = item
+    expected = [[name, list(shape)] for name, shape in conv_shapes().items()]
     found = [[e["name"], e["shape"]] for e in header["layers"]]
-    if header.get("arch") != "vgg19" or found != [list(p) for p in zip(CONV_NAMES, expected)][: len(found)]:
+    if header.get("arch") != "vgg19" or found != expected[: len(found)]:
         raise PasticheError(f"invalid weights file '{path}': it does not hold VGG19's convolutions"
                             " in order; use a file made by pastiche-compress")
     pre = header.get("preprocessing", {})

@@ -210,10 +210,14 @@ def frame_files(sources: Sequence[PathLike]) -> List[Path]:
     return files
 
 
+FPS_RANGE = (0.1, 1000.0)  # a frame every 10 s (GIF's longest is 655 s) to 1000 a second
+
+
 def check_fps(fps: float) -> None:
-    """Raise PasticheError unless ``fps`` is a positive frame rate."""
-    if not fps > 0:
-        raise PasticheError(f"--fps must be positive, got {fps}")
+    """Raise PasticheError unless ``fps`` is a frame rate in ``FPS_RANGE``."""
+    if not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
+        raise PasticheError(f"--fps must be from {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g} frames a second,"
+                            f" got {fps}")
 
 
 def frames_to_video(sources: Sequence[PathLike], output: PathLike, *, fps: float = 30) -> Path:
@@ -278,8 +282,12 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     output = check_video_output(output, inputs=[content_video, *style_list])
     info = probe(content_video)
     total = min(info.frames, max_frames) if max_frames else info.frames
+    # Every option and style image checked before the frames directory and its record exist, so
+    # a mistake does not leave a record that refuses the corrected run.
+    StyleTransfer(next(read_frames(content_video)), style_list, **style_options)
     folder = Path(frames_dir) if frames_dir else default_frames_dir(output)
     settings = {"content": _describe(content_video), "styles": _describe(style_list), "flow": flow,
+                "steps": [list(coarse_steps), num_steps_first, num_steps_per_frame],
                 "options": {k: _describe(v) for k, v in sorted(style_options.items())}}
     try:
         folder.mkdir(exist_ok=True)

@@ -124,6 +124,72 @@ def test_bad_sources(tmp_path):
         read_source(tmp_path / "list.pth")
 
 
+TINY = [(2, 3)] + [(2, 2)] * 15
+
+
+def _damaged(state, how):
+    if how == "no bias":
+        del state["features.34.bias"]
+    elif how == "nan":
+        state["features.5.weight"][0, 0, 1, 1] = float("nan")
+    elif how == "chain broken":
+        state["features.0.weight"] = state["features.0.weight"][:, :2]
+    return state
+
+
+@pytest.mark.parametrize("how, needle", [
+    ("no bias", "has no 'features.34.bias'"), ("nan", "block2_conv1 holds NaN or infinite values"),
+    ("chain broken", "block1_conv1 is (2, 2, 3, 3) with bias (2,), where (2, 3, 3, 3) and (2,) would follow"),
+])
+def test_damaged_sources_are_refused_before_any_work(tmp_path, capsys, how, needle):
+    src = tmp_path / "s.pth"
+    torch.save(_damaged(_state(TINY), how), src)
+    assert main([str(src), str(tmp_path / "o.pqw")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and needle in err[0] and str(src) in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.pth"]
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, capsys):
+    src = tmp_path / "s.pth"
+    torch.save(_state(TINY), src)
+    before = src.read_bytes()
+    (tmp_path / "adir").mkdir()
+    for output, needle in ((src, f"refusing to overwrite input '{src}'"),
+                           (tmp_path / "no" / "o.pqw", "does not exist; create it or choose another output path"),
+                           (tmp_path / "adir", "is a directory; give a file name")):
+        assert main([str(src), str(output)]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["adir", "s.pth"]
+
+
+def test_other_bad_compressor_options(tmp_path, capsys):
+    src = tmp_path / "s.pth"
+    torch.save(_state(TINY), src)
+    for argv, needle in (([str(tmp_path), "o.pqw"], "it is a directory"),
+                         ([str(src), str(tmp_path / "o.pqw"), "--jobs", "-3"], "--jobs must be a whole number"),
+                         ([str(src), str(tmp_path / "o.pqw"), "--bits", "block1_conv1=4,block1_conv1=5"],
+                          "gives block1_conv1 twice")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8 not a state dict")
+    assert main([str(tmp_path / "photo.jpg"), str(tmp_path / "o.pqw")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"pastiche-compress: error: cannot read source weights '{tmp_path / 'photo.jpg'}': not a tensor state"
+        " dict; expected a torchvision-layout .pth saved with torch.save, or a Keras .h5"]
+
+
+def test_a_layer_for_kmeans1d_without_it_says_how_to_install_it(monkeypatch):
+    from pastiche import kmeans
+
+    monkeypatch.setitem(__import__("sys").modules, "kmeans1d", None)  # as if not installed
+    weight = np.linspace(-1, 1, 64 * 64 * 9, dtype=np.float32).reshape(64, 64, 3, 3)  # all distinct
+    with pytest.raises(PasticheError, match=r"needs kmeans1d: pip install 'pastiche\[compress\]'"):
+        kmeans.quantize(weight, np.zeros(64, np.float32), 4)
+
+
 @pytest.mark.parametrize("bits", ["9", "0", "block1_conv1=12"])
 def test_bits_out_of_range(tmp_path, capsys, bits):
     src = tmp_path / "s.pth"

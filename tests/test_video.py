@@ -222,3 +222,70 @@ def test_stylize_video_with_flow_and_pcm_audio(tmp_path, monkeypatch):
     gif = video.stylize_video(clip, style, tmp_path / "o.gif", max_frames=2, **OPTIONS)
     with Image.open(gif) as im:  # PIL merges identical frames, adding up their durations
         assert sum(im.seek(i) or im.info["duration"] for i in range(im.n_frames)) == 2 * 80
+
+
+@pytest.mark.parametrize("fps", [0, -1, float("nan"), float("inf"), 0.001, 1e-9, 5000])
+def test_frame_rates_outside_the_range_are_refused(fps):
+    with pytest.raises(PasticheError, match=r"--fps must be from 0\.1 to 1000 frames a second"):
+        video.check_fps(fps)
+
+
+@needs_av
+@pytest.mark.parametrize("fps", [0.1, 1000])
+def test_frame_rates_at_the_ends_of_the_range_make_videos(tmp_path, fps):
+    write_frames(tmp_path / "ws", [(16, 16)] * 2)
+    for name in ("o.mp4", "o.gif"):
+        assert video.frames_to_video([tmp_path / "ws"], tmp_path / name, fps=fps).stat().st_size > 0
+
+
+@needs_av
+@pytest.mark.parametrize("mistake, needle", [
+    (dict(style_layers=["bogus"]), "bogus"), (dict(weights="nope.pqw"), "nope.pqw"), ("missing style", "missing.png")])
+def test_a_bad_option_leaves_no_frames_record_behind(tmp_path, mistake, needle):
+    """Before, the record of settings was written first, and it refused the corrected run."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=2)
+    style = tmp_path / "style.png"
+    Image.fromarray(texture(40, 40, seed=1)).save(style)
+    out = tmp_path / "out.mp4"
+    bad = dict(mistake) if isinstance(mistake, dict) else {}
+    styles = tmp_path / "missing.png" if mistake == "missing style" else style
+    with pytest.raises(PasticheError, match=needle):
+        video.stylize_video(clip, styles, out, **{**OPTIONS, **bad})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "style.png"]
+    assert video.stylize_video(clip, style, out, **OPTIONS) == out
+
+
+@needs_av
+def test_a_resumed_video_keeps_its_step_counts(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", frames=2)
+    style = tmp_path / "style.png"
+    Image.fromarray(texture(40, 40, seed=1)).save(style)
+    out = video.stylize_video(clip, style, tmp_path / "out.mp4", **OPTIONS)
+    for changed in (dict(num_steps_per_frame=2), dict(num_steps_first=3), dict(coarse_steps=[4])):
+        with pytest.raises(PasticheError, match="other settings"):
+            video.stylize_video(clip, style, out, **{**OPTIONS, **changed})
+
+
+@needs_av
+def test_the_command_s_video_is_this_run_s_frames_ending_on_the_result(tmp_path, monkeypatch, capsys):
+    import pastiche.cli
+
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(texture(48, 32, seed=2)).save("content.png")
+    Image.fromarray(texture(40, 40, seed=1)).save("style.png")
+    write_frames(tmp_path / "ws", [(48, 32)] * 3, name="old{:d}.png")  # an earlier run's
+    argv = ["-c", "content.png", "-s", "style.png", "-o", "out.png", "--size", "48", "--single-scale",
+            "--num-steps", "5", "--workspace", "ws", "--workspace-step", "2", "--video", "v.gif", "--fps", "10",
+            "--no-verbose", "--content-layers", "block2_relu1", "--style-layers", "block1_relu1"]
+    joined = []
+    monkeypatch.setattr(pastiche.cli, "frames_to_video",
+                        lambda files, *a, **k: joined.append(list(files)) or video.frames_to_video(files, *a, **k))
+    assert pastiche.cli.main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "ws").iterdir()) == ["0.png", "2.png", "4.png", "old0.png", "old1.png",
+                                                                   "old2.png"]
+    assert joined == [[Path("ws/0.png"), Path("ws/2.png"), Path("ws/4.png"), Path("out.png")]]  # ends on the result
+    with Image.open(tmp_path / "v.gif") as gif:
+        assert gif.n_frames == 4
+    video_content = ["-c", str(make_clip(tmp_path / "clip.mp4")), "-s", "style.png", "-o", "o.mp4", "--workspace", "w2"]
+    assert pastiche.cli.main(video_content) == 1
+    assert "--workspace is for an image --content" in capsys.readouterr().err and not (tmp_path / "w2").exists()
