@@ -12,7 +12,7 @@ import threading
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from tqdm.auto import tqdm
 
@@ -309,13 +309,13 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     total = sum(n for _, n in schedule)
     width = len(str(total))
 
-    frames: List[Path] = []  # this run's, for --video
+    frames: List[Tuple[int, Path]] = []  # this run's (step, file), for --video
 
     def frame(job: StyleTransfer) -> None:
         step = job.step_count
         if args.workspace and step % args.workspace_step == 0:
             path = Path(args.workspace) / f"{args.workspace_prefix}{step:0{width}d}.png"
-            frames.append(save_image(job.image_tensor(), path))
+            frames.append((step, save_image(job.image_tensor(), path)))
         if step % args.info_step == 0:
             say(f"{step: <4} {time.perf_counter() - start: <7.1f} {job.loss:.2f}")
 
@@ -338,8 +338,8 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     save_image(job.image_tensor(size=job.full_size), output)
     say(f"wrote {output}")
     if args.video:  # this run's frames, not others in the folder, ending on the result
-        last = [] if frames and frames[-1].name.endswith(f"{job.step_count:0{width}d}.png") else [output]
-        say(f"wrote {frames_to_video(frames + last, args.video, fps=args.fps)}")
+        last = [] if frames and frames[-1][0] == job.step_count else [output]
+        say(f"wrote {frames_to_video([path for _, path in frames] + last, args.video, fps=args.fps)}")
     return 0
 
 
