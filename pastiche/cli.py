@@ -154,11 +154,11 @@ def _check_args(args: argparse.Namespace) -> None:
         if getattr(args, option) < 1:
             raise PasticheError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     try:
-        args.coarse_steps = [] if args.single_scale or not args.schedule.strip() else \
-            [int(n) for n in args.schedule.split(",")]
+        coarse_steps = [int(n) for n in args.schedule.split(",")] if args.schedule.strip() else []
     except ValueError:
         raise PasticheError(f"--schedule '{args.schedule}' is not a comma-separated list of step"
                             " counts, e.g. --schedule 150,100") from None
+    args.coarse_steps = [] if args.single_scale else coarse_steps
     check_fps(args.fps)
     if any(sep and sep in args.workspace_prefix for sep in (os.sep, os.altsep)):
         raise PasticheError(f"--workspace-prefix '{args.workspace_prefix}' is a path; give a file-name"

@@ -119,6 +119,12 @@ class StyleTransfer:
             raise PasticheError("--preserve-color and --luminance-only exclude each other; pick one")
         self.content_weight = nonnegative(content_weight, "--content-weight")
         self.tv_weight = nonnegative(tv_weight, "--tv-weight")
+        content_on = self.content_weight > 0 and any(w > 0 for w in self.content_layer_weights)
+        style_on = any(w > 0 for w in self.style_weights) and self.style_layers and any(
+            w > 0 for w in self.style_layer_weights or [1.0])  # None: 10/C² each
+        if not (content_on or style_on or self.tv_weight > 0):
+            raise PasticheError("every loss term is weighted 0, so the image would not change; give"
+                                " --content-weight, --style-weights or their layer weights a positive value")
         self.optimizer_name, self.learning_rate = optimizer, learning_rate
         self.low_memory = low_memory
         self.lbfgs_history = lbfgs_history if lbfgs_history is not None else 10 if low_memory else 20
@@ -159,7 +165,8 @@ class StyleTransfer:
         self.optimizer: Union[LBFGS, Adam, None] = None
         self.full_size = resized_dims(*self._content_image.size, size=size,
                                       pixels=None if size else size_pixels)
-        self._check_memory([self.device, *(d for d, _ in supplemental)])
+        self._devices = [self.device, *(d for d, _ in supplemental)]
+        self._check_memory(self.full_size)
         # Targets and the image are made by the first resize(), at run()'s first level; stepping
         # before that starts at full size.
 
@@ -177,6 +184,10 @@ class StyleTransfer:
     def resize(self, width: int, height: int) -> None:
         """Optimise at (width, height) from now on: recompute targets, resample the current image
         (or create the initial one), and restart the optimiser (coarse-to-fine uses this)."""
+        if not (whole(width) and whole(height)):
+            raise PasticheError(f"resize needs whole numbers of pixels, at least 1, got {width!r} x {height!r}")
+        if width * height > self.full_size[0] * self.full_size[1]:  # the constructor checked up to that
+            self._check_memory((width, height))
         start = lbfgs_scale = None
         if self.size != (width, height):
             self.vgg.clear_cache()  # transformed kernels of the old size's algorithms
@@ -245,14 +256,16 @@ class StyleTransfer:
         style_pixels = (self._sizes["style_pixels"] or full[0] * full[1]) * scale ** 2
         return resized_dims(*image.size, size=style_size, pixels=None if style_size else round(style_pixels))
 
-    def _check_memory(self, devices: Sequence[torch.device]) -> None:
-        """Refuse, before any resizing, sizes whose feature maps cannot fit in the devices' memory:
-        such a run would allocate for minutes and then fail, or be killed by the system."""
+    def _check_memory(self, size: Tuple[int, int]) -> None:
+        """Refuse, before any resizing, an image ``size`` (and the styles' sizes) whose feature maps
+        cannot fit in the devices' memory: such a run would allocate for minutes and then fail, or
+        be killed by the system."""
+        devices = self._devices
         totals = [device_memory(d) for d in set(devices)]
         if None in totals:
             return  # no way to ask this platform
         total = sum(totals)
-        sizes = [("output image", self.full_size, BYTES_PER_PIXEL, "--size", "--size-pixels")]
+        sizes = [("output image", size, BYTES_PER_PIXEL, "--size", "--size-pixels")]
         sizes += [("style image", self._style_dims(image), STYLE_BYTES_PER_PIXEL, "--style-size",
                    "--style-size-pixels") for image in self._style_images]
         needs = [w * h * per_pixel for _, (w, h), per_pixel, _, _ in sizes]
@@ -358,12 +371,15 @@ class StyleTransfer:
 
         before = self._spare.copy_(self.pixels.detach())
         with self._out_of_memory_is_an_error(*self.size):  # the closure runs first: pixels unchanged
-            loss = self.optimizer.step(self._graphed(closure) if self.use_cuda_graphs else closure)
+            try:
+                loss = self.optimizer.step(self._graphed(closure) if self.use_cuda_graphs else closure)
+            except FloatingPointError:  # L-BFGS's step or gradient overflowed float32
+                loss = math.inf
         if not math.isfinite(loss):
             with torch.no_grad():
                 self.pixels.copy_(self._good)
-            raise PasticheError(f"the loss became {loss} at step {self.step_count + 1}; kept the last"
-                                " good image — try smaller weights or --learning-rate")
+            raise PasticheError(f"the loss or its step became {loss} at step {self.step_count + 1}; kept the"
+                                " last good image — try smaller weights or --learning-rate")
         self._good, self._spare = before, self._good
         with torch.no_grad():
             self.pixels.clamp_(0, 255)

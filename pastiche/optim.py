@@ -8,6 +8,7 @@ triton): ~200 MB of resident memory and over a second of start-up for nothing a 
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -83,6 +84,10 @@ class LBFGS:
         # The step's only read from the device: every decision on the host uses these numbers.
         loss_value, grad_max, *numbers = torch.cat([loss.detach().reshape(1), magnitude.max().reshape(1),
                                                     products.reshape(-1)]).tolist()
+        if not math.isfinite(loss_value):
+            return loss_value  # no move: the caller decides what to keep
+        if not all(map(math.isfinite, numbers)):  # a finite loss, but a step or gradient past float32's range
+            raise FloatingPointError("L-BFGS's inner products overflowed")
         if grad_max <= self.tolerance_grad:
             # optimal already (row 2 now holds this gradient where torch keeps the one before:
             # the two differ only after such a step, which a style loss does not reach)

@@ -8,7 +8,7 @@ previous level's image, upsampled (:meth:`StyleTransfer.resize`).
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image
 
@@ -37,8 +37,9 @@ def plan(full: Tuple[int, int], num_steps: int, coarse_steps: Sequence[int] = ()
     """Coarse-to-fine levels: ``num_steps`` at ``full`` (width, height), and before it one level
     per entry of ``coarse_steps`` (coarsest first), each half the size of the next. Coarse levels
     whose short side would be under MIN_COARSE_SIDE px are left out."""
-    if not isinstance(coarse_steps, (list, tuple)):
-        raise PasticheError(f"coarse_steps must be a list of step counts, one per coarser level, got {coarse_steps!r}")
+    if isinstance(coarse_steps, (str, bytes)) or not isinstance(coarse_steps, Iterable):
+        raise PasticheError(f"coarse_steps must be a sequence of step counts, one per coarser level, got"
+                            f" {coarse_steps!r}")
     steps = list(coarse_steps) + [num_steps]
     for n in steps:
         if not whole(n):

@@ -322,6 +322,8 @@ BAD_INPUTS = {
     "output under a file": ({"-o": "content.png/out.png"}, ["'content.png' is a file"]),
     "seed out of range": ({"--seed": str(2 ** 64)}, ["--seed", str(2 ** 64)]),
     "learning rate beyond float32": ({"--learning-rate": "1e39"}, ["--learning-rate"]),
+    "bad schedule with --single-scale": ({"--single-scale": None, "--schedule": "abc"}, ["--schedule 'abc'"]),
+    "every loss weight 0": ({"--content-weight": "0", "--style-weights": "0"}, ["weighted 0"]),
     # the workspace is made only once every input is known to be good
     "workspace, content missing": ({"--workspace": "ws/deep", "-c": "missing.png"}, ["missing.png"]),
     "workspace, image too small": ({"--workspace": "ws", "--size": "8", "--content-layers": ["block4_relu2"]},

@@ -514,6 +514,8 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory(content_path, styl
     (dict(learning_rate=float("inf")), ["--learning-rate", "inf"]),
     (dict(learning_rate=1e39), ["--learning-rate", "too large for float32"]),  # not an overflow at step 1
     (dict(supplemental_devices=[("cpu", 99)]), ["--supplemental-device", "99", "1 to 36"]),
+    (dict(content_weight=0, style_layer_weights=[0, 0]), ["every loss term is weighted 0"]),
+    (dict(content_layer_weights=[0], style_weights=[0]), ["every loss term is weighted 0"]),
 ])
 def test_bad_options_raise_helpful_errors(content_path, style_path, options, needles):
     with pytest.raises(PasticheError) as info:
@@ -598,3 +600,32 @@ def test_weight_lists_of_the_wrong_length_say_how_many(content_path, style_path)
                                " per content layer or none for the defaults")
 
 
+
+
+def test_one_loss_term_or_tv_alone_is_enough(content_path, style_path):
+    for options in (dict(content_weight=0), dict(style_weights=[0]), dict(content_weight=0, style_weights=[0],
+                                                                          tv_weight=1)):
+        assert math.isfinite(_job(content_path, style_path, **options).step())
+
+
+def test_a_step_past_float32s_range_keeps_the_last_good_image(content_path, style_path):
+    """A learning rate of 1e30 saturates the image at the first step, and L-BFGS's inner products
+    of the second overflow: before, numpy warned, the direction became NaN and every later step
+    stood still, the saturated image kept as the result."""
+    job = _job(content_path, style_path, learning_rate=1e30)
+    job.step()
+    good = job.pixels.detach().clone()  # the image whose loss step 2 evaluates: saturated, but finite
+    assert set(torch.unique(good).tolist()) <= {0.0, 255.0}
+    with pytest.raises(PasticheError, match="the loss or its step became inf at step 2; kept the last good image"):
+        job.step()
+    assert job.step_count == 1 and not torch.equal(job.pixels, good)  # back to the image before step 1
+
+
+def test_resize_takes_whole_pixels_and_checks_memory_beyond_the_full_size(content_path, style_path):
+    job = StyleTransfer(content_path, style_path, **TINY)
+    for bad in ((40.5, 30), ("40", 30), (True, 30), (0, 30)):
+        with pytest.raises(PasticheError, match="resize needs whole numbers of pixels"):
+            job.resize(*bad)
+    with pytest.raises(PasticheError, match="the output image would be 1000000x1000000 px"):
+        job.resize(1_000_000, 1_000_000)
+    assert job.size is None

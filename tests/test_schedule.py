@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -49,8 +50,9 @@ def test_schedule_and_callback_are_checked_before_any_step(content_path, style_p
     for schedule in (2.5, "3"):
         with pytest.raises(PasticheError, match="whole number of steps"):
             run(job, schedule)
-    with pytest.raises(PasticheError, match="coarse_steps must be a list"):
-        transfer(content_path, style_path, coarse_steps=5, **TINY)
+    for coarse_steps in (5, "10,5"):
+        with pytest.raises(PasticheError, match="coarse_steps must be a sequence"):
+            transfer(content_path, style_path, coarse_steps=coarse_steps, **TINY)
     with pytest.raises(PasticheError, match="callback"):
         run(job, 2, callback=5)
     assert job.step_count == 0
@@ -82,3 +84,8 @@ def test_run_goes_through_each_level_at_its_size(content_path, style_path):
     sizes = []
     run(job, schedule, callback=lambda j: sizes.append(j.size))
     assert sizes == [(48, 40)] * 3 + [(96, 80)] * 2 and job.step_count == 5
+
+
+def test_plan_takes_any_sequence_of_step_counts():
+    expected = plan((256, 192), 5, [3, 2])
+    assert plan((256, 192), 5, range(3, 1, -1)) == expected == plan((256, 192), 5, np.array([3, 2]))
