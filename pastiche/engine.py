@@ -133,6 +133,7 @@ class StyleTransfer:
         self.preserve_color, self.luminance_only = preserve_color, luminance_only
         self.device = resolve_device(device or default_device())
         supplemental = [(resolve_device(d), i) for d, i in supplemental_devices]
+        self._devices = [self.device, *(d for d, _ in supplemental)]
         # On one CUDA device a step's forward and backward replay as a CUDA graph (see _graphed):
         # on torch's current one, as measured (capture and replay use its streams)
         self.use_cuda_graphs = (self.device.type == "cuda" and not supplemental
@@ -144,7 +145,7 @@ class StyleTransfer:
                                     f" 1 to {len(LAYER_NAMES) - 1} (see --list-layers)")
 
         deepest = max(LAYER_INDEX[n] for n in self.content_layers + self.style_layers)
-        self.dtype = compute_dtype(precision, [self.device, *(d for d, _ in supplemental)])
+        self.dtype = compute_dtype(precision, self._devices)
         self.vgg: VGG19 = vgg19(weights=weights, pooling=pooling, up_to=LAYER_NAMES[deepest], compact=low_memory,
                                 dtype=self.dtype)
         self.vgg.place(self.device, supplemental)
@@ -165,7 +166,6 @@ class StyleTransfer:
         self.optimizer: Union[LBFGS, Adam, None] = None
         self.full_size = resized_dims(*self._content_image.size, size=size,
                                       pixels=None if size else size_pixels)
-        self._devices = [self.device, *(d for d, _ in supplemental)]
         self._check_memory(self.full_size)
         # Targets and the image are made by the first resize(), at run()'s first level; stepping
         # before that starts at full size.
@@ -260,8 +260,7 @@ class StyleTransfer:
         """Refuse, before any resizing, an image ``size`` (and the styles' sizes) whose feature maps
         cannot fit in the devices' memory: such a run would allocate for minutes and then fail, or
         be killed by the system."""
-        devices = self._devices
-        totals = [device_memory(d) for d in set(devices)]
+        totals = [device_memory(d) for d in set(self._devices)]
         if None in totals:
             return  # no way to ask this platform
         total = sum(totals)
@@ -273,8 +272,8 @@ class StyleTransfer:
         if need <= total:
             return
         what, (w, h), _, size_flag, pixels_flag = sizes[needs.index(max(needs))]
-        where = ("this machine" if all(d.type != "cuda" for d in devices)
-                 else " + ".join(str(d) for d in dict.fromkeys(devices)))
+        where = ("this machine" if all(d.type != "cuda" for d in self._devices)
+                 else " + ".join(str(d) for d in dict.fromkeys(self._devices)))
         raise PasticheError(f"the {what} would be {w}x{h} px, which needs at least"
                             f" {need / 2 ** 30:,.1f} GB of memory and {where} has"
                             f" {total / 2 ** 30:,.1f} GB; choose a smaller {size_flag} or {pixels_flag}")

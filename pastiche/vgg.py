@@ -53,6 +53,7 @@ def conv_shapes(cfg: Sequence[Union[int, str]] = CFG_E) -> Dict[str, Tuple[int, 
             in_channels = item
     return dict(zip((n for n in layer_names(cfg) if "_conv" in n), shapes))
 
+
 # Input conventions a weights file may declare: what the bundled (Caffe) weights expect, and
 # what weights made from torchvision's VGG19 expect (pastiche-compress --preprocessing).
 CAFFE_PREPROCESSING = {"channel_order": "BGR", "scale": 255.0,
