@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     vid = p.add_argument_group("video (needs PyAV: pip install av)")
     vid.add_argument("--video", metavar="FILE", help="after the run, join the --workspace frames"
                      " into this .mp4 or .gif")
-    vid.add_argument("--fps", type=float, default=30, help="frame rate of --video")
+    vid.add_argument("--fps", type=float, default=30, help="frame rate of --video (0.1 to 1000)")
     vid.add_argument("--frame-steps", type=int, default=100,
                      help="video content: steps per frame after the first (which gets the whole schedule)")
     vid.add_argument("--no-flow", action="store_true",

@@ -341,7 +341,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         " or image files) into an MP4 (H.264) or a GIF.")
     parser.add_argument("frames", nargs="+", metavar="WORKSPACE", help="frame directory or image file")
     parser.add_argument("--output", "-o", required=True, help="output video (.mp4, .mov, .mkv, .gif)")
-    parser.add_argument("--fps", type=float, default=30, help="frames per second")
+    parser.add_argument("--fps", type=float, default=30, help="frames per second (0.1 to 1000)")
     args = parser.parse_args(argv)
     try:
         path = frames_to_video(args.frames, args.output, fps=args.fps)
