@@ -164,7 +164,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise PasticheError(f"--workspace-prefix '{args.workspace_prefix}' is a path; give a file-name"
                             " prefix, and the folder with --workspace")
     for device, index in args.supplemental_devices:
-        if not index.isdigit():
+        if not index.isdecimal():  # not isdigit: '²' is a digit int() refuses
             raise PasticheError(f"--supplemental-device {device} {index}: INDEX must be a layer number"
                                 " (see --list-layers)")
 

@@ -102,16 +102,26 @@ def _read_keras(path: Path) -> Layers:
     except ImportError:
         raise PasticheError(f"reading '{path}' needs h5py: pip install h5py") from None
     layers = {}
-    with h5py.File(path, "r") as f:
-        for name in CONV_NAMES:
-            group = f[name] if name in f else f["layers"][name]
-            arrays = {}
-            group.visititems(lambda key, item: arrays.setdefault(key, item) if hasattr(item, "shape") else None)
-            kernel = next(a for k, a in arrays.items() if len(a.shape) == 4)[()]
-            bias = next(a for k, a in arrays.items() if len(a.shape) == 1)[()]
-            # Keras kernels are (3, 3, in, out); torch wants (out, in, 3, 3).
-            layers[name] = (np.ascontiguousarray(kernel.transpose(3, 2, 0, 1), np.float32),
-                            np.asarray(bias, np.float32))
+    try:
+        with h5py.File(path, "r") as f:
+            for name in CONV_NAMES:
+                group = f[name] if name in f else f["layers"][name]
+                arrays = {}
+
+                def keep(key: str, item: object) -> None:  # None: visititems stops at any other value
+                    if isinstance(item, h5py.Dataset):
+                        arrays[key] = item
+
+                group.visititems(keep)
+                kernel = next(a for a in arrays.values() if len(a.shape) == 4)[()]
+                bias = next(a for a in arrays.values() if len(a.shape) == 1)[()]
+                # Keras kernels are (3, 3, in, out); torch wants (out, in, 3, 3).
+                layers[name] = (np.ascontiguousarray(kernel.transpose(3, 2, 0, 1), np.float32),
+                                np.asarray(bias, np.float32))
+    except (OSError, KeyError, StopIteration) as e:
+        what = f"no kernel and bias for {name}" if isinstance(e, (KeyError, StopIteration)) else "not an HDF5 file"
+        raise PasticheError(f"cannot read source weights '{path}': {what}; expected a Keras VGG19 .h5"
+                            " (layers block1_conv1 ... block5_conv4)") from None
     return layers
 
 
@@ -187,7 +197,7 @@ def compress(source: Union[str, os.PathLike], output: Union[str, os.PathLike], *
 
         # Biggest layers first so the pool's processes finish together.
         order = sorted(kept, key=lambda n: -layers[n][0].size)
-        with ProcessPoolExecutor(jobs or os.cpu_count() or 1) as pool, \
+        with ProcessPoolExecutor(jobs) as pool, \
                 tqdm(total=len(order), desc="compressing", unit="layer", disable=not progress) as bar:
             futures = [pool.submit(_quantize_job, n, *layers[n], per_layer[n]) for n in order]
             for future in as_completed(futures):

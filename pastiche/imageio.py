@@ -62,7 +62,7 @@ def _from_array(a: np.ndarray, label: str) -> Image.Image:
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)) or a.size == 0:
         raise PasticheError(
             f"cannot use {label}: unsupported array shape {tuple(a.shape)}; "
-            "expected HxW, HxWx3 or HxWx4"
+            "expected HxW, HxWx1, HxWx3 or HxWx4"
         )
     if a.dtype == np.uint8:
         x = a.astype(np.float32) / 255.0
@@ -330,13 +330,23 @@ def _check_writable(path: str, kind: str, option: str) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PasticheError(f"cannot write {kind} '{p}': directory '{parent}' is not writable;"
                             f" choose another {option}")
-    name_max = os.pathconf(parent, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    name_max = _name_max(parent)
     if len(os.fsencode(p.name)) > name_max:
         raise PasticheError(f"cannot write {kind} '{p}': its name is {len(os.fsencode(p.name))} bytes,"
                             f" over this filesystem's {name_max}; choose a shorter {option}")
     if p.exists() and not os.access(p, os.W_OK):  # replacing it would go round its permissions
         raise PasticheError(f"cannot write {kind} '{p}': the file is read-only; choose another {option}"
                             " or make it writable")
+
+
+def _name_max(folder: pathlib.Path) -> int:
+    """The longest file name in bytes ``folder``'s filesystem takes: 255 where it does not say
+    (no pathconf on Windows; -1 or EINVAL on some filesystems)."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX") if hasattr(os, "pathconf") else -1
+    except OSError:
+        limit = -1
+    return limit if limit > 0 else 255
 
 
 def _new_file_mode(target: pathlib.Path) -> int:

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from . import color
+from .checks import whole
 from .engine import StyleTransfer
 from .errors import PasticheError
 from .flow import warp_previous
@@ -91,7 +92,11 @@ def _opened(path: PathLike) -> Iterator[Tuple[Any, Any]]:
 def probe(path: PathLike) -> VideoInfo:
     """Frame rate, frame count, size and whether there is audio; PasticheError for a bad video."""
     with _opened(path) as (container, stream):
-        frames = stream.frames or sum(1 for p in container.demux(stream) if p.size)
+        try:
+            frames = stream.frames or sum(1 for p in container.demux(stream) if p.size)
+        except _av().error.FFmpegError as e:
+            raise PasticheError(f"cannot read video '{os.fspath(path)}': it is damaged ({e.strerror});"
+                                " re-encode it") from None
         if not frames:
             raise PasticheError(f"cannot read video '{os.fspath(path)}': it has no frames; re-export it")
         fps = Fraction(stream.average_rate or stream.guessed_rate or 30)
@@ -158,7 +163,7 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
         source = av.open(os.fspath(audio_from)) if audio_from else None
         try:
             a_in = source.streams.audio[0] if source and source.streams.audio else None
-            copy = a_in is not None and (a_in.codec_context.name in _MP4_AUDIO or output.suffix == ".mkv")
+            copy = a_in is not None and (a_in.codec_context.name in _MP4_AUDIO or output.suffix.lower() == ".mkv")
             a_out = None if a_in is None else out.add_stream_from_template(a_in) if copy else \
                 out.add_stream("aac", rate=a_in.codec_context.sample_rate or 44100)
             for im in frames:
@@ -278,6 +283,8 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
                         *((n, "coarse_steps") for n in coarse_steps)):
         if value < 1:
             raise PasticheError(f"{name} must be at least 1, got {value}")
+    if max_frames is not None and not whole(max_frames):
+        raise PasticheError(f"max_frames must be a whole number of frames, at least 1, got {max_frames!r}")
     style_list = list(styles) if isinstance(styles, (list, tuple)) else [styles]
     output = check_video_output(output, inputs=[content_video, *style_list])
     info = probe(content_video)

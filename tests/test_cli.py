@@ -313,6 +313,7 @@ BAD_INPUTS = {
     "output is a directory": ({"-o": "adir"}, ["adir"]),
     "workspace is a file": ({"--workspace": "content.png"}, ["--workspace", "content.png", "not a folder"]),
     "supplemental index out of range": ({"--supplemental-device": ["cpu", "99"]}, ["--supplemental-device", "99"]),
+    "supplemental index a superscript": ({"--supplemental-device": ["cpu", "²"]}, ["--supplemental-device", "²"]),
     "missing weights file": ({"--weights": "nope.pqw"}, ["nope.pqw"]),
     "unknown weights name": ({"--weights": "vgg19-2bit"}, ["vgg19-2bit", "vgg19-8bit, vgg19-4bit"]),
     "weights is a directory": ({"--weights": "adir"}, ["adir", "directory"]),

@@ -421,3 +421,25 @@ def test_four_bit_file_keeps_style_grams_within_5_percent():
     for layer in layers:
         error = float((gram(a[layer]) - gram(b[layer])).norm() / gram(b[layer]).norm())
         assert error <= 0.05, (layer, error)
+
+
+def test_keras_h5_sources_are_read_and_damaged_ones_named(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    state = _state(TINY)
+    path = tmp_path / "vgg19.h5"
+    with h5py.File(path, "w") as f:  # Keras's layout: layer/layer/{bias:0, kernel:0}, kernels (3, 3, in, out)
+        for name, i in zip(CONV_NAMES, FEATURE_INDICES):
+            group = f.create_group(name).create_group(name)
+            group["bias:0"] = state[f"features.{i}.bias"].numpy()
+            group["kernel:0"] = state[f"features.{i}.weight"].numpy().transpose(2, 3, 1, 0)
+    layers = read_source(path)
+    for name, i in zip(CONV_NAMES, FEATURE_INDICES):
+        assert np.array_equal(layers[name][0], state[f"features.{i}.weight"].numpy())
+        assert np.array_equal(layers[name][1], state[f"features.{i}.bias"].numpy())
+    with h5py.File(path, "a") as f:
+        del f["block5_conv4"]
+    with pytest.raises(PasticheError, match="no kernel and bias for block5_conv4"):
+        read_source(path)
+    (tmp_path / "text.h5").write_text("not HDF5")
+    with pytest.raises(PasticheError, match="text.h5': not an HDF5 file"):
+        read_source(tmp_path / "text.h5")

@@ -485,3 +485,16 @@ def test_the_longest_name_the_filesystem_allows_is_written(tmp_path):
     with pytest.raises(PasticheError) as e:
         check_output_path(longest / "b.png")  # under a file
     _check_error(e, f"directory '{longest}' is a file, not a directory")
+
+
+@pytest.mark.parametrize("answer", [-1, OSError(errno.EINVAL, "Invalid argument")])
+def test_a_filesystem_that_does_not_say_its_name_limit_gets_255(tmp_path, monkeypatch, answer):
+    def pathconf(path, name):
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(os, "pathconf", pathconf)
+    assert save_image(torch.rand(3, 2, 2), tmp_path / "out.png").is_file()
+    with pytest.raises(PasticheError, match="over this filesystem's 255"):
+        check_output_path(tmp_path / ("a" * 256 + ".png"))

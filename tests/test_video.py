@@ -289,3 +289,9 @@ def test_the_command_s_video_is_this_run_s_frames_ending_on_the_result(tmp_path,
     video_content = ["-c", str(make_clip(tmp_path / "clip.mp4")), "-s", "style.png", "-o", "o.mp4", "--workspace", "w2"]
     assert pastiche.cli.main(video_content) == 1
     assert "--workspace is for an image --content" in capsys.readouterr().err and not (tmp_path / "w2").exists()
+
+
+def test_max_frames_must_be_a_whole_number(tmp_path):
+    for bad in (0, -1, 1.5):
+        with pytest.raises(PasticheError, match="max_frames must be a whole number"):
+            video.stylize_video(tmp_path / "clip.mp4", tmp_path / "s.png", tmp_path / "o.mp4", max_frames=bad)
