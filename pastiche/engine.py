@@ -243,11 +243,14 @@ class StyleTransfer:
             self._good = self.pixels.detach().clone()
             self._spare = torch.empty_like(self._good)
             self._graph = None  # it holds the old image and targets
-            narrow = self.dtype == torch.bfloat16  # the pairs as rounded as the gradients' convolutions
-            self.optimizer = (LBFGS(self.pixels, lr=self.learning_rate, history=self.lbfgs_history,
-                                    scale=lbfgs_scale, probe=LBFGS_PROBE if narrow else None,
-                                    pair_dtype=torch.bfloat16 if narrow else None)
-                              if self.optimizer_name == "lbfgs" else Adam(self.pixels, lr=self.learning_rate))
+            self.optimizer = self._new_optimizer(lbfgs_scale)
+
+    def _new_optimizer(self, lbfgs_scale: Optional[float] = None) -> Union[LBFGS, Adam]:
+        if self.optimizer_name == "adam":
+            return Adam(self.pixels, lr=self.learning_rate)
+        narrow = self.dtype == torch.bfloat16  # the pairs as rounded as the gradients' convolutions
+        return LBFGS(self.pixels, lr=self.learning_rate, history=self.lbfgs_history, scale=lbfgs_scale,
+                     probe=LBFGS_PROBE if narrow else None, pair_dtype=torch.bfloat16 if narrow else None)
 
     def _style_dims(self, image: Image.Image, scale: float = 1.0) -> Tuple[int, int]:
         """(width, height) of a style image on a level whose width is ``scale`` times the output's."""
@@ -377,6 +380,7 @@ class StyleTransfer:
         if not math.isfinite(loss):
             with torch.no_grad():
                 self.pixels.copy_(self._good)
+            self.optimizer = self._new_optimizer()  # its history holds the bad gradient (Adam's moments too)
             raise PasticheError(f"the loss or its step became {loss} at step {self.step_count + 1}; kept the"
                                 " last good image — try smaller weights or --learning-rate")
         self._good, self._spare = before, self._good

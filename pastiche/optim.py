@@ -207,6 +207,6 @@ class Adam:
         self.count += 1
         self.mean.lerp_(grad, 1 - b1)
         self.square.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        denominator = (self.square / (1 - b2 ** self.count)).sqrt_().add_(self.eps)
+        denominator = self.square.sqrt().div_((1 - b2 ** self.count) ** 0.5).add_(self.eps)  # torch's order
         self.param.addcdiv_(self.mean, denominator, value=-self.lr / (1 - b1 ** self.count))
         return float(loss)

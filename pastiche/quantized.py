@@ -212,13 +212,17 @@ def read_header(path: PathLike) -> Tuple[Dict, memoryview]:
         raise bad(f"header length {length} does not fit the file's {len(data)} bytes (truncated?)")
     try:
         header = json.loads(data[_PREFIX: _PREFIX + length])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise bad(f"header is not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # ValueError: JSON's, UTF-8's, a 5,000-digit number's
+        raise bad(f"header is not valid JSON ({str(e)[:80]})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise bad("header does not describe pastiche quantized weights")
     if header.get("version") != VERSION:
         raise bad(f"format version {header.get('version')!r}, this pastiche reads version {VERSION}"
                   " (upgrade pastiche)")
+    _check_preprocessing(header.get("preprocessing"), bad)
+    if not (isinstance(header.get("arch", ""), str) and all(isinstance(header.get(k, {}), dict)
+                                                            for k in ("source", "metadata"))):
+        raise bad("header's arch, source or metadata is of the wrong type")
     payload = memoryview(data)[_PREFIX + length:]
     end = 0
     for entry in _checked_layers(header, bad):
@@ -235,18 +239,43 @@ def read_header(path: PathLike) -> Tuple[Dict, memoryview]:
     return header, payload
 
 
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_preprocessing(pre: object, bad) -> None:
+    """The input convention: channel order, a finite positive scale, 3 finite means and 3 finite
+    non-zero standard deviations (vgg.preprocessing_affine divides by them)."""
+    def numbers(key: str) -> bool:
+        values = pre.get(key)
+        return (isinstance(values, list) and len(values) == 3 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values))
+
+    if not (isinstance(pre, dict) and pre.get("channel_order") in ("RGB", "BGR") and numbers("mean")
+            and numbers("std") and all(pre["std"]) and isinstance(pre.get("scale"), (int, float))
+            and not isinstance(pre.get("scale"), bool) and 0 < pre["scale"] < math.inf):
+        raise bad(f"bad preprocessing {str(pre)[:120]}")
+
+
 def _checked_layers(header: Dict, bad) -> List[Dict]:
     """Check each layer entry's types and that its buffer sizes agree with shape and bits."""
     layers = header.get("layers")
     if not isinstance(layers, list) or not layers:
         raise bad("header lists no layers")
+    names = set()
     for entry in layers:
         try:
-            name, shape, bits = entry["name"], entry["shape"], entry["bits"]
-            sizes = {key: entry[key][1] - entry[key][0] for key in ("indices", "centroids", "bias")}
-            int(entry["crc32"])
-        except (KeyError, TypeError, IndexError, ValueError):
+            name, shape, bits, crc = entry["name"], entry["shape"], entry["bits"], entry["crc32"]
+            ranges = [entry[key] for key in ("indices", "centroids", "bias")]
+        except (KeyError, TypeError):
             raise bad(f"malformed layer entry {str(entry)[:80]}") from None
+        if not (isinstance(name, str) and _count(crc) and crc < 2 ** 32 and all(
+                isinstance(r, list) and len(r) == 2 and all(map(_count, r)) for r in ranges)):
+            raise bad(f"malformed layer entry {str(entry)[:80]}")
+        if name in names:
+            raise bad(f"layer {name} is listed twice")
+        names.add(name)
+        sizes = dict(zip(("indices", "centroids", "bias"), (stop - begin for begin, stop in ranges)))
         if not (isinstance(bits, int) and 1 <= bits <= 8 and isinstance(shape, list) and shape
                 and all(isinstance(d, int) and d > 0 for d in shape)):
             raise bad(f"layer {name}: bad shape {shape} or bits {bits}")
@@ -265,8 +294,11 @@ def _layer(entry: Dict, payload: memoryview, path: PathLike) -> QuantizedLayer:
         raise PasticheError(f"invalid weights file '{path}': layer {entry['name']} fails its"
                             " crc32 check (corrupted); reinstall pastiche or rebuild the file")
     view = lambda key, dtype: np.frombuffer(payload[slice(*entry[key])], dtype=dtype)  # noqa: E731
-    return QuantizedLayer(tuple(entry["shape"]), entry["bits"], view("indices", np.uint8),
-                          view("centroids", "<f4"), view("bias", "<f4"))
+    centroids, bias = view("centroids", "<f4"), view("bias", "<f4")
+    if not (np.isfinite(centroids).all() and np.isfinite(bias).all()):
+        raise PasticheError(f"invalid weights file '{path}': layer {entry['name']} holds NaN or infinite"
+                            " values; rebuild it with pastiche-compress from a sound source")
+    return QuantizedLayer(tuple(entry["shape"]), entry["bits"], view("indices", np.uint8), centroids, bias)
 
 
 def load_file(path: PathLike) -> WeightsFile:

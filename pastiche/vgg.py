@@ -367,8 +367,4 @@ def _check_arch(header: Dict, path: Path) -> int:
     if header.get("arch") != "vgg19" or found != expected[: len(found)]:
         raise PasticheError(f"invalid weights file '{path}': it does not hold VGG19's convolutions"
                             " in order; use a file made by pastiche-compress")
-    pre = header.get("preprocessing", {})
-    if (pre.get("channel_order") not in ("RGB", "BGR") or not isinstance(pre.get("scale"), (int, float))
-            or len(pre.get("mean", ())) != 3 or len(pre.get("std", ())) != 3):
-        raise PasticheError(f"invalid weights file '{path}': bad preprocessing {pre}")
-    return len(found)
+    return len(found)  # the preprocessing was checked with the header (quantized.read_header)

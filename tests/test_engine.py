@@ -629,3 +629,20 @@ def test_resize_takes_whole_pixels_and_checks_memory_beyond_the_full_size(conten
     with pytest.raises(PasticheError, match="the output image would be 1000000x1000000 px"):
         job.resize(1_000_000, 1_000_000)
     assert job.size is None
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_stepping_on_after_a_non_finite_loss_works(content_path, style_path, monkeypatch, optimizer):
+    """An API caller may catch the error and step on: the optimiser starts afresh, where its
+    history (L-BFGS's last gradient, Adam's moments) held the NaN gradient and failed every
+    later step."""
+    job = _job(content_path, style_path, optimizer=optimizer, learning_rate=1.0 if optimizer == "lbfgs" else 5.0)
+    job.step()
+    job.step()
+    objective = StyleTransfer.objective
+    monkeypatch.setattr(StyleTransfer, "objective", lambda self, p: objective(self, p) * float("nan"))
+    with pytest.raises(PasticheError, match="nan at step 3"):
+        job.step()
+    monkeypatch.setattr(StyleTransfer, "objective", objective)
+    losses = [job.step() for _ in range(4)]
+    assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]

@@ -299,3 +299,65 @@ def test_flipped_payload_byte(tmp_path, where):
     read_header(path)  # structure is fine; only the checksum can tell
     msg = _expect_error(path, "crc32")
     assert "layer b" in msg
+
+
+def _entry(header, **changes):
+    return dict(header, layers=[dict(header["layers"][0], **changes)] + header["layers"][1:])
+
+
+@pytest.mark.parametrize("change, pattern", [
+    (dict(indices=[0, 54, 5]), "malformed"),  # a third number in a byte range
+    (dict(indices=[0.0, 54.0]), "malformed"),  # float offsets: 0.0 == 0, then a slice of floats
+    (dict(indices=[True, 54]), "malformed"),
+    (dict(name=["a"]), "malformed"),  # unhashable
+    (dict(crc32="2280803425"), "malformed"),  # a string: always "corrupted" before
+    (dict(crc32=2 ** 32), "malformed"),
+])
+def test_entries_of_the_wrong_type_stop_at_the_gate(tmp_path, change, pattern):
+    """Found by a review: each passed the gate and failed later with a TypeError or ValueError."""
+    path = tmp_path / "w.pqw"
+    header, payload = _split(_small_file(path))
+    path.write_bytes(_join(_entry(header, **change), payload))
+    _expect_error(path, pattern)
+
+
+def test_a_layer_listed_twice_is_refused(tmp_path):
+    path = tmp_path / "w.pqw"
+    header, payload = _split(_small_file(path))
+    path.write_bytes(_join(_entry(header, name="b"), payload))
+    _expect_error(path, "layer b is listed twice")
+
+
+@pytest.mark.parametrize("pre", [
+    [1, 2, 3], dict(PRE, mean="abc"), dict(PRE, std=[0.0, 1.0, 1.0]), dict(PRE, scale=float("nan")),
+    dict(PRE, scale=-1.0), dict(PRE, mean=[0.0, 0.0]), dict(PRE, channel_order="GBR"), dict(PRE, scale=True)])
+def test_bad_preprocessing_stops_at_the_gate(tmp_path, pre):
+    path = tmp_path / "w.pqw"
+    header, payload = _split(_small_file(path))
+    path.write_bytes(_join(dict(header, preprocessing=pre), payload))  # json writes and reads NaN
+    _expect_error(path, "bad preprocessing")
+
+
+def test_headers_that_break_the_json_parser_stop_at_the_gate(tmp_path):
+    path = tmp_path / "w.pqw"
+    header, payload = _split(_small_file(path))
+    for text in (json.dumps(header)[:-1] + ',"x":' + "[" * 100000 + "]" * 100000 + "}",  # recursion
+                 json.dumps(header)[:-1] + ',"x":' + "9" * 5000 + "}"):  # over int's digit limit
+        data = text.encode() + b" " * (-len(text) % 8)
+        path.write_bytes(MAGIC + struct.pack("<Q", len(data)) + data + payload)
+        _expect_error(path, "not valid JSON")
+    path.write_bytes(_join(dict(header, metadata=[1]), payload))
+    _expect_error(path, "wrong type")
+
+
+def test_non_finite_centroids_are_refused(tmp_path):
+    path = tmp_path / "w.pqw"
+    data = bytearray(_small_file(path))
+    header, payload = _split(bytes(data))
+    entry = header["layers"][0]
+    start = len(data) - len(payload) + entry["centroids"][0]
+    data[start:start + 4] = struct.pack("<f", float("nan"))
+    begin, end = entry["indices"][0], entry["bias"][1]
+    header["layers"][0]["crc32"] = zlib.crc32(bytes(data[len(data) - len(payload):])[begin:end])  # a sound checksum
+    path.write_bytes(_join(header, bytes(data[len(data) - len(payload):])))
+    _expect_error(path, "layer a holds NaN or infinite values")
