@@ -246,13 +246,13 @@ def _count(value: object) -> bool:
 def _check_preprocessing(pre: object, bad) -> None:
     """The input convention: channel order, a finite positive scale, 3 finite means and 3 finite
     non-zero standard deviations (vgg.preprocessing_affine divides by them)."""
-    def numbers(key: str) -> bool:
+    def three_finite(key: str) -> bool:
         values = pre.get(key)
         return (isinstance(values, list) and len(values) == 3 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values))
 
-    if not (isinstance(pre, dict) and pre.get("channel_order") in ("RGB", "BGR") and numbers("mean")
-            and numbers("std") and all(pre["std"]) and isinstance(pre.get("scale"), (int, float))
+    if not (isinstance(pre, dict) and pre.get("channel_order") in ("RGB", "BGR") and three_finite("mean")
+            and three_finite("std") and all(pre["std"]) and isinstance(pre.get("scale"), (int, float))
             and not isinstance(pre.get("scale"), bool) and 0 < pre["scale"] < math.inf):
         raise bad(f"bad preprocessing {str(pre)[:120]}")
 
