@@ -20,11 +20,14 @@ def _start(prog: str, module: str, function: str) -> int:
         os._exit(130)
 
     # Only where Python would raise KeyboardInterrupt: an ignored SIGINT (a background job) stays so.
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.default_int_handler:
+    replace = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if replace:
         signal.signal(signal.SIGINT, interrupted)
-    command = getattr(importlib.import_module(f"pastiche.{module}"), function)
-    signal.signal(signal.SIGINT, previous)
+    try:
+        command = getattr(importlib.import_module(f"pastiche.{module}"), function)
+    finally:  # also when the import fails: Ctrl-C is Python's again
+        if replace:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     return command()
 
 

@@ -41,13 +41,14 @@ def match_color(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """Recolour ``style`` so its pixels have the mean and covariance of ``content``'s.
 
     The same affine map as pastiche 1.6.0's --preserve-color; values are not clamped, so the
-    statistics match exactly.
+    statistics match exactly. Computed on the CPU in float64 (MPS has neither float64 nor
+    ``eigh``), returned on ``style``'s device in its dtype.
     """
-    s = style.reshape(3, -1).double()
-    c = content.reshape(3, -1).double()
+    s = style.reshape(3, -1).cpu().double()
+    c = content.reshape(3, -1).cpu().double()
     mu_s, mu_c = s.mean(1, keepdim=True), c.mean(1, keepdim=True)
     transform = _sqrtm(torch.cov(c, correction=0)) @ _sqrtm(torch.cov(s, correction=0), inverse=True)
-    return (transform @ (s - mu_s) + mu_c).float().reshape(style.shape)
+    return (transform @ (s - mu_s) + mu_c).reshape(style.shape).to(style)
 
 
 def luminance(image: torch.Tensor) -> torch.Tensor:

@@ -298,6 +298,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except PasticheError as e:
         print(f"pastiche-compress: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the output is written atomically: nothing of it exists yet
+        print("pastiche-compress: interrupted; nothing written", file=sys.stderr)
+        return 130
     print(format_report(reports))
     print(f"wrote {args.output} ({Path(args.output).stat().st_size:,} bytes) in"
           f" {time.perf_counter() - start:.1f} s")

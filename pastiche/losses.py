@@ -120,6 +120,11 @@ def style_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tenso
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:
     """Total variation of (N, C, H, W) ``image``: mean absolute difference of neighbours,
-    horizontal plus vertical (pastiche 1.6.0's definition)."""
-    return ((image[..., :, 1:] - image[..., :, :-1]).abs().mean()
-            + (image[..., 1:, :] - image[..., :-1, :]).abs().mean())
+    horizontal plus vertical (pastiche 1.6.0's definition); a side of 1 px has no neighbours
+    along it (the mean of nothing would be NaN)."""
+    loss = image.new_zeros(())
+    if image.shape[-1] > 1:
+        loss = loss + (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
+    if image.shape[-2] > 1:
+        loss = loss + (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
+    return loss

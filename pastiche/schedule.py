@@ -86,8 +86,8 @@ def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *
 
     ``num_steps`` run at the output size, after one coarser level per entry of ``coarse_steps``
     (see :func:`plan`). ``options`` are :class:`StyleTransfer`'s keyword arguments;
-    ``callback(transfer)`` runs after every step (``transfer.step_count``, ``transfer.loss``,
-    ``transfer.image()``) and may return True to stop early. ``seed`` (random if None) and
+    ``callback(job)`` runs after every step with the :class:`StyleTransfer` (``job.step_count``,
+    ``job.loss``, ``job.image()``) and may return True to stop early. ``seed`` (random if None) and
     ``deterministic`` hold for this call only: torch's random state and determinism settings are
     as they were afterwards.
     """

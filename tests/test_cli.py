@@ -158,6 +158,24 @@ def test_ctrl_c_while_torch_loads_is_one_line(command, module, ignored):
         assert done.stderr == f"{prog}: interrupted while starting; nothing written\n"
 
 
+def test_the_launcher_gives_ctrl_c_back_when_the_import_fails(monkeypatch):
+    """A command module that fails to import (a missing dependency) must not leave the
+    launcher's quiet exit as the process's Ctrl-C handler."""
+    import importlib
+    import signal
+
+    import pastiche.__main__ as launcher
+
+    def failing(name):
+        raise ImportError("No module named 'tqdm'")
+
+    monkeypatch.setattr(importlib, "import_module", failing)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(ImportError):
+        launcher.video()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_no_verbose_prints_nothing(images, tmp_path, capsys):
     content, style = images
     code = cli("-c", content, "-s", style, "-o", tmp_path / "out.png", "--num-steps", 2, "--size", 32,

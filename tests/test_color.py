@@ -89,3 +89,11 @@ def test_with_chroma_clamps_out_of_gamut():
     content = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 2, 2)  # pure red
     result = with_chroma(torch.ones(1, 3, 2, 2), content)  # white luminance + red chroma
     assert result.min() >= 0 and result.max() <= 1
+
+
+def test_match_color_returns_the_style_s_dtype_and_shape():
+    style = torch.rand(1, 3, 6, 5, generator=torch.Generator().manual_seed(0))
+    out = match_color(style, torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(1)))
+    assert out.dtype == style.dtype and out.device == style.device and out.shape == style.shape
+    half = match_color(style.bfloat16(), torch.rand(1, 3, 4, 4))
+    assert half.dtype == torch.bfloat16

@@ -443,3 +443,18 @@ def test_keras_h5_sources_are_read_and_damaged_ones_named(tmp_path):
     (tmp_path / "text.h5").write_text("not HDF5")
     with pytest.raises(PasticheError, match="text.h5': not an HDF5 file"):
         read_source(tmp_path / "text.h5")
+
+
+def test_ctrl_c_during_compression_is_one_line_and_130(tmp_path, capsys, monkeypatch):
+    import pastiche.compress as compress_module
+
+    src = tmp_path / "s.pth"
+    torch.save(_state(TINY), src)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compress_module, "read_source", interrupted)
+    assert main([str(src), str(tmp_path / "o.pqw")]) == 130
+    assert capsys.readouterr().err.splitlines() == ["pastiche-compress: interrupted; nothing written"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.pth"]

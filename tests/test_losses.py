@@ -152,3 +152,9 @@ def test_content_loss_gradient_is_autograds_and_keeps_no_float32_copies():
     assert torch.equal(features.grad, reference.grad) and features.grad.dtype == torch.bfloat16
     assert features.grad.is_contiguous(memory_format=torch.channels_last)  # the activations' layout
     assert [t.dtype for t in kept] == [torch.bfloat16, torch.bfloat16]
+
+
+def test_tv_loss_of_an_image_one_pixel_wide_or_tall_is_its_other_direction():
+    column = torch.arange(5.0).view(1, 1, 5, 1).expand(1, 3, 5, 1)
+    assert tv_loss(column).item() == 1.0  # was NaN: the mean of no horizontal neighbours
+    assert tv_loss(column.transpose(2, 3)).item() == 1.0 and tv_loss(torch.ones(1, 3, 1, 1)).item() == 0.0
