@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Dict, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import PasticheError
 from .kmeans import DP_MAX_DISTINCT, LayerReport, layer_report, quantize, weighted_kmeans
 from .quantized import QuantizedLayer
 from .vgg import CONV_NAMES, PREPROCESSING, normalize, preprocessing_affine
@@ -40,12 +38,11 @@ CALIBRATION_SIZES = (256, 384, 512, 768, 1024)
 def calibration_images(paths: Sequence[Union[str, os.PathLike]],
                        sizes: Sequence[int] = CALIBRATION_SIZES) -> list:
     """Each image at each long edge in ``sizes``: (1, 3, H, W) float32 RGB tensors in [0, 1]."""
-    from .imageio import load_image
+    from .imageio import check_readable, load_image
 
     images = []
     for path in paths:
-        if not Path(path).is_file():
-            raise PasticheError(f"cannot read calibration image '{path}': no such file")
+        check_readable(path, f"calibration image '{path}'")
         images += [load_image(path, size=size, name="calibration image", min_side=16,
                               size_option="larger --calibration-sizes") for size in sizes]
     return images

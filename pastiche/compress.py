@@ -25,7 +25,7 @@ from . import __version__
 from .calibrate import CALIBRATION_SIZES, calibrated_quantize, calibration_images
 from .checks import whole
 from .errors import PasticheError
-from .imageio import check_writable
+from .imageio import check_readable, check_writable
 from .kmeans import LayerReport, layer_report, quantize
 from .quantized import QuantizedLayer, WeightsFile, save_file
 from .vgg import CONV_NAMES, LAYER_INDEX, PREPROCESSING, check_layers
@@ -52,9 +52,7 @@ def read_source(path: Union[str, os.PathLike]) -> Layers:
     VGG19's necessarily (the tests use narrow networks); pastiche's loader takes VGG19's only.
     """
     path = Path(path)
-    if not path.is_file():
-        why = "it is a directory; pass the .pth or .h5 file" if path.is_dir() else "no such file; check the path"
-        raise PasticheError(f"cannot read source weights '{path}': {why}")
+    check_readable(path, f"source weights '{path}'", expected="the .pth or .h5 file")
     layers = _read_keras(path) if path.suffix.lower() in (".h5", ".hdf5") else _read_torch(path)
     in_channels = 3
     for name in CONV_NAMES:

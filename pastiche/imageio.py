@@ -136,13 +136,20 @@ def _path_problem(exc: OSError) -> str:
     return f"{exc.strerror or exc}; check the path"
 
 
-def _open_path(path: str, label: str) -> Image.Image:
+def check_readable(path: Union[str, os.PathLike], label: str, *, expected: str = "an image file") -> None:
+    """PasticheError "cannot read {label}: why; fix" unless ``path`` reaches something that is not
+    a directory: missing, a loop of links, a folder on the way the user may not search. Image,
+    video, weights and calibration inputs all pass here first."""
     try:
         mode = os.stat(path).st_mode  # follows links: a dangling one is "no such file"
     except OSError as exc:
         raise PasticheError(f"cannot read {label}: {_path_problem(exc)}") from None
     if stat.S_ISDIR(mode):
-        raise PasticheError(f"cannot read {label}: it is a directory; pass an image file")
+        raise PasticheError(f"cannot read {label}: it is a directory; pass {expected}")
+
+
+def _open_path(path: str, label: str) -> Image.Image:
+    check_readable(path, label)
     try:
         with warnings.catch_warnings():
             # Above MAX_IMAGE_PIXELS PIL only warns; a huge image would exhaust memory later.

@@ -29,7 +29,8 @@ from .checks import whole
 from .engine import StyleTransfer
 from .errors import PasticheError
 from .flow import warp_previous
-from .imageio import SUPPORTED_EXTENSIONS, ImageLike, atomic_file, check_writable, open_image, save_image
+from .imageio import (SUPPORTED_EXTENSIONS, ImageLike, atomic_file, check_readable, check_writable, open_image,
+                      save_image)
 from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, plan, run
 
 PathLike = Union[str, os.PathLike]
@@ -66,10 +67,7 @@ def _opened(path: PathLike) -> Iterator[Tuple[Any, Any]]:
     """(container, first video stream) of a readable video, or a one-line PasticheError."""
     av, name = _av(), os.fspath(path)
     where = f"cannot read video '{name}'"
-    if not os.path.exists(name):
-        raise PasticheError(f"{where}: no such file; check the path")
-    if os.path.isdir(name):
-        raise PasticheError(f"{where}: it is a directory; pass a video file")
+    check_readable(name, f"video '{name}'", expected="a video file")
     try:
         container = av.open(name)
     except av.error.EOFError:
