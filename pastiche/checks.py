@@ -21,6 +21,8 @@ def weight_list(values: Union[None, float, Sequence[float]], count: int, default
                 option: str, what: str) -> List[float]:
     """One weight per ``what`` (a single number counts as a list of one), or the defaults."""
     values = [values] if isinstance(values, numbers.Real) else values
+    if values is not None and (isinstance(values, (str, bytes, dict, set, frozenset)) or not hasattr(values, "__len__")):
+        raise PasticheError(f"{option} must be a list of numbers, one per {what}, got {values!r}")
     if values is None or len(values) == 0:
         return [default(i) for i in range(count)]
     if len(values) != count:
@@ -39,8 +41,14 @@ def whole(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
-def check_positive(value: Optional[float], option: str) -> None:
-    if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+def check_flag(value: object, option: str) -> None:
+    """An on/off option must be True or False: a string such as 'no' would turn it on."""
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":  # numpy's bool too
+        raise PasticheError(f"{option} must be True or False, got {value!r}")
+
+
+def check_positive(value: Optional[float], option: str, *, optional: bool = True) -> None:
+    if not (value is None and optional) and not (isinstance(value, numbers.Real) and not isinstance(value, bool)
                                   and 0 < value < math.inf):
         raise PasticheError(f"{option} must be a positive number, got {value!r}")
 

@@ -21,7 +21,7 @@ from .devices import PRECISIONS, available_devices, default_device, seed_everyth
 from .engine import DEFAULT_CONTENT_LAYERS, DEFAULT_SIZE_PIXELS, DEFAULT_STYLE_LAYERS, StyleTransfer
 from .errors import PasticheError
 from .imageio import SUPPORTED_EXTENSIONS, check_output_path, save_image
-from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, plan, run
+from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, default_coarse_steps, plan, run
 from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES
 from .video import check_fps, check_video_output, default_frames_dir, frames_to_video, is_video, stylize_video
 
@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--output", "-o", help="output image; format from the extension"
                     f" ({', '.join(SUPPORTED_EXTENSIONS)}); default CONTENT_STYLE.png in the current"
                     " directory (a video --content needs one: .mp4, .gif, ...)")
-    io.add_argument("--init", help="image file to start from (default: the content image)")
+    io.add_argument("--init", help="image file to start from (default: the content image); runs at"
+                    " the output size only, unless --schedule says otherwise")
     io.add_argument("--random-init", action="store_true", help="start from noise (overrides --init)")
     io.add_argument("--size", type=int, help="long edge of the output in px; overrides --size-pixels")
     io.add_argument("--size-pixels", type=int, default=DEFAULT_SIZE_PIXELS, help="approximate output pixel count")
@@ -94,9 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--num-steps", type=int, default=DEFAULT_NUM_STEPS,
                      help="steps at the output size (after the coarser levels of --schedule)")
-    opt.add_argument("--schedule", default=",".join(map(str, DEFAULT_COARSE_STEPS)), metavar="STEPS,...",
+    opt.add_argument("--schedule", metavar="STEPS,...",
                      help="steps at each coarser level, coarsest first; each level is half the size"
-                          " of the next (coarse-to-fine)")
+                          f" of the next (coarse-to-fine; default {','.join(map(str, DEFAULT_COARSE_STEPS))},"
+                          " none with --init)")
     opt.add_argument("--single-scale", action="store_true",
                      help="no coarse levels: --num-steps at the output size only (pastiche 1.6.0)")
     opt.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="L-BFGS or Adam")
@@ -125,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--workspace", help="directory for intermediate frames")
     out.add_argument("--workspace-step", type=int, default=10, help="save a frame every N steps")
     out.add_argument("--workspace-prefix", default="", help="prefix of frame file names")
-    vid = p.add_argument_group("video (needs PyAV: pip install av)")
+    vid = p.add_argument_group("video (needs PyAV: pip install 'pastiche[video]')")
     vid.add_argument("--video", metavar="FILE", help="after the run, join the --workspace frames"
                      " into this .mp4 or .gif")
     vid.add_argument("--fps", type=float, default=30, help="frame rate of --video (0.1 to 1000)")
@@ -153,8 +155,10 @@ def _check_args(args: argparse.Namespace) -> None:
     for option in ("num_steps", "info_step", "workspace_step"):
         if getattr(args, option) < 1:
             raise PasticheError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+    init = "random" if args.random_init else args.init or "content"
     try:
-        coarse_steps = [int(n) for n in args.schedule.split(",")] if args.schedule.strip() else []
+        coarse_steps = ([int(n) for n in args.schedule.split(",")] if args.schedule.strip() else []) \
+            if args.schedule is not None else list(default_coarse_steps(init))
     except ValueError:
         raise PasticheError(f"--schedule '{args.schedule}' is not a comma-separated list of step"
                             " counts, e.g. --schedule 150,100") from None
@@ -302,9 +306,10 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     # A bar for people at a terminal; pastiche 1.6.0's text rows for logs (and above the bar).
     bar = args.verbose and sys.stderr.isatty()
     say = _printer((tqdm.write if bar else print) if args.verbose else None)  # tqdm's keeps rows above it
+    schedule = plan(job.full_size, args.num_steps, args.coarse_steps)
+    job.resize(*schedule[0][0])  # targets at the first level; errors like "too small" show here
     dtype = str(job.dtype).replace("torch.", "")
     say(f"device: {job.device} ({dtype})\nseed: {seed}\nsize: {job.full_size[0]}x{job.full_size[1]}")
-    schedule = plan(job.full_size, args.num_steps, args.coarse_steps)
     say("schedule: " + ", ".join(f"{w}x{h} px {n} steps" for (w, h), n in schedule))
     total = sum(n for _, n in schedule)
     width = len(str(total))
@@ -319,7 +324,6 @@ def _run(args: argparse.Namespace, output: Path) -> int:
         if step % args.info_step == 0:
             say(f"{step: <4} {time.perf_counter() - start: <7.1f} {job.loss:.2f}")
 
-    job.resize(*schedule[0][0])  # targets at the first level; errors like "too small" show here
     if args.workspace:  # only now that every input has been checked
         _make_workspace(args.workspace)
     say("\nstep elapsed loss\n---- ------- ----")

@@ -98,7 +98,7 @@ def _read_keras(path: Path) -> Layers:
     try:
         import h5py
     except ImportError:
-        raise PasticheError(f"reading '{path}' needs h5py: pip install h5py") from None
+        raise PasticheError(f"reading '{path}' needs h5py: pip install 'pastiche[keras]' (or pip install h5py)") from None
     layers = {}
     try:
         with h5py.File(path, "r") as f:

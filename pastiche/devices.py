@@ -47,11 +47,14 @@ def device_memory(device: torch.device) -> Optional[int]:
         return None
 
 
-def resolve_device(spec: Union[str, torch.device]) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` → a device that exists, or PasticheError."""
-    if str(spec) not in available_devices():
-        raise PasticheError(f"device '{spec}' is not available here; available: "
-                            f"{', '.join(available_devices())} (choose one with --device)")
+def resolve_device(spec: Union[str, int, torch.device], *, option: str = "--device") -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` (or N, as torch takes it) or ``"mps"`` → a device that
+    exists, or PasticheError naming ``option``."""
+    if isinstance(spec, int) and not isinstance(spec, bool) and spec >= 0:
+        spec = f"cuda:{spec}"
+    if not isinstance(spec, (str, torch.device)) or str(spec) not in available_devices():
+        raise PasticheError(f"device {str(spec)!r} is not available here; available: "
+                            f"{', '.join(available_devices())} (choose one with {option})")
     return torch.device(spec)
 
 

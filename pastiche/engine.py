@@ -19,7 +19,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from . import color
-from .checks import check_positive, given, nonnegative, weight_list, whole
+from .checks import check_flag, check_positive, given, nonnegative, weight_list, whole
 from .devices import compute_dtype, default_device, device_memory, resolve_device
 from .errors import PasticheError
 from .imageio import ImageLike, describe_source, load_image, open_image, resized_dims, to_pil
@@ -53,6 +53,25 @@ class Targets:
     content: Dict[str, torch.Tensor]  # layer → (1, C, H, W)
     styles: List[Dict[str, torch.Tensor]]  # per style image: layer → (1, C, C)
     style_sizes: List[Tuple[int, int]]  # per style image: (width, height) used
+
+
+def _supplemental(pairs: Sequence[Tuple[str, int]]) -> List[Tuple[torch.device, int]]:
+    """``supplemental_devices`` checked: (device, layer index) pairs, one device per index."""
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, (list, tuple)):
+        raise PasticheError(f"supplemental_devices must be a list of (device, layer index) pairs, got {pairs!r}")
+    checked, seen = [], set()
+    for pair in pairs:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise PasticheError(f"supplemental_devices needs (device, layer index) pairs, got {pair!r}")
+        device, index = pair
+        if not whole(index) or index >= len(LAYER_NAMES):
+            raise PasticheError(f"--supplemental-device layer index {index!r} is not a layer number from"
+                                f" 1 to {len(LAYER_NAMES) - 1} (see --list-layers)")
+        if index in seen:
+            raise PasticheError(f"--supplemental-device layer index {index} is given twice; give each once")
+        seen.add(index)
+        checked.append((resolve_device(device, option="--supplemental-device"), index))
+    return checked
 
 
 class StyleTransfer:
@@ -107,9 +126,12 @@ class StyleTransfer:
         self.style_weights = weight_list(style_weights, len(styles), lambda i: 1 / len(styles),
                                          "--style-weights", "style image")
         for value, option in ((size, "--size"), (size_pixels, "--size-pixels"),
-                              (style_size, "--style-size"), (style_size_pixels, "--style-size-pixels"),
-                              (learning_rate, "--learning-rate")):
+                              (style_size, "--style-size"), (style_size_pixels, "--style-size-pixels")):
             check_positive(value, option)
+        check_positive(learning_rate, "--learning-rate", optional=False)
+        for value, option in ((preserve_color, "preserve_color"), (luminance_only, "luminance_only"),
+                              (low_memory, "low_memory")):
+            check_flag(value, option)
         if learning_rate > torch.finfo(torch.float32).max:  # the optimisers scale float32 tensors by it
             raise PasticheError(f"--learning-rate {learning_rate} is too large for float32; try 1 (L-BFGS)"
                                 " or 1 to 10 (Adam)")
@@ -131,18 +153,14 @@ class StyleTransfer:
         if not whole(self.lbfgs_history):
             raise PasticheError(f"lbfgs_history must be a whole number of pairs, at least 1, got {lbfgs_history!r}")
         self.preserve_color, self.luminance_only = preserve_color, luminance_only
-        self.device = resolve_device(device or default_device())
-        supplemental = [(resolve_device(d), i) for d, i in supplemental_devices]
+        self.device = resolve_device(default_device() if device is None else device)
+        supplemental = _supplemental(supplemental_devices)
         self._devices = [self.device, *(d for d, _ in supplemental)]
         # On one CUDA device a step's forward and backward replay as a CUDA graph (see _graphed):
         # on torch's current one, as measured (capture and replay use its streams)
         self.use_cuda_graphs = (self.device.type == "cuda" and not supplemental
                                 and self.device.index in (None, torch.cuda.current_device()))
         self._graph: Optional[Tuple[torch.cuda.CUDAGraph, torch.Tensor]] = None
-        for _, index in supplemental:
-            if not whole(index) or index >= len(LAYER_NAMES):
-                raise PasticheError(f"--supplemental-device layer index {index!r} is not a layer number from"
-                                    f" 1 to {len(LAYER_NAMES) - 1} (see --list-layers)")
 
         deepest = max(LAYER_INDEX[n] for n in self.content_layers + self.style_layers)
         self.dtype = compute_dtype(precision, self._devices)
@@ -159,7 +177,7 @@ class StyleTransfer:
         self._style_labels = [describe_source(s, name) for s, name in zip(styles, names)]
         self._sizes = dict(size=size, pixels=None if size else size_pixels,
                            style_size=style_size, style_pixels=style_size_pixels)
-        self._init = init
+        self._init = self._init_source(init)
         self.step_count = 0
         self.loss = math.nan
         self.pixels: Optional[torch.Tensor] = None
@@ -213,43 +231,47 @@ class StyleTransfer:
             raise PasticheError(f"{describe_source(content, 'content image')} would be {dims[0]}x{dims[1]}"
                                 f" px, not this job's {self.full_size[0]}x{self.full_size[1]}; give it"
                                 " the same shape, or start a new StyleTransfer")
-        self._content_image, self._content_label = image, describe_source(content, "content image")
-        self._retarget(*self.size, self.pixels.detach(), init=init)
+        self._retarget(*self.size, self.pixels.detach(), init=self._init_source(init) if init is not None else None,
+                       content=(image, describe_source(content, "content image")))
 
     def _retarget(self, width: int, height: int, start: Optional[torch.Tensor], *,
-                  lbfgs_scale: Optional[float] = None, init: Union[str, ImageLike, None] = None) -> None:
-        """Targets at (width, height), and the image: ``init`` if given, else ``start`` (1, 3, H, W)
-        in [0, 255], else the constructor's init."""
+                  lbfgs_scale: Optional[float] = None, init: Union[str, Tuple[Image.Image, str], None] = None,
+                  content: Optional[Tuple[Image.Image, str]] = None) -> None:
+        """Targets at (width, height), and the image: ``init`` (see _init_source) if given, else
+        ``start`` (1, 3, H, W) in [0, 255], else the constructor's init. ``content``: a new content
+        image and its label. All or nothing: everything is made before any of it replaces the job's
+        state, so an error or Ctrl-C part-way leaves the job as it was."""
+        content_image, content_label = content or (self._content_image, self._content_label)
         with self._out_of_memory_is_an_error(width, height):
             scale = width / self.full_size[0]  # styles shrink with the content on coarse levels
-            content = self._load(self._content_image, (width, height), self._content_label,
-                                 "--size or --size-pixels")
-            self.content = content
+            content_tensor = self._load(content_image, (width, height), content_label, "--size or --size-pixels")
             styles = []
             for image, label in zip(self._style_images, self._style_labels):
                 style = self._load(image, self._style_dims(image, scale), label,
                                    "--style-size or --style-size-pixels")
                 if self.preserve_color:
-                    style = color.match_color(style, content)
+                    style = color.match_color(style, content_tensor)
                 if self.luminance_only:
-                    style = color.match_luminance(color.luminance(style), color.luminance(content))
+                    style = color.match_luminance(color.luminance(style), color.luminance(content_tensor))
                 styles.append(style)
-            self.targets = self._targets(content, styles)
+            targets = self._targets(content_tensor, styles)
             if init is not None or start is None:
-                start = self._initial_image(content, self._init if init is None else init)
-            self.pixels = start.to(self.device).contiguous().requires_grad_()
+                start = self._initial_image(content_tensor, self._init if init is None else init)
+            pixels = start.to(self.device).contiguous().requires_grad_()
             # The last image whose loss was finite, and the buffer for the next one (kept, not
             # allocated per step: see optim.LBFGS on scattering the heap).
-            self._good = self.pixels.detach().clone()
-            self._spare = torch.empty_like(self._good)
-            self._graph = None  # it holds the old image and targets
-            self.optimizer = self._new_optimizer(lbfgs_scale)
+            good = pixels.detach().clone()
+            spare = torch.empty_like(good)
+            optimizer = self._new_optimizer(pixels, lbfgs_scale)
+        (self._content_image, self._content_label, self.content, self.targets, self.pixels, self._good,
+         self._spare, self.optimizer, self._graph) = (content_image, content_label, content_tensor, targets,
+                                                      pixels, good, spare, optimizer, None)  # _graph: the old image's
 
-    def _new_optimizer(self, lbfgs_scale: Optional[float] = None) -> Union[LBFGS, Adam]:
+    def _new_optimizer(self, pixels: torch.Tensor, lbfgs_scale: Optional[float] = None) -> Union[LBFGS, Adam]:
         if self.optimizer_name == "adam":
-            return Adam(self.pixels, lr=self.learning_rate)
+            return Adam(pixels, lr=self.learning_rate)
         narrow = self.dtype == torch.bfloat16  # the pairs as rounded as the gradients' convolutions
-        return LBFGS(self.pixels, lr=self.learning_rate, history=self.lbfgs_history, scale=lbfgs_scale,
+        return LBFGS(pixels, lr=self.learning_rate, history=self.lbfgs_history, scale=lbfgs_scale,
                      probe=LBFGS_PROBE if narrow else None, pair_dtype=torch.bfloat16 if narrow else None)
 
     def _style_dims(self, image: Image.Image, scale: float = 1.0) -> Tuple[int, int]:
@@ -290,9 +312,16 @@ class StyleTransfer:
                                 f" — use a larger, less elongated image or a larger {size_flag}")
         return load_image(image.resize(dims, Image.BILINEAR)).to(self.device)
 
-    def _load_init(self, init: ImageLike, size: Tuple[int, int]) -> torch.Tensor:
-        return self._load(open_image(init, name="init image"), size, describe_source(init, "init image"),
-                          "--size or --size-pixels")
+    @staticmethod
+    def _init_source(init: Union[str, ImageLike]) -> Union[str, Tuple[Image.Image, str]]:
+        """``init`` checked: "content", "random", or an image, opened now (with its label) so that a
+        bad one is refused before any work."""
+        if isinstance(init, str) and init in ("content", "random"):
+            return init
+        if isinstance(init, str) and not os.path.lexists(init):
+            raise PasticheError(f"init '{init}' is not 'content', 'random' or an image file that exists;"
+                                " check the path")
+        return open_image(init, name="init image"), describe_source(init, "init image")
 
     @torch.no_grad()
     def _targets(self, content: torch.Tensor, styles: List[torch.Tensor]) -> Targets:
@@ -305,14 +334,15 @@ class StyleTransfer:
                        for s in styles] if self.style_layers else [{} for _ in styles]
         return Targets(content_acts, style_grams, [(s.shape[3], s.shape[2]) for s in styles])
 
-    def _initial_image(self, content: torch.Tensor, init: Union[str, ImageLike]) -> torch.Tensor:
-        """The start of an optimisation: ``init`` (see the constructor) as (1, 3, H, W) in [0, 255]."""
-        if isinstance(init, str) and init == "content":
+    def _initial_image(self, content: torch.Tensor, init: Union[str, Tuple[Image.Image, str]]) -> torch.Tensor:
+        """The start of an optimisation: ``init`` (see _init_source) as (1, 3, H, W) in [0, 255]."""
+        if init == "content":
             image = content
-        elif isinstance(init, str) and init == "random":
+        elif init == "random":
             image = torch.rand(content.shape, device=self.device)
         else:
-            image = self._load_init(init, self.size_of(content))
+            image, label = init
+            image = self._load(image, self.size_of(content), label, "--size or --size-pixels")
         if self.luminance_only:
             image = color.luminance(image)
         return image * 255
@@ -380,7 +410,7 @@ class StyleTransfer:
         if not math.isfinite(loss):
             with torch.no_grad():
                 self.pixels.copy_(self._good)
-            self.optimizer = self._new_optimizer()  # its history holds the bad gradient (Adam's moments too)
+            self.optimizer = self._new_optimizer(self.pixels)  # its history holds the bad gradient (Adam's moments too)
             raise PasticheError(f"the loss or its step became {loss} at step {self.step_count + 1}; kept the"
                                 " last good image — try smaller weights or --learning-rate")
         self._good, self._spare = before, self._good
@@ -419,8 +449,8 @@ class StyleTransfer:
         return replay
 
     @contextmanager
-    def _out_of_memory_is_an_error(self, width: int, height: int) -> Iterator[None]:
-        """Turn an allocation failure into a PasticheError that says what to change."""
+    def _out_of_memory_is_an_error(self, width: int, height: int, *, fix: Optional[str] = None) -> Iterator[None]:
+        """Turn an allocation failure into a PasticheError that says what to change (``fix``)."""
         try:
             yield
         except (MemoryError, RuntimeError) as e:
@@ -428,9 +458,8 @@ class StyleTransfer:
             # torch.cuda.OutOfMemoryError ("CUDA out of memory"), MPS "MPS backend out of memory".
             if not isinstance(e, MemoryError) and not any(m in str(e) for m in _OUT_OF_MEMORY):
                 raise
-            raise PasticheError(f"out of memory at {width}x{height} px on {self.device}; choose a"
-                                " smaller --size or --size-pixels"
-                                + ("" if self.low_memory else ", or add --low-memory")) from None
+            fix = fix or ("choose a smaller --size or --size-pixels" + ("" if self.low_memory else ", or add --low-memory"))
+            raise PasticheError(f"out of memory at {width}x{height} px on {self.device}; {fix}") from None
 
     # ------------------------------------------------------------------ results
 
@@ -447,7 +476,8 @@ class StyleTransfer:
         if self.luminance_only:
             image = color.with_chroma(image, self.content.to("cpu"))
         if size is not None and size != self.size:
-            image = F.interpolate(image, size=(size[1], size[0]), mode="bicubic", align_corners=False)
+            with self._out_of_memory_is_an_error(*size, fix="ask for a smaller size"):
+                image = F.interpolate(image, size=(size[1], size[0]), mode="bicubic", align_corners=False)
         return image.clamp(0, 1)
 
     def image(self, *, size: Optional[Tuple[int, int]] = None) -> Image.Image:

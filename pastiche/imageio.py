@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .devices import device_memory
 from .errors import PasticheError
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
@@ -58,16 +59,28 @@ _FLOAT_LIMITS = (-0.5, 1.5)
 
 
 def _from_array(a: np.ndarray, label: str) -> Image.Image:
-    """HxW, HxWx1, HxWx3 or HxWx4 array (uint8 0..255, uint16 0..65535, float 0..1) -> RGB."""
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)) or a.size == 0:
+    """HxW or HxWxC array, C = 1 (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGBA): uint8 0..255,
+    uint16 0..65535, other integers 0..255, or float 0..1 -> RGB."""
+    a = np.asarray(a)  # np.matrix and other subclasses as plain arrays
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 2, 3, 4)) or a.size == 0:
+        hint = (" (for C x H x W, pass a.transpose(1, 2, 0))" if a.ndim == 3 and a.shape[0] in (1, 2, 3, 4)
+                else "")
         raise PasticheError(
             f"cannot use {label}: unsupported array shape {tuple(a.shape)}; "
-            "expected HxW, HxWx1, HxWx3 or HxWx4"
+            f"expected HxW or HxWxC with C = 1, 2, 3 or 4{hint}"
         )
+    if not a.dtype.isnative:  # big-endian data, e.g. from a FITS or a network buffer
+        a = a.astype(a.dtype.newbyteorder("="))
     if a.dtype == np.uint8:
         x = a.astype(np.float32) / 255.0
     elif a.dtype == np.uint16:
         x = a.astype(np.float32) / 65535.0
+    elif np.issubdtype(a.dtype, np.integer) and a.dtype != np.bool_:
+        # e.g. np.random.randint's int64: 8-bit values in a wider type, as PIL's mode "I" reads them
+        if a.min() < 0 or a.max() > 255:
+            raise PasticheError(f"cannot use {label}: {a.dtype} values must be in 0..255, this one spans"
+                                f" {a.min()}..{a.max()}; pass uint16 for 16-bit data")
+        x = a.astype(np.float32) / 255.0
     elif np.issubdtype(a.dtype, np.floating):
         x = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
         if x.max() > _FLOAT_LIMITS[1]:  # clipping would turn the picture white
@@ -85,6 +98,8 @@ def _from_array(a: np.ndarray, label: str) -> Image.Image:
         )
     if x.ndim == 2:
         x = x[:, :, None]
+    if x.shape[2] == 2:  # grey and alpha, as PIL's mode LA
+        x = x[:, :, [0, 0, 0, 1]]
     if x.shape[2] == 4:
         # Composite over white: transparent regions of a style/content image read as paper.
         alpha = x[:, :, 3:]
@@ -96,6 +111,8 @@ def _from_array(a: np.ndarray, label: str) -> Image.Image:
 
 def _pil_to_rgb(im: Image.Image, label: str) -> Image.Image:
     """Any PIL mode -> 8-bit RGB, keeping the value range of 16-bit and float images."""
+    if 0 in im.size:
+        raise PasticheError(f"cannot use {label}: it has no pixels ({im.width}x{im.height})")
     mode = im.mode
     if mode == "RGB" and "transparency" not in im.info:
         return im
@@ -176,7 +193,8 @@ def _open_path(path: str, label: str) -> Image.Image:
 def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
     """Return an upright 8-bit RGB PIL image (size w x h) from a path, PIL image, array or tensor.
 
-    Arrays: HxW/HxWx3/HxWx4, uint8 0..255, uint16 0..65535 or float 0..1 (values from -0.5 to
+    Arrays: HxW or HxWxC (C = 1, 2: grey and alpha, 3, 4), uint8 0..255, uint16 0..65535, other
+    integers 0..255, or float 0..1 (values from -0.5 to
     1.5 clipped; beyond, an error that says how to map them). Tensors: (H, W), (C, H, W) or
     (1, C, H, W) with C = 1 (grey), 3 (RGB) or 4 (RGBA), float as arrays, or uint8.
     Alpha is composited over white.
@@ -198,6 +216,9 @@ def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
             raise PasticheError(f"cannot use {label}: {_first_line(exc)}; reopen the image") from None
         return _pil_to_rgb(upright, label)
     if isinstance(source, torch.Tensor):
+        if source.layout != torch.strided or source.device.type == "meta":
+            raise PasticheError(f"cannot use {label}: a {source.layout} tensor on '{source.device}' has no"
+                                " dense pixel values to read; pass t.to_dense() or a tensor with data")
         t = source.detach().cpu()
         if t.dim() == 4 and t.shape[0] == 1:
             t = t[0]
@@ -256,6 +277,10 @@ def load_image(
     PasticheError, naming ``size_option``, if a side comes out under ``min_side``."""
     im = open_image(source, name=name)
     dims = resized_dims(im.width, im.height, size=size, pixels=pixels)
+    ram = device_memory(torch.device("cpu"))
+    if dims != im.size and ram is not None and dims[0] * dims[1] * 15 > ram:  # PIL's 3 bytes + float32's 12
+        raise PasticheError(f"{describe_source(source, name)} would be {dims[0]}x{dims[1]} px, more"
+                            f" than this machine's memory holds; choose a smaller {size_option}")
     if dims != im.size:
         im = im.resize(dims, Image.BILINEAR)
     if min(dims) < min_side:
@@ -278,6 +303,8 @@ def to_pil(image: torch.Tensor) -> Image.Image:
             f"cannot convert tensor of shape {tuple(image.shape)} to an image; "
             "expected (1, 3, H, W) or (3, H, W)"
         )
+    if t.dtype != torch.uint8 and not t.is_floating_point():
+        raise PasticheError(f"cannot convert a {t.dtype} tensor to an image; use float (0..1) or uint8")
     t = t if t.dtype == torch.uint8 else t.float()
     return _from_array(t.permute(1, 2, 0).cpu().numpy(), "image tensor")
 
@@ -289,6 +316,8 @@ def check_output_path(
 
     Non-path entries of ``inputs`` (arrays, tensors, PIL images) are ignored.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise PasticheError(f"an output must be a file path, got {path!r}")
     p = pathlib.Path(os.fspath(path))
     ext = p.suffix.lower()
     if ext not in SUPPORTED_EXTENSIONS:

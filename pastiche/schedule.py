@@ -30,7 +30,16 @@ DEFAULT_NUM_STEPS = 125
 MIN_COARSE_SIDE = 32  # a coarser level would be too small to carry style; it is skipped
 
 Schedule = List[Tuple[Tuple[int, int], int]]  # ((width, height), steps) per level, coarse to fine
-Callback = Callable[[StyleTransfer], Optional[bool]]  # after each step; True stops the run
+Callback = Callable[[StyleTransfer], Optional[bool]]  # after each step; a true value stops the run
+
+
+def default_coarse_steps(init: object = "content") -> Tuple[int, ...]:
+    """The coarse levels a run gets unless told: DEFAULT_COARSE_STEPS, or none when it starts from
+    an image (``init`` other than "content" or "random"). Such an image already holds the layout
+    and detail that the coarse levels would make, and they would start from it shrunk to an
+    eighth: pastiche 1.6.0's way to a large picture (a result given as ``--init`` to a run at
+    twice the size) would lose the detail it was given."""
+    return DEFAULT_COARSE_STEPS if isinstance(init, str) and init in ("content", "random") else ()
 
 
 def plan(full: Tuple[int, int], num_steps: int, coarse_steps: Sequence[int] = ()) -> Schedule:
@@ -40,6 +49,10 @@ def plan(full: Tuple[int, int], num_steps: int, coarse_steps: Sequence[int] = ()
     if isinstance(coarse_steps, (str, bytes)) or not isinstance(coarse_steps, Iterable):
         raise PasticheError(f"coarse_steps must be a sequence of step counts, one per coarser level, got"
                             f" {coarse_steps!r}")
+    if not (isinstance(full, (tuple, list)) and len(full) == 2 and all(map(whole, full))):
+        raise PasticheError(f"plan needs the full size as (width, height) in whole pixels, got {full!r}")
+    if isinstance(coarse_steps, (set, frozenset, dict)):
+        raise PasticheError(f"coarse_steps must be in order, coarsest first; got a {type(coarse_steps).__name__}")
     steps = list(coarse_steps) + [num_steps]
     for n in steps:
         if not whole(n):
@@ -53,13 +66,26 @@ def plan(full: Tuple[int, int], num_steps: int, coarse_steps: Sequence[int] = ()
     return levels[::-1]
 
 
+def _checked(schedule: list) -> Schedule:
+    """A hand-written schedule, as :func:`plan` makes them: ((width, height), steps) per level."""
+    for level in schedule:
+        ok = isinstance(level, (tuple, list)) and len(level) == 2
+        size, steps = level if ok else (None, None)
+        if not (ok and isinstance(size, (tuple, list)) and len(size) == 2 and all(map(whole, size))
+                and whole(steps)):
+            raise PasticheError(f"a schedule is a list of ((width, height), steps) levels in whole numbers,"
+                                f" at least 1 (see pastiche.schedule.plan), got the level {level!r}")
+    return schedule
+
+
 def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optional[Callback] = None,
         progress: bool = False) -> StyleTransfer:
     """Step ``job`` through ``schedule`` (or just N steps at its current size), resizing between
     levels. ``callback(job)`` after each step may return True to stop early. ``progress`` shows a
     tqdm bar (notebook-aware) with the loss and the time left."""
-    if not isinstance(schedule, list):
-        schedule = plan(job.size or job.full_size, schedule)
+    if not isinstance(job, StyleTransfer):
+        raise PasticheError(f"run steps a pastiche.StyleTransfer, got {type(job).__name__}")
+    schedule = _checked(schedule) if isinstance(schedule, list) else plan(job.size or job.full_size, schedule)
     if callback is not None and not callable(callback):
         raise PasticheError(f"callback must be a function of the job, got {callback!r}")
     from tqdm.auto import tqdm
@@ -79,19 +105,32 @@ def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optiona
 
 
 def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *,
-             num_steps: int = DEFAULT_NUM_STEPS, coarse_steps: Sequence[int] = DEFAULT_COARSE_STEPS, seed: Optional[int] = None,
-             deterministic: bool = False, callback: Optional[Callback] = None, progress: bool = False,
-             **options) -> Image.Image:
+             num_steps: int = DEFAULT_NUM_STEPS, coarse_steps: Optional[Sequence[int]] = None,
+             seed: Optional[int] = None, deterministic: bool = False, callback: Optional[Callback] = None,
+             progress: bool = False, **options) -> Image.Image:
     """Stylise ``content`` with ``style`` (one image or a list) and return an RGB PIL image.
 
     ``num_steps`` run at the output size, after one coarser level per entry of ``coarse_steps``
-    (see :func:`plan`). ``options`` are :class:`StyleTransfer`'s keyword arguments;
+    (see :func:`plan`; default :func:`default_coarse_steps`, i.e. DEFAULT_COARSE_STEPS, or none
+    when ``init`` is an image). ``options`` are :class:`StyleTransfer`'s keyword arguments;
     ``callback(job)`` runs after every step with the :class:`StyleTransfer` (``job.step_count``,
-    ``job.loss``, ``job.image()``) and may return True to stop early. ``seed`` (random if None) and
-    ``deterministic`` hold for this call only: torch's random state and determinism settings are
-    as they were afterwards.
+    ``job.loss``, ``job.image()``) and may return a true value to stop early. ``seed`` (random if
+    None) and ``deterministic`` hold for this call only: torch's random state and determinism
+    settings are as they were afterwards. Work is not lost: a KeyboardInterrupt (Ctrl-C, a
+    notebook's stop) or a PasticheError once stepping has begun (a NaN loss, memory) carries the
+    latest good image, full size, as its ``image`` attribute.
     """
+    if coarse_steps is None:
+        coarse_steps = default_coarse_steps(options.get("init", "content"))
     with seeded(seed, deterministic=deterministic):
         job = StyleTransfer(content, style, **options)
-        run(job, plan(job.full_size, num_steps, coarse_steps), callback=callback, progress=progress)
+        schedule = plan(job.full_size, num_steps, coarse_steps)
+        try:
+            run(job, schedule, callback=callback, progress=progress)
+        except (KeyboardInterrupt, PasticheError) as e:
+            if job.size is not None:  # the image so far, or the start if no step was good
+                e.image = job.image(size=job.full_size)
+                if isinstance(e, PasticheError):
+                    e.args = (f"{e} (the image so far is this error's .image)",)
+            raise
         return job.image(size=job.full_size)  # full size even if a callback stopped a coarse level

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .conv import Conv3x3
-from .devices import onednn_float32, require_bfloat16
+from .devices import onednn_float32, require_bfloat16, resolve_device
 from .errors import PasticheError
 from .quantized import load_dequantized
 
@@ -74,6 +74,8 @@ def weights_path(weights: Union[str, os.PathLike, None] = None) -> Path:
     weights = DEFAULT_WEIGHTS if weights is None else weights
     if isinstance(weights, str) and weights in BUNDLED:
         return Path(str(resources.files("pastiche.weights") / BUNDLED[weights]))
+    if not isinstance(weights, (str, os.PathLike)):
+        raise PasticheError(f"weights must be one of {', '.join(BUNDLED)} or a file path, got {weights!r}")
     path = Path(weights)
     if not os.path.isfile(path):
         what = "is a directory" if os.path.isdir(path) else "is neither a bundled name nor a file"
@@ -240,7 +242,7 @@ class VGG19(nn.Module):
               supplemental: Sequence[Tuple[Union[str, torch.device], int]] = ()) -> "VGG19":
         """Put layers on ``device``; each (device, index) in ``supplemental`` takes over from
         layer ``index`` on (as pastiche 1.6.0's --supplemental-device)."""
-        starts = sorted((index, torch.device(dev)) for dev, index in supplemental)
+        starts = sorted(((index, torch.device(dev)) for dev, index in supplemental), key=lambda start: start[0])
         current = torch.device(device)
         self.gain, self.offset = self.gain.to(current), self.offset.to(current)
         for i, (name, layer) in enumerate(self.layers.items()):
@@ -276,6 +278,11 @@ class VGG19(nn.Module):
         if last >= len(self.layers):
             raise PasticheError(f"layer {LAYER_NAMES[last]} was not built (this model stops at"
                                 f" {LAYER_NAMES[len(self.layers) - 1]}); build it with a deeper up_to")
+        pools = sum(1 for name in LAYER_NAMES[:last] if name.endswith("pool"))
+        if not (isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[1] == 3
+                and min(image.shape[2:]) >= 2 ** pools):
+            raise PasticheError(f"VGG19 takes (N, 3, H, W) images of at least {2 ** pools} px a side for"
+                                f" {LAYER_NAMES[last]}, got {tuple(getattr(image, 'shape', ())) or type(image).__name__}")
         x = self.normalize(image)
         previous_wanted = False
         for i, (name, layer) in enumerate(self.layers.items()):
@@ -323,6 +330,7 @@ def vgg19(*, weights: Union[str, os.PathLike, None] = None, pooling: str = "max"
     """
     if pooling not in ("max", "avg"):
         raise PasticheError(f"unknown pooling '{pooling}'; use 'max' or 'avg'")
+    device = resolve_device(device)
     if dtype not in (torch.float32, torch.bfloat16):
         raise PasticheError(f"unsupported dtype {dtype} for VGG19; use torch.float32 or torch.bfloat16")
     if dtype == torch.bfloat16:

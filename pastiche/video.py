@@ -31,7 +31,7 @@ from .errors import PasticheError
 from .flow import warp_previous
 from .imageio import (SUPPORTED_EXTENSIONS, ImageLike, atomic_file, check_readable, check_writable, open_image,
                       save_image)
-from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, plan, run
+from .schedule import DEFAULT_NUM_STEPS, default_coarse_steps, plan, run
 
 PathLike = Union[str, os.PathLike]
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")  # inputs
@@ -43,7 +43,7 @@ def _av() -> Any:
     try:
         import av
     except ImportError:
-        raise PasticheError("video support needs PyAV: pip install av") from None
+        raise PasticheError("video support needs PyAV: pip install 'pastiche[video]' (or pip install av)") from None
     return av
 
 
@@ -121,6 +121,7 @@ def check_video_output(path: PathLike, *, inputs: Sequence[object] = (), option:
     """Validate a video output path before a long run (extension, directory, not an input); the
     errors name ``option`` as what to change."""
     p = Path(os.fspath(path))
+    _av()  # every format is written through it: say so now, not after the run
     if p.suffix.lower() not in OUTPUT_EXTENSIONS:
         raise PasticheError(f"cannot write video '{p}': unsupported extension '{p.suffix}'; use one of "
                             f"{', '.join(OUTPUT_EXTENSIONS)}")
@@ -261,13 +262,14 @@ def _tensor(image: ImageLike, size: Tuple[int, int]) -> torch.Tensor:
 
 
 def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[ImageLike]], output: PathLike,
-                  *, num_steps_first: int = DEFAULT_NUM_STEPS, coarse_steps: Sequence[int] = DEFAULT_COARSE_STEPS,
+                  *, num_steps_first: int = DEFAULT_NUM_STEPS, coarse_steps: Optional[Sequence[int]] = None,
                   num_steps_per_frame: int = 100, frames_dir: Optional[PathLike] = None, flow: bool = True, progress: bool = True,
                   max_frames: Optional[int] = None, **style_options: Any) -> Path:
     """Stylise every frame of ``content_video`` and write ``output`` (.mp4/.mov/.mkv/.gif).
 
     The first frame is made coarse to fine, as :func:`~pastiche.schedule.transfer` makes a picture:
-    one coarser level per entry of ``coarse_steps``, then ``num_steps_first`` steps at full size
+    one coarser level per entry of ``coarse_steps`` (default
+    :func:`~pastiche.schedule.default_coarse_steps`), then ``num_steps_first`` steps at full size
     (see :func:`~pastiche.schedule.plan`). Each later frame starts from the previous
     stylised frame, moved onto it by block-matching optical flow (``flow=False``: unmoved, so the
     picture lags the motion), and gets ``num_steps_per_frame``. Finished frames are kept as
@@ -277,6 +279,8 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     """
     from tqdm.auto import tqdm
 
+    if coarse_steps is None:
+        coarse_steps = default_coarse_steps(style_options.get("init", "content"))
     for value, name in ((num_steps_first, "num_steps_first"), (num_steps_per_frame, "num_steps_per_frame"),
                         *((n, "coarse_steps") for n in coarse_steps)):
         if value < 1:

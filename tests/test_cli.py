@@ -276,7 +276,7 @@ def test_help_states_each_default_once_and_no_empty_ones(monkeypatch, capsys):
         elif line.startswith("    ") and lines:
             lines[option] += line
     assert all(line.count("default") <= 1 for line in lines.values()), text
-    assert "(default: 100,100,30)" in lines["--schedule"] and "(default: lbfgs)" in lines["--optimizer"]
+    assert "default 100,100,30, none with --init" in lines["--schedule"] and "(default: lbfgs)" in lines["--optimizer"]
     assert "default: block4_relu2;" in lines["--content-layers"]
     assert ".bmp" in lines["--output"] and ".webp" in lines["--output"]
 
@@ -332,6 +332,10 @@ BAD_INPUTS = {
     "workspace is a file": ({"--workspace": "content.png"}, ["--workspace", "content.png", "not a folder"]),
     "supplemental index out of range": ({"--supplemental-device": ["cpu", "99"]}, ["--supplemental-device", "99"]),
     "supplemental index a superscript": ({"--supplemental-device": ["cpu", "²"]}, ["--supplemental-device", "²"]),
+    "supplemental index twice": ({"--supplemental-device": ["cpu", "3", "--supplemental-device", "cpu", "3"]},
+                                 ["--supplemental-device layer index 3 is given twice"]),
+    "supplemental device absent": ({"--supplemental-device": ["cuda:7", "3"]},
+                                   ["device 'cuda:7' is not available", "(choose one with --supplemental-device)"]),
     "missing weights file": ({"--weights": "nope.pqw"}, ["nope.pqw"]),
     "unknown weights name": ({"--weights": "vgg19-2bit"}, ["vgg19-2bit", "vgg19-8bit, vgg19-4bit"]),
     "weights is a directory": ({"--weights": "adir"}, ["adir", "directory"]),
@@ -388,6 +392,30 @@ class _ClosedPipe(io.TextIOBase):
 
     def write(self, text):
         raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+def test_an_input_error_found_at_the_first_level_prints_no_progress_first(images, capsys):
+    code = cli(*[a for a in _argv({"--size": "8", "--content-layers": ["block4_relu2"]}) if a != "--no-verbose"])
+    captured = capsys.readouterr()
+    assert code == 1 and "too small" in captured.err and captured.out == ""
+
+
+def test_video_without_pyav_is_refused_before_the_run(images, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "av", None)
+    before = snapshot(tmp_path)
+    assert cli(*_argv({"--workspace": "ws", "--video": "film.gif"})) == 1
+    assert "needs PyAV" in capsys.readouterr().err and snapshot(tmp_path) == before
+
+
+def test_an_init_image_runs_at_the_output_size_unless_a_schedule_is_given(images, tmp_path, capsys):
+    content, style = images
+    for extra, levels in (([], "96x80 px 2 steps"), (["--schedule", "1"], "48x40 px 1 steps, 96x80 px 2 steps")):
+        assert cli("-c", content, "-s", style, "--init", style, "--size", 96, "--num-steps", 2,
+                   "-o", tmp_path / "o.png", *SHALLOW, *extra) == 0
+        assert f"schedule: {levels}\n" in capsys.readouterr().out
+    assert cli("-c", content, "-s", style, "--size", 96, "--num-steps", 2, "--schedule", "1", "-o",
+               tmp_path / "p.png", *SHALLOW) == 0  # from the content: coarse to fine, as by default
+    assert "schedule: 48x40 px 1 steps, 96x80 px 2 steps\n" in capsys.readouterr().out
 
 
 def test_a_closed_stdout_loses_the_progress_not_the_run(images, tmp_path, monkeypatch, capsys):

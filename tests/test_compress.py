@@ -190,6 +190,14 @@ def test_a_layer_for_kmeans1d_without_it_says_how_to_install_it(monkeypatch):
         kmeans.quantize(weight, np.zeros(64, np.float32), 4)
 
 
+def test_a_keras_source_without_h5py_says_how_to_install_it(monkeypatch, tmp_path):
+    from pastiche import compress
+
+    monkeypatch.setitem(__import__("sys").modules, "h5py", None)
+    with pytest.raises(PasticheError, match=r"needs h5py: pip install 'pastiche\[keras\]'"):
+        compress._read_keras(tmp_path / "vgg19.h5")
+
+
 @pytest.mark.parametrize("bits", ["9", "0", "block1_conv1=12"])
 def test_bits_out_of_range(tmp_path, capsys, bits):
     src = tmp_path / "s.pth"

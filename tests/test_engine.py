@@ -548,7 +548,20 @@ def test_no_style_and_bad_num_steps(content_path, style_path):
     (dict(size="64"), "--size"), (dict(learning_rate="1"), "--learning-rate"),
     (dict(content_layers="block9_relu1"), "block9_relu1"), (dict(content_layers=None), "content layers"),
     (dict(supplemental_devices=[("cpu", "x")]), "--supplemental-device layer index 'x'"),
-    (dict(supplemental_devices=[("cpu", True)]), "--supplemental-device")])
+    (dict(supplemental_devices=[("cpu", True)]), "--supplemental-device"),
+    (dict(supplemental_devices=["cpu"]), "supplemental_devices needs \\(device, layer index\\) pairs, got 'cpu'"),
+    (dict(supplemental_devices="cpu 5"), "supplemental_devices must be a list"),
+    (dict(supplemental_devices=[("cpu", 5), ("cpu", 5)]), "layer index 5 is given twice"),
+    (dict(supplemental_devices=[("gpu", 5)]), "device 'gpu' is not available here.*with --supplemental-device\\)$"),
+    (dict(learning_rate=None), "--learning-rate must be a positive number, got None"),
+    (dict(preserve_color="no"), "^preserve_color must be True or False, got 'no'$"),
+    (dict(low_memory=1), "^low_memory must be True or False"), (dict(luminance_only=None), "^luminance_only"),
+    (dict(device=0), "^device 'cuda:0' is not available here"), (dict(device=1.5), "^device '1.5'"),
+    (dict(weights=1), "^weights must be one of vgg19-8bit, vgg19-4bit or a file path, got 1$"),
+    (dict(style_layer_weights="x"), "^--style-layer-weights must be a list of numbers"),
+    (dict(style_weights={1: 2}), "^--style-weights must be a list of numbers, one per style image"),
+    (dict(init="noise"), "^init 'noise' is not 'content', 'random' or an image file that exists"),
+    (dict(init=np.zeros((2, 2, 5), np.uint8)), "^cannot use init image")])
 def test_arguments_of_the_wrong_kind_are_pastiche_errors(content_path, style_path, options, needle):
     """Not a ZeroDivisionError at step 2, a TypeError from float(), or a layer name read letter
     by letter: one PasticheError naming the argument, at construction."""
@@ -646,3 +659,55 @@ def test_stepping_on_after_a_non_finite_loss_works(content_path, style_path, mon
     monkeypatch.setattr(StyleTransfer, "objective", objective)
     losses = [job.step() for _ in range(4)]
     assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]
+
+
+# ---------------------------------------------------------------------------- all or nothing
+
+
+def _state(job):
+    return (job.size, job._content_label, job.content.shape, [tuple(t.shape) for t in job.targets.content.values()],
+            job.pixels.data_ptr(), job.optimizer)
+
+
+@pytest.mark.parametrize("interrupt", [PasticheError("too small"), KeyboardInterrupt()])
+def test_a_failed_resize_or_set_content_leaves_the_job_as_it_was(content_path, style_path, content_array,
+                                                                 interrupt, monkeypatch):
+    job = _job(content_path, style_path, luminance_only=True)
+    job.step()
+    before, image = _state(job), job.image()
+
+    def fail(*args, **kwargs):
+        raise interrupt
+    monkeypatch.setattr(job, "_targets", fail)  # the last thing made before the job's state changes
+    with pytest.raises(type(interrupt)):
+        job.resize(24, 20)
+    with pytest.raises(type(interrupt)):
+        job.set_content(np.ascontiguousarray(content_array[::-1]))
+    assert _state(job) == before and np.array_equal(job.image(), image)
+    monkeypatch.undo()
+    assert math.isfinite(job.step()) and job.step_count == 2
+
+
+def test_an_elongated_style_too_small_for_a_level_leaves_the_job_usable(content_path, style_array):
+    job = _job(content_path, np.ascontiguousarray(np.tile(style_array, (1, 8, 1))), size=48,
+               style_size=48, luminance_only=True)
+    with pytest.raises(PasticheError, match="style image.*too small"):
+        job.resize(8, 7)
+    assert job.size == (48, 40) and job.content.shape[2:] == (40, 48) and job.image().size == (48, 40)
+
+
+def test_vgg_refuses_images_too_small_for_the_layer_asked(content_path):
+    model = pastiche.vgg19(up_to="block5_relu1")
+    with pytest.raises(PasticheError, match=r"^VGG19 takes \(N, 3, H, W\) images of at least 16 px a side"):
+        model(torch.zeros(1, 3, 15, 64), ["block5_relu1"])
+    with pytest.raises(PasticheError, match=r"got \(3, 16, 16\)$"):
+        model(torch.zeros(3, 16, 16), ["block5_relu1"])
+    assert model(torch.zeros(1, 3, 16, 16), ["block5_relu1"])["block5_relu1"].shape == (1, 512, 1, 1)
+    with pytest.raises(PasticheError, match="^device 'cuda:3' is not available here"):
+        pastiche.vgg19(device="cuda:3")
+
+
+def test_an_image_too_large_to_resample_is_an_error_that_says_so(content_path, style_path):
+    job = _job(content_path, style_path)
+    with pytest.raises(PasticheError, match=r"^out of memory at 1000000x1000000 px on cpu; ask for a smaller size$"):
+        job.image(size=(10 ** 6, 10 ** 6))

@@ -172,12 +172,38 @@ def test_float_images_in_0_255_are_an_error_not_a_white_picture(source):
 
 
 @pytest.mark.parametrize(
-    "bad", [np.zeros((2, 2), np.int64), np.zeros((2, 2, 2), np.uint8), np.zeros((1, 2, 2, 3))]
+    "bad", [np.full((2, 2), 256, np.int64), np.full((2, 2), -1, np.int8), np.zeros((2, 2, 5), np.uint8),
+            np.zeros((1, 2, 2, 3)), np.zeros((2, 2), bool)]
 )
 def test_bad_arrays_name_the_source(bad):
     with pytest.raises(PasticheError) as e:
         open_image(bad, name="style image")
     _check_error(e, "style image")
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_arrays_numpy_hands_out_are_read_as_their_pil_equivalents():
+    values = np.array([[0, 100, 255]])
+    assert values.dtype == np.int64  # np.array and np.random.randint's default
+    assert [_px(_load(values), x)[0] for x in range(3)] == [0, 100, 255]
+    big_endian = np.array([[0, 32768, 65535]], ">u2")
+    assert [_px(_load(big_endian), x)[0] for x in range(3)] == [0, 128, 255]
+    assert open_image(np.matrix([[0, 255]], np.uint8)).size == (2, 1)
+    grey_alpha = np.array([[[0, 255], [0, 0]]], np.uint8)  # black opaque, then transparent
+    assert [_px(_load(grey_alpha), x) for x in range(2)] == [(0, 0, 0), (255, 255, 255)]
+    assert np.array_equal(open_image(grey_alpha), open_image(Image.fromarray(grey_alpha, "LA")))
+
+
+def test_channels_first_arrays_get_the_transpose_they_need():
+    with pytest.raises(PasticheError, match=r"\(for C x H x W, pass a.transpose\(1, 2, 0\)\)"):
+        open_image(np.zeros((3, 8, 8), np.uint8))
+
+
+@pytest.mark.parametrize("source", [Image.new("RGB", (0, 0)), Image.new("L", (5, 0)),
+                                    torch.zeros(3, 4, 4, device="meta"), torch.zeros(3, 4, 4).to_sparse()])
+def test_images_without_pixels_to_read_are_refused(source):
+    with pytest.raises(PasticheError, match="^cannot use content image"):
+        open_image(source, name="content image")
 
 
 def test_pil_mode_i_holding_8_bit_values_is_not_read_as_16_bit():

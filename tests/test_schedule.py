@@ -10,7 +10,7 @@ from PIL import Image
 import pastiche
 from pastiche.engine import StyleTransfer
 from pastiche.errors import PasticheError
-from pastiche.schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, plan, run, transfer
+from pastiche.schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, default_coarse_steps, plan, run, transfer
 
 TINY = dict(content_layers=["block2_relu1"], style_layers=["block1_relu1", "block2_relu1"], size=48, device="cpu")
 
@@ -89,3 +89,48 @@ def test_run_goes_through_each_level_at_its_size(content_path, style_path):
 def test_plan_takes_any_sequence_of_step_counts():
     expected = plan((256, 192), 5, [3, 2])
     assert plan((256, 192), 5, range(3, 1, -1)) == expected == plan((256, 192), 5, np.array([3, 2]))
+
+
+def test_hand_written_schedules_and_plans_are_checked(content_path, style_path):
+    job = StyleTransfer(content_path, style_path, **TINY)
+    for schedule in ([((48, 40), -3)], [((48, 40), 2.5)], [(48, 40)], [((48, 40),)], [((48, 0), 1)]):
+        with pytest.raises(PasticheError, match=r"^a schedule is a list of \(\(width, height\), steps\) levels"):
+            run(job, schedule)
+    with pytest.raises(PasticheError, match="^run steps a pastiche.StyleTransfer, got str$"):
+        run("job", 1)
+    for full in ((0, 0), None, "ab", (256, 192, 3), (256.0, 192)):
+        with pytest.raises(PasticheError, match=r"^plan needs the full size as \(width, height\)"):
+            plan(full, 5)
+    with pytest.raises(PasticheError, match="^coarse_steps must be in order, coarsest first; got a set$"):
+        plan((256, 192), 5, {3, 4})
+    assert job.step_count == 0 and job.size is None
+
+
+def test_transfer_keeps_the_image_so_far_on_an_error_or_ctrl_c(content_path, style_path):
+    with pytest.raises(PasticheError) as info:  # the loss overflows float32 at once
+        transfer(content_path, style_path, num_steps=3, coarse_steps=(), content_weight=1e308, **TINY)
+    assert str(info.value).endswith("(the image so far is this error's .image)")
+    start = transfer(content_path, style_path, num_steps=1, coarse_steps=(), learning_rate=1e-30, seed=0, **TINY)
+    assert np.array_equal(info.value.image, start)  # nothing good came after the start
+
+    def stop(job):
+        if job.step_count == 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt) as info:
+        transfer(content_path, style_path, num_steps=5, coarse_steps=(2,), callback=stop, seed=0, **TINY)
+    three = transfer(content_path, style_path, num_steps=5, coarse_steps=(2,), seed=0,
+                     callback=lambda job: job.step_count == 3, **TINY)
+    assert info.value.image.size == three.size == (48, 40) and np.array_equal(info.value.image, three)
+
+
+def test_an_init_image_starts_at_full_size_unless_told(content_path, style_path):
+    assert default_coarse_steps() == default_coarse_steps("random") == DEFAULT_COARSE_STEPS
+    assert default_coarse_steps(style_path) == default_coarse_steps(Image.new("RGB", (8, 8))) == ()
+    sizes = []
+    transfer(content_path, style_path, num_steps=2, init=style_path, callback=lambda j: sizes.append(j.size),
+             **{**TINY, "size": 96})
+    assert sizes == [(96, 80)] * 2
+    sizes.clear()
+    transfer(content_path, style_path, num_steps=2, coarse_steps=(1,), init=style_path,
+             callback=lambda j: sizes.append(j.size), **{**TINY, "size": 96})
+    assert sizes == [(48, 40), (96, 80), (96, 80)]

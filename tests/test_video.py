@@ -136,10 +136,13 @@ def test_unwritable_outputs_fail_before_work(tmp_path):
         video.frames_to_video([tmp_path / "ws"], tmp_path / "dir.mp4")
 
 
-def test_missing_pyav_says_how_to_install(monkeypatch):
+def test_missing_pyav_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "av", None)
-    with pytest.raises(PasticheError, match="needs PyAV: pip install av"):
+    with pytest.raises(PasticheError, match=r"needs PyAV: pip install 'pastiche\[video\]'"):
         video.probe("clip.mp4")
+    for name in ("film.mp4", "film.gif"):  # before a run whose frames it would join
+        with pytest.raises(PasticheError, match="needs PyAV"):
+            video.check_video_output(tmp_path / name)
 
 
 @needs_av
