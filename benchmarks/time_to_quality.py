@@ -17,6 +17,7 @@ Writes benchmarks/results/time_to_quality.md, .png (the plot) and .json (every j
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shlex
@@ -147,6 +148,8 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=6, help="judge levels per table")
     parser.add_argument("--out", default=str(RESULTS / "time_to_quality"))
     args = parser.parse_args()
+    if importlib.util.find_spec("matplotlib") is None:  # the plot comes last, after an hour of runs
+        raise SystemExit("time_to_quality.py draws its plot with matplotlib: pip install 'pastiche[bench]'")
     if not IMAGES.is_dir():
         sys.exit(f"needs {IMAGES} (the shared test data)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # before the runs, not after them
@@ -172,8 +175,8 @@ def main() -> None:
                 lines += table(label, size, peer, ours, args.checkpoints)
                 print("\n".join(lines[-(args.checkpoints + 6):]), flush=True)
     Path(args.out + ".md").write_text("\n".join(lines) + f"\n![plot]({Path(args.out).name}.png)\n")
-    plot(results, Path(args.out + ".png"))
     Path(args.out + ".json").write_text(json.dumps(curves, indent=1))  # (seconds, judge, step) points
+    plot(results, Path(args.out + ".png"))
     print(f"wrote {args.out}.md and {args.out}.png")
 
 

@@ -25,6 +25,7 @@ raises :class:`~pastiche.errors.PasticheError` naming the file and the problem.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -193,8 +194,10 @@ def save_file(weights: WeightsFile, path: PathLike) -> None:
 
 # ---------------------------------------------------------------------------- reading
 
-def read_header(path: PathLike) -> Tuple[Dict, memoryview]:
-    """Read and validate ``path``; return (header, payload). The one gate before trusting a file."""
+def read_header(path: PathLike, *, header_sha256: Optional[str] = None) -> Tuple[Dict, memoryview]:
+    """Read and validate ``path``; return (header, payload). The one gate before trusting a file.
+    ``header_sha256``: the header's known hash (a bundled file's), which, as the header lists each
+    layer's crc32, pins every byte a load reads."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -210,6 +213,9 @@ def read_header(path: PathLike) -> Tuple[Dict, memoryview]:
     (length,) = struct.unpack_from("<Q", data, len(MAGIC))
     if length > _MAX_HEADER or _PREFIX + length > len(data):
         raise bad(f"header length {length} does not fit the file's {len(data)} bytes (truncated?)")
+    if header_sha256 and hashlib.sha256(data[_PREFIX: _PREFIX + length]).hexdigest() != header_sha256:
+        raise PasticheError(f"bundled weights file '{path}' has been changed or replaced (its header's"
+                            " sha256 is not the one this pastiche shipped); reinstall pastiche")
     try:
         header = json.loads(data[_PREFIX: _PREFIX + length])
     except (ValueError, RecursionError) as e:  # ValueError: JSON's, UTF-8's, a 5,000-digit number's
@@ -310,15 +316,16 @@ def load_file(path: PathLike) -> WeightsFile:
 
 
 def load_dequantized(path: PathLike, *, names: Optional[List[str]] = None, threads: Optional[int] = None,
-                     indexed: bool = False) -> Tuple[Dict, Dict[str, Tuple[np.ndarray, ...]]]:
+                     indexed: bool = False, header_sha256: Optional[str] = None
+                     ) -> Tuple[Dict, Dict[str, Tuple[np.ndarray, ...]]]:
     """Validate ``path`` and return (header, {name: (float32 weight, float32 bias)}), or with
     ``indexed`` {name: (uint8 indices, float32 centroids, float32 bias)} (weights left quantized).
 
     Checksums and table lookups of different layers run in a thread pool (numpy releases the GIL),
     largest layers first. ``names`` limits which layers are materialised (all by default). The
-    arrays are copies: the file's bytes are freed on return.
+    arrays are copies: the file's bytes are freed on return. ``header_sha256``: see read_header.
     """
-    header, payload = read_header(path)
+    header, payload = read_header(path, header_sha256=header_sha256)
     entries = [e for e in header["layers"] if names is None or e["name"] in names]
 
     def work(entry: Dict) -> Tuple[np.ndarray, ...]:

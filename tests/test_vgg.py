@@ -1,6 +1,5 @@
 """Tests for pastiche.vgg: names, shapes, laziness, preprocessing and bad weights files."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,6 @@ EXPECTED_NAMES = (
 )
 
 # pastiche.weights is weights/ mapped by setup.cfg's package_dir: it resolves only once installed.
-INSTALLED = importlib.util.find_spec("pastiche.weights") is not None
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +58,41 @@ def test_layer_names():
     assert CONV_NAMES == tuple(n for n in EXPECTED_NAMES if "_conv" in n) and len(CONV_NAMES) == 16
 
 
-@pytest.mark.skipif(not INSTALLED, reason="pastiche.weights (weights/ via package_dir) only resolves"
-                                          " when pastiche is installed, e.g. pip install -e .")
-def test_bundled_name_resolves_to_the_committed_file():
+def test_bundled_name_resolves_to_the_committed_file(monkeypatch):
     assert weights_path().read_bytes() == BUNDLED_FILE.read_bytes()
     assert isinstance(vgg19(), VGG19)
+
+    def not_installed(package):  # a checkout's pastiche/ imported ahead of an installed one
+        raise ModuleNotFoundError(f"No module named '{package}'")
+    monkeypatch.setattr(vgg_module.resources, "files", not_installed)
+    assert weights_path("vgg19-4bit") == REPO / "weights" / "vgg19-4bit.pqw"
+
+
+def _bundled_copy(monkeypatch, tmp_path, data: bytes) -> Path:
+    """The bundled 8-bit weights' place, holding ``data``."""
+    (tmp_path / "vgg19-8bit.pqw").write_bytes(data)
+    monkeypatch.setattr(vgg_module, "_bundled_folder", lambda: tmp_path)
+    return tmp_path / "vgg19-8bit.pqw"
+
+
+@pytest.mark.parametrize("change", ["mean", "channel order", "4-bit file"])
+def test_a_changed_or_swapped_bundled_file_is_refused(monkeypatch, tmp_path, change):
+    """Its layers' crc32s hold, so only the header's pinned hash can tell."""
+    data = BUNDLED_FILE.read_bytes()
+    data = {"mean": data.replace(b"103.939", b"193.939"), "channel order": data.replace(b'"BGR"', b'"RGB"'),
+            "4-bit file": (REPO / "weights" / "vgg19-4bit.pqw").read_bytes()}[change]
+    path = _bundled_copy(monkeypatch, tmp_path, data)
+    with pytest.raises(PasticheError) as info:
+        vgg19(up_to="block1_relu1")
+    assert str(info.value) == (f"bundled weights file '{path}' has been changed or replaced (its header's"
+                               " sha256 is not the one this pastiche shipped); reinstall pastiche")
+    assert vgg19(weights=path, up_to="block1_relu1")  # as a file of the user's own, it is theirs to trust
+
+
+def test_a_missing_bundled_file_says_to_reinstall(monkeypatch, tmp_path):
+    monkeypatch.setattr(vgg_module, "_bundled_folder", lambda: tmp_path)
+    with pytest.raises(PasticheError, match=r"^the bundled weights 'vgg19-8bit' are missing \(.*\); reinstall pastiche$"):
+        vgg19()
 
 
 def test_module_is_frozen_float32_eval(model):
@@ -124,9 +152,9 @@ def test_up_to_builds_only_the_needed_layers(monkeypatch, image):
     asked = []
     real = vgg_module.load_dequantized
 
-    def spy(path, *, names=None, threads=None, indexed=False):
+    def spy(path, *, names=None, **options):
         asked.append(list(names))
-        return real(path, names=names, threads=threads, indexed=indexed)
+        return real(path, names=names, **options)
 
     monkeypatch.setattr(vgg_module, "load_dequantized", spy)
     small = vgg19(weights=BUNDLED_FILE, up_to="block2_relu1")
