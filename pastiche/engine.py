@@ -127,7 +127,8 @@ class StyleTransfer:
                                          "--style-weights", "style image")
         for value, option in ((size, "--size"), (size_pixels, "--size-pixels"),
                               (style_size, "--style-size"), (style_size_pixels, "--style-size-pixels")):
-            check_positive(value, option)
+            if value is not None and not whole(value):
+                raise PasticheError(f"{option} must be a whole number of pixels, at least 1, got {value!r}")
         check_positive(learning_rate, "--learning-rate", optional=False)
         for value, option in ((preserve_color, "preserve_color"), (luminance_only, "luminance_only"),
                               (low_memory, "low_memory")):
@@ -160,7 +161,7 @@ class StyleTransfer:
         # on torch's current one, as measured (capture and replay use its streams)
         self.use_cuda_graphs = (self.device.type == "cuda" and not supplemental
                                 and self.device.index in (None, torch.cuda.current_device()))
-        self._graph: Optional[Tuple[torch.cuda.CUDAGraph, torch.Tensor]] = None
+        self._graph: Optional[Tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple]] = None
 
         deepest = max(LAYER_INDEX[n] for n in self.content_layers + self.style_layers)
         self.dtype = compute_dtype(precision, self._devices)
@@ -426,8 +427,12 @@ class StyleTransfer:
         and backward, which the host launched one by one while the GPU waited (10.2-10.6 instead
         of 12.1-12.6 ms per step at 1024 px on an H100). The graph reads ``pixels`` and the
         targets where they are, and writes the loss and the gradient to the same tensors at
-        every replay. ``use_cuda_graphs = False`` runs the closure as it is."""
-        if self._graph is None:
+        every replay. The loss weights are baked into the capture as numbers, so a change to
+        them (a callback may tune ``style_weights``) captures again. ``use_cuda_graphs = False``
+        runs the closure as it is."""
+        weights = (self.content_weight, self.tv_weight, tuple(self.content_layer_weights),
+                   tuple(self.style_weights), tuple(self.style_layer_weights or ()))
+        if self._graph is None or self._graph[2] != weights:
             # torch's recipe: warm up on a side stream (cuDNN's workspaces, the gradient's
             # buffer), then capture; torch.cuda.graph first returns the warm-up's freed memory,
             # the capture having a pool of its own.
@@ -439,8 +444,8 @@ class StyleTransfer:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 loss = closure()
-            self._graph = graph, loss
-        graph, loss = self._graph
+            self._graph = graph, loss, weights
+        graph, loss, _ = self._graph
 
         def replay() -> torch.Tensor:
             graph.replay()

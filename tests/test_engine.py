@@ -105,6 +105,18 @@ def test_cuda_graph_steps_match_eager_steps_and_follow_a_resize(content_path, st
         assert curves["cuda", True][:6] == pytest.approx(reference[:6], rel=rel)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_graph_follows_loss_weights_changed_between_steps(content_path, style_path):
+    """The weights are numbers in the captured kernels: a change must capture again, or the
+    GPU would go on optimising the old loss where the CPU takes the new one."""
+    job = StyleTransfer(content_path, style_path, size=64, device="cuda")
+    job.step()
+    job.style_weights = [w * 1000 for w in job.style_weights]
+    loss = job.step()  # by the graph: the loss of the image before this step, kept in job._good
+    with torch.no_grad():
+        assert loss == pytest.approx(job.objective(job._good).item(), rel=1e-4)
+
+
 def test_a_new_level_starts_lbfgs_with_the_last_levels_scale(content_path, style_path):
     """Coarse-to-fine restarts L-BFGS at each size with the curvature scale it learnt, times the
     growth in pixels (the loss is a mean over pixels): its first step moves the image, where a
@@ -556,10 +568,11 @@ def test_no_style_and_bad_num_steps(content_path, style_path):
     (dict(learning_rate=None), "--learning-rate must be a positive number, got None"),
     (dict(preserve_color="no"), "^preserve_color must be True or False, got 'no'$"),
     (dict(low_memory=1), "^low_memory must be True or False"), (dict(luminance_only=None), "^luminance_only"),
-    (dict(device=0), "^device 'cuda:0' is not available here"), (dict(device=1.5), "^device '1.5'"),
+    (dict(device=7), "^device 'cuda:7' is not available here"), (dict(device=1.5), "^device '1.5'"),
     (dict(weights=1), "^weights must be one of vgg19-8bit, vgg19-4bit or a file path, got 1$"),
     (dict(style_layer_weights="x"), "^--style-layer-weights must be a list of numbers"),
     (dict(style_weights={1: 2}), "^--style-weights must be a list of numbers, one per style image"),
+    (dict(size=48.5), "^--size must be a whole number of pixels"), (dict(style_size=48.5), "^--style-size must be"),
     (dict(init="noise"), "^init 'noise' is not 'content', 'random' or an image file that exists"),
     (dict(init=np.zeros((2, 2, 5), np.uint8)), "^cannot use init image")])
 def test_arguments_of_the_wrong_kind_are_pastiche_errors(content_path, style_path, options, needle):
@@ -703,8 +716,8 @@ def test_vgg_refuses_images_too_small_for_the_layer_asked(content_path):
     with pytest.raises(PasticheError, match=r"got \(3, 16, 16\)$"):
         model(torch.zeros(3, 16, 16), ["block5_relu1"])
     assert model(torch.zeros(1, 3, 16, 16), ["block5_relu1"])["block5_relu1"].shape == (1, 512, 1, 1)
-    with pytest.raises(PasticheError, match="^device 'cuda:3' is not available here"):
-        pastiche.vgg19(device="cuda:3")
+    with pytest.raises(PasticheError, match="^device 'cuda:7' is not available here"):
+        pastiche.vgg19(device="cuda:7")
 
 
 def test_an_image_too_large_to_resample_is_an_error_that_says_so(content_path, style_path):
