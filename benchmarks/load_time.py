@@ -115,8 +115,8 @@ def main(argv=None) -> int:
     from pastiche.vgg import BUNDLED, weights_path
 
     rows = []  # (label, path, times)
-    for name, file in BUNDLED.items():
-        bundled = weights_path(name) if _bundled_resolves() else REPO / "weights" / file
+    for name in BUNDLED:
+        bundled = weights_path(name)
         rows.append((f"pastiche 2 (this), bundled {name}", bundled, time_ours(bundled, args.repeats)))
     if SOURCE.is_file():
         args.cache.mkdir(parents=True, exist_ok=True)
@@ -154,12 +154,6 @@ def main(argv=None) -> int:
     args.output.write_text(table)
     print(f"wrote {args.output}; made by: {command}")
     return 0
-
-
-def _bundled_resolves() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("pastiche.weights") is not None
 
 
 if __name__ == "__main__":

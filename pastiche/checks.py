@@ -10,6 +10,8 @@ import math
 import numbers
 from typing import Callable, List, Optional, Sequence, Union
 
+import numpy as np
+
 from .errors import PasticheError
 
 
@@ -42,8 +44,9 @@ def whole(value: object) -> bool:
 
 
 def check_flag(value: object, option: str) -> None:
-    """An on/off option must be True or False: a string such as 'no' would turn it on."""
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":  # numpy's bool too
+    """An on/off option must be True or False (numpy's too), or 1 or 0: a string such as 'no', or
+    None, would be taken as on or off by its truth."""
+    if not (isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1))):
         raise PasticheError(f"{option} must be True or False, got {value!r}")
 
 

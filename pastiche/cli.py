@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--workspace", help="directory for intermediate frames")
     out.add_argument("--workspace-step", type=int, default=10, help="save a frame every N steps")
     out.add_argument("--workspace-prefix", default="", help="prefix of frame file names")
-    vid = p.add_argument_group("video (needs PyAV: pip install 'pastiche[video]')")
+    vid = p.add_argument_group("video (all but GIF need PyAV: pip install 'pastiche[video]')")
     vid.add_argument("--video", metavar="FILE", help="after the run, join the --workspace frames"
                      " into this .mp4 or .gif")
     vid.add_argument("--fps", type=float, default=30, help="frame rate of --video (0.1 to 1000)")
@@ -155,7 +155,7 @@ def _check_args(args: argparse.Namespace) -> None:
     for option in ("num_steps", "info_step", "workspace_step"):
         if getattr(args, option) < 1:
             raise PasticheError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
-    init = "random" if args.random_init else args.init or "content"
+    init = "random" if args.random_init else Path(args.init) if args.init else "content"  # as _options
     try:
         coarse_steps = ([int(n) for n in args.schedule.split(",")] if args.schedule.strip() else []) \
             if args.schedule is not None else list(default_coarse_steps(init))

@@ -428,11 +428,14 @@ class StyleTransfer:
         of 12.1-12.6 ms per step at 1024 px on an H100). The graph reads ``pixels`` and the
         targets where they are, and writes the loss and the gradient to the same tensors at
         every replay. The loss weights are baked into the capture as numbers, so a change to
-        them (a callback may tune ``style_weights``) captures again. ``use_cuda_graphs = False``
+        them (a callback may tune ``style_weights``) captures again: a capture costs a few eager
+        steps, so weights changed at every step are better run with ``use_cuda_graphs = False``. ``use_cuda_graphs = False``
         runs the closure as it is."""
         weights = (self.content_weight, self.tv_weight, tuple(self.content_layer_weights),
                    tuple(self.style_weights), tuple(self.style_layer_weights or ()))
-        if self._graph is None or self._graph[2] != weights:
+        if self._graph is not None and self._graph[2] != weights:
+            self._graph = None  # its memory pool goes before the new capture makes one
+        if self._graph is None:
             # torch's recipe: warm up on a side stream (cuDNN's workspaces, the gradient's
             # buffer), then capture; torch.cuda.graph first returns the warm-up's freed memory,
             # the capture having a pool of its own.
@@ -454,8 +457,8 @@ class StyleTransfer:
         return replay
 
     @contextmanager
-    def _out_of_memory_is_an_error(self, width: int, height: int, *, fix: Optional[str] = None) -> Iterator[None]:
-        """Turn an allocation failure into a PasticheError that says what to change (``fix``)."""
+    def _out_of_memory_is_an_error(self, width: int, height: int) -> Iterator[None]:
+        """Turn an allocation failure into a PasticheError that says what to change."""
         try:
             yield
         except (MemoryError, RuntimeError) as e:
@@ -463,8 +466,9 @@ class StyleTransfer:
             # torch.cuda.OutOfMemoryError ("CUDA out of memory"), MPS "MPS backend out of memory".
             if not isinstance(e, MemoryError) and not any(m in str(e) for m in _OUT_OF_MEMORY):
                 raise
-            fix = fix or ("choose a smaller --size or --size-pixels" + ("" if self.low_memory else ", or add --low-memory"))
-            raise PasticheError(f"out of memory at {width}x{height} px on {self.device}; {fix}") from None
+            raise PasticheError(f"out of memory at {width}x{height} px on {self.device}; choose a"
+                                " smaller --size or --size-pixels"
+                                + ("" if self.low_memory else ", or add --low-memory")) from None
 
     # ------------------------------------------------------------------ results
 
@@ -481,8 +485,11 @@ class StyleTransfer:
         if self.luminance_only:
             image = color.with_chroma(image, self.content.to("cpu"))
         if size is not None and size != self.size:
-            with self._out_of_memory_is_an_error(*size, fix="ask for a smaller size"):
-                image = F.interpolate(image, size=(size[1], size[0]), mode="bicubic", align_corners=False)
+            ram = device_memory(torch.device("cpu"))
+            if ram is not None and size[0] * size[1] * 24 > ram:  # float32 RGB, resampled and clamped
+                raise PasticheError(f"the image at {size[0]}x{size[1]} px would need more memory than this"
+                                    " machine has; ask for a smaller size")
+            image = F.interpolate(image, size=(size[1], size[0]), mode="bicubic", align_corners=False)
         return image.clamp(0, 1)
 
     def image(self, *, size: Optional[Tuple[int, int]] = None) -> Image.Image:

@@ -216,9 +216,11 @@ def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
             raise PasticheError(f"cannot use {label}: {_first_line(exc)}; reopen the image") from None
         return _pil_to_rgb(upright, label)
     if isinstance(source, torch.Tensor):
-        if source.layout != torch.strided or source.device.type == "meta":
-            raise PasticheError(f"cannot use {label}: a {source.layout} tensor on '{source.device}' has no"
-                                " dense pixel values to read; pass t.to_dense() or a tensor with data")
+        if source.device.type == "meta":
+            raise PasticheError(f"cannot use {label}: a tensor on the meta device holds no values; pass one with data")
+        if source.layout != torch.strided:
+            raise PasticheError(f"cannot use {label}: a {str(source.layout).replace('torch.', '')} tensor;"
+                                " pass t.to_dense()")
         t = source.detach().cpu()
         if t.dim() == 4 and t.shape[0] == 1:
             t = t[0]

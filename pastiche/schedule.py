@@ -104,6 +104,17 @@ def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optiona
     return job
 
 
+def _image_so_far(job: StyleTransfer) -> Optional[Image.Image]:
+    """The job's latest good image at full size, for an error on its way out; None if stepping
+    had not begun, or if making it fails too (memory), which must not hide the first error."""
+    if job.size is None:
+        return None
+    try:
+        return job.image(size=job.full_size)
+    except (PasticheError, MemoryError, RuntimeError):
+        return None
+
+
 def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *,
              num_steps: int = DEFAULT_NUM_STEPS, coarse_steps: Optional[Sequence[int]] = None,
              seed: Optional[int] = None, deterministic: bool = False, callback: Optional[Callback] = None,
@@ -118,7 +129,7 @@ def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *
     None) and ``deterministic`` hold for this call only: torch's random state and determinism
     settings are as they were afterwards. Work is not lost: a KeyboardInterrupt (Ctrl-C, a
     notebook's stop) or a PasticheError once stepping has begun (a NaN loss, memory) carries the
-    latest good image, full size, as its ``image`` attribute.
+    latest good image, full size, as its ``image`` attribute (None if no memory was left to make it).
     """
     if coarse_steps is None:
         coarse_steps = default_coarse_steps(options.get("init", "content"))
@@ -128,9 +139,8 @@ def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *
         try:
             run(job, schedule, callback=callback, progress=progress)
         except (KeyboardInterrupt, PasticheError) as e:
-            if job.size is not None:  # the image so far, or the start if no step was good
-                e.image = job.image(size=job.full_size)
-                if isinstance(e, PasticheError):
-                    e.args = (f"{e} (the image so far is this error's .image)",)
+            e.image = _image_so_far(job)
+            if e.image is not None and isinstance(e, PasticheError) and len(e.args) == 1:
+                e.args = (f"{e} (the image so far is this error's .image)",)
             raise
         return job.image(size=job.full_size)  # full size even if a callback stopped a coarse level

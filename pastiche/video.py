@@ -121,21 +121,22 @@ def check_video_output(path: PathLike, *, inputs: Sequence[object] = (), option:
     """Validate a video output path before a long run (extension, directory, not an input); the
     errors name ``option`` as what to change."""
     p = Path(os.fspath(path))
-    _av()  # every format is written through it: say so now, not after the run
     if p.suffix.lower() not in OUTPUT_EXTENSIONS:
         raise PasticheError(f"cannot write video '{p}': unsupported extension '{p.suffix}'; use one of "
                             f"{', '.join(OUTPUT_EXTENSIONS)}")
+    if p.suffix.lower() != ".gif":  # PIL writes GIFs; the rest need PyAV: say so now, not after the run
+        _av()
     return check_writable(path, inputs=inputs, kind="video", input_kind="input", option=option)
 
 
 @contextlib.contextmanager
 def _atomic(path: Path) -> Iterator[str]:
     """A temporary file beside ``path`` (same extension) that replaces it only on success."""
-    av = _av()
+    failures = (OSError,) if path.suffix.lower() == ".gif" else (OSError, _av().error.FFmpegError)  # PIL writes GIFs
     try:
         with atomic_file(path, suffix=path.suffix) as tmp:
             yield tmp
-    except (OSError, av.error.FFmpegError) as e:
+    except failures as e:
         raise PasticheError(f"cannot write video '{path}': {getattr(e, 'strerror', None) or e};"
                             " choose another --output") from None
 
@@ -144,7 +145,6 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
            audio_from: Optional[PathLike] = None) -> None:
     """Encode RGB ``frames`` (resized to ``size`` if needed) into ``output`` atomically. MP4, MOV,
     MKV: H.264 yuv420p (size cropped to even), audio from ``audio_from`` (copied, or AAC)."""
-    av, count = _av(), 0
     if output.suffix.lower() == ".gif":
         fitted = (im if im.size == size else im.resize(size, Image.LANCZOS) for im in frames)
         first = next(fitted, None)
@@ -154,6 +154,7 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
             first.save(tmp, format="GIF", save_all=True, append_images=fitted, loop=0,
                        duration=max(20, 10 * round(100 / fps)))
         return
+    av, count = _av(), 0
     w, h = max(2, size[0] - size[0] % 2), max(2, size[1] - size[1] % 2)
     options = {"movflags": "faststart"} if output.suffix.lower() != ".mkv" else {}
     with _atomic(output) as tmp, av.open(tmp, "w", options=options) as out:

@@ -323,7 +323,7 @@ BAD_INPUTS = {
     "workspace prefix is a path": ({"--workspace": "ws", "--workspace-prefix": "a/b"}, ["--workspace-prefix", "a/b"]),
     "no such output dir": ({"-o": "nodir/out.png"}, ["nodir"]),
     "unknown extension": ({"-o": "out.xyz"}, [".xyz"]),
-    "absent device": ({"--device": "cuda:7"}, ["cuda:7"]),
+    "absent device": ({"--device": "cuda:99"}, ["cuda:99"]),
     "colour options clash": ({"--preserve-color": None, "--luminance-only": None},
                              ["--preserve-color", "--luminance-only"]),
     "output is the content": ({"-o": "content.png"}, ["content.png"]),
@@ -334,8 +334,8 @@ BAD_INPUTS = {
     "supplemental index a superscript": ({"--supplemental-device": ["cpu", "²"]}, ["--supplemental-device", "²"]),
     "supplemental index twice": ({"--supplemental-device": ["cpu", "3", "--supplemental-device", "cpu", "3"]},
                                  ["--supplemental-device layer index 3 is given twice"]),
-    "supplemental device absent": ({"--supplemental-device": ["cuda:7", "3"]},
-                                   ["device 'cuda:7' is not available", "(choose one with --supplemental-device)"]),
+    "supplemental device absent": ({"--supplemental-device": ["cuda:99", "3"]},
+                                   ["device 'cuda:99' is not available", "(choose one with --supplemental-device)"]),
     "missing weights file": ({"--weights": "nope.pqw"}, ["nope.pqw"]),
     "unknown weights name": ({"--weights": "vgg19-2bit"}, ["vgg19-2bit", "vgg19-8bit, vgg19-4bit"]),
     "weights is a directory": ({"--weights": "adir"}, ["adir", "directory"]),
@@ -351,7 +351,7 @@ BAD_INPUTS = {
     "workspace, content missing": ({"--workspace": "ws/deep", "-c": "missing.png"}, ["missing.png"]),
     "workspace, image too small": ({"--workspace": "ws", "--size": "8", "--content-layers": ["block4_relu2"]},
                                    ["too small"]),
-    "workspace, absent device": ({"--workspace": "ws", "--device": "cuda:7"}, ["cuda:7"]),
+    "workspace, absent device": ({"--workspace": "ws", "--device": "cuda:99"}, ["cuda:99"]),
     "layer deeper than the weights hold": ({"--weights": "vgg19-4bit", "--style-layers": ["block5_relu2"]},
                                            ["vgg19-4bit", "block5_relu2", "vgg19-8bit"]),
 }
@@ -403,7 +403,7 @@ def test_an_input_error_found_at_the_first_level_prints_no_progress_first(images
 def test_video_without_pyav_is_refused_before_the_run(images, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "av", None)
     before = snapshot(tmp_path)
-    assert cli(*_argv({"--workspace": "ws", "--video": "film.gif"})) == 1
+    assert cli(*_argv({"--workspace": "ws", "--video": "film.mp4"})) == 1
     assert "needs PyAV" in capsys.readouterr().err and snapshot(tmp_path) == before
 
 

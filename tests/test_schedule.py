@@ -116,11 +116,21 @@ def test_transfer_keeps_the_image_so_far_on_an_error_or_ctrl_c(content_path, sty
     def stop(job):
         if job.step_count == 3:
             raise KeyboardInterrupt
+    options = {**TINY, "size": 96}  # a 48x40 level, then 96x80: interrupted at the coarse level's last step
     with pytest.raises(KeyboardInterrupt) as info:
-        transfer(content_path, style_path, num_steps=5, coarse_steps=(2,), callback=stop, seed=0, **TINY)
-    three = transfer(content_path, style_path, num_steps=5, coarse_steps=(2,), seed=0,
-                     callback=lambda job: job.step_count == 3, **TINY)
-    assert info.value.image.size == three.size == (48, 40) and np.array_equal(info.value.image, three)
+        transfer(content_path, style_path, num_steps=5, coarse_steps=(3,), callback=stop, seed=0, **options)
+    three = transfer(content_path, style_path, num_steps=5, coarse_steps=(3,), seed=0,
+                     callback=lambda job: job.step_count == 3, **options)
+    assert info.value.image.size == three.size == (96, 80) and np.array_equal(info.value.image, three)
+
+
+def test_an_error_that_leaves_no_memory_for_the_image_still_gets_through(content_path, style_path, monkeypatch):
+    def no_memory(self, *, size=None):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+    monkeypatch.setattr(StyleTransfer, "image_tensor", no_memory)
+    with pytest.raises(PasticheError, match="became nan at step 1; kept the last good image") as info:
+        transfer(content_path, style_path, num_steps=3, coarse_steps=(), content_weight=1e308, **TINY)
+    assert info.value.image is None and not str(info.value).endswith(".image)")
 
 
 def test_an_init_image_starts_at_full_size_unless_told(content_path, style_path):

@@ -140,9 +140,10 @@ def test_missing_pyav_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "av", None)
     with pytest.raises(PasticheError, match=r"needs PyAV: pip install 'pastiche\[video\]'"):
         video.probe("clip.mp4")
-    for name in ("film.mp4", "film.gif"):  # before a run whose frames it would join
-        with pytest.raises(PasticheError, match="needs PyAV"):
-            video.check_video_output(tmp_path / name)
+    with pytest.raises(PasticheError, match="needs PyAV"):  # before a run whose frames it would join
+        video.check_video_output(tmp_path / "film.mp4")
+    write_frames(tmp_path / "ws", [(16, 16)] * 2)  # PIL writes GIFs
+    assert video.frames_to_video([tmp_path / "ws"], tmp_path / "film.gif", fps=5) == tmp_path / "film.gif"
 
 
 @needs_av
