@@ -428,9 +428,9 @@ class StyleTransfer:
         of 12.1-12.6 ms per step at 1024 px on an H100). The graph reads ``pixels`` and the
         targets where they are, and writes the loss and the gradient to the same tensors at
         every replay. The loss weights are baked into the capture as numbers, so a change to
-        them (a callback may tune ``style_weights``) captures again: a capture costs a few eager
-        steps, so weights changed at every step are better run with ``use_cuda_graphs = False``. ``use_cuda_graphs = False``
-        runs the closure as it is."""
+        them (a callback may tune ``style_weights``) captures again; a capture costs a few eager
+        steps, so weights changed at every step are better run eagerly. ``use_cuda_graphs =
+        False`` runs the closure as it is."""
         weights = (self.content_weight, self.tv_weight, tuple(self.content_layer_weights),
                    tuple(self.style_weights), tuple(self.style_layer_weights or ()))
         if self._graph is not None and self._graph[2] != weights:
