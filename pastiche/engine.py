@@ -43,7 +43,7 @@ LBFGS_PROBE = 0.1
 # style image (its targets need no gradients: 0.49-0.50 KB, session 18). Lower bounds, so a
 # refused run could not have fitted (README, "How much memory a size needs").
 BYTES_PER_PIXEL, STYLE_BYTES_PER_PIXEL = 608, 448
-_OUT_OF_MEMORY = ("can't allocate memory", "out of memory")  # in allocation failures' messages
+OUT_OF_MEMORY = ("can't allocate memory", "out of memory")  # in allocation failures' messages
 
 
 @dataclass
@@ -464,7 +464,7 @@ class StyleTransfer:
         except (MemoryError, RuntimeError) as e:
             # torch's CPU allocator raises RuntimeError("...can't allocate memory..."), CUDA's
             # torch.cuda.OutOfMemoryError ("CUDA out of memory"), MPS "MPS backend out of memory".
-            if not isinstance(e, MemoryError) and not any(m in str(e) for m in _OUT_OF_MEMORY):
+            if not isinstance(e, MemoryError) and not any(m in str(e) for m in OUT_OF_MEMORY):
                 raise
             raise PasticheError(f"out of memory at {width}x{height} px on {self.device}; choose a"
                                 " smaller --size or --size-pixels"

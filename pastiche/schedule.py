@@ -14,7 +14,7 @@ from PIL import Image
 
 from .checks import whole
 from .devices import seeded
-from .engine import StyleTransfer
+from .engine import OUT_OF_MEMORY, StyleTransfer
 from .errors import PasticheError
 from .imageio import ImageLike
 
@@ -81,7 +81,7 @@ def _checked(schedule: list) -> Schedule:
 def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optional[Callback] = None,
         progress: bool = False) -> StyleTransfer:
     """Step ``job`` through ``schedule`` (or just N steps at its current size), resizing between
-    levels. ``callback(job)`` after each step may return True to stop early. ``progress`` shows a
+    levels. ``callback(job)`` after each step may return a true value to stop early. ``progress`` shows a
     tqdm bar (notebook-aware) with the loss and the time left."""
     if not isinstance(job, StyleTransfer):
         raise PasticheError(f"run steps a pastiche.StyleTransfer, got {type(job).__name__}")
@@ -111,7 +111,9 @@ def _image_so_far(job: StyleTransfer) -> Optional[Image.Image]:
         return None
     try:
         return job.image(size=job.full_size)
-    except (PasticheError, MemoryError, RuntimeError):
+    except (PasticheError, MemoryError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and not any(m in str(error) for m in OUT_OF_MEMORY):
+            raise  # a fault, not a lack of memory: it must be seen
         return None
 
 
