@@ -22,6 +22,8 @@ def _count(n: int, noun: str) -> str:
 def weight_list(values: Union[None, float, Sequence[float]], count: int, default: Callable[[int], float],
                 option: str, what: str) -> List[float]:
     """One weight per ``what`` (a single number counts as a list of one), or the defaults."""
+    if isinstance(values, np.ndarray) and values.ndim == 0:
+        values = values.item()
     values = [values] if isinstance(values, numbers.Real) else values
     if values is not None and (isinstance(values, (str, bytes, dict, set, frozenset)) or not hasattr(values, "__len__")):
         raise PasticheError(f"{option} must be a list of numbers, one per {what}, got {values!r}")

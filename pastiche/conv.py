@@ -224,6 +224,11 @@ class Conv3x3(nn.Module):
         self._winograd: Optional[torch.Tensor] = None  # (16, out, in): the kept transform
         self._packed: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # kernel and kernel_t, oneDNN's
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the kept transforms out (oneDNN's packed kernels cannot be
+        copied); each is made again at its next use."""
+        return {**self.__dict__, "_winograd": None, "_packed": None}
+
     def clear_cache(self) -> None:
         """Forget the Winograd transform (rebuilt at the next use): a new image size may not need
         it. The oneDNN-packed kernels stay: every size uses them, in the same layout."""

@@ -50,8 +50,10 @@ def device_memory(device: torch.device) -> Optional[int]:
 def resolve_device(spec: Union[str, int, torch.device], *, option: str = "--device") -> torch.device:
     """``"cpu"``, ``"cuda"``, ``"cuda:N"`` (or N, as torch takes it) or ``"mps"`` → a device that
     exists, or PasticheError naming ``option``."""
-    if isinstance(spec, int) and not isinstance(spec, bool) and spec >= 0:
+    if isinstance(spec, numbers.Integral) and not isinstance(spec, bool) and spec >= 0:
         spec = f"cuda:{spec}"
+    if isinstance(spec, (str, torch.device)) and str(spec) == "cpu:0":  # torch's name for the one CPU device
+        spec = "cpu"
     if not isinstance(spec, (str, torch.device)) or str(spec) not in available_devices():
         raise PasticheError(f"device {str(spec)!r} is not available here; available: "
                             f"{', '.join(available_devices())} (choose one with {option})")

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.nn import functional as F
@@ -225,13 +226,13 @@ class StyleTransfer:
         """Switch to a new content image of the same size (a video's next frame), keeping the style
         targets' settings. Optimisation continues from the current image, or from ``init``
         (as the constructor's: "content", "random" or an image)."""
-        self._ready()
         image = open_image(content, name="content image")
         dims = resized_dims(*image.size, size=self._sizes["size"], pixels=self._sizes["pixels"])
         if dims != self.full_size:
             raise PasticheError(f"{describe_source(content, 'content image')} would be {dims[0]}x{dims[1]}"
                                 f" px, not this job's {self.full_size[0]}x{self.full_size[1]}; give it"
                                 " the same shape, or start a new StyleTransfer")
+        self._ready()
         self._retarget(*self.size, self.pixels.detach(), init=self._init_source(init) if init is not None else None,
                        content=(image, describe_source(content, "content image")))
 
@@ -475,8 +476,10 @@ class StyleTransfer:
     def image_tensor(self, *, size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """The current image, (1, 3, H, W) float32 RGB in [0, 1] on the CPU (colour restored in
         luminance-only mode), resampled (bicubic) to ``size`` = (width, height) if given."""
-        if size is not None and not (isinstance(size, (tuple, list)) and len(size) == 2 and all(map(whole, size))):
-            raise PasticheError(f"size must be (width, height) in whole pixels, got {size!r}")
+        if size is not None:
+            if not (isinstance(size, (tuple, list, np.ndarray)) and len(size) == 2 and all(map(whole, size))):
+                raise PasticheError(f"size must be (width, height) in whole pixels, got {size!r}")
+            size = (int(size[0]), int(size[1]))
         self._ready()
         pixels = self.pixels.detach()
         if not torch.isfinite(pixels).all():
@@ -486,7 +489,7 @@ class StyleTransfer:
             image = color.with_chroma(image, self.content.to("cpu"))
         if size is not None and size != self.size:
             ram = device_memory(torch.device("cpu"))
-            if ram is not None and size[0] * size[1] * 24 > ram:  # float32 RGB, resampled and clamped
+            if ram is not None and size[0] * size[1] * 56 > ram:  # 51 bytes a pixel measured at 4000x4000
                 raise PasticheError(f"the image at {size[0]}x{size[1]} px would need more memory than this"
                                     " machine has; ask for a smaller size")
             image = F.interpolate(image, size=(size[1], size[0]), mode="bicubic", align_corners=False)

@@ -273,14 +273,15 @@ def load_image(
     pixels: Optional[int] = None,
     name: str = "image",
     min_side: int = 1,
-    size_option: str = "--size",
+    size_option: Optional[str] = None,
 ) -> torch.Tensor:
     """(1, 3, H, W) float32 RGB in [0, 1], resized per :func:`resized_dims` (PIL bilinear, as 1.6.0);
     PasticheError, naming ``size_option``, if a side comes out under ``min_side``."""
+    size_option = size_option or ("size" if size is not None else "pixels")  # an API caller's keyword
     im = open_image(source, name=name)
     dims = resized_dims(im.width, im.height, size=size, pixels=pixels)
     ram = device_memory(torch.device("cpu"))
-    if dims != im.size and ram is not None and dims[0] * dims[1] * 15 > ram:  # PIL's 3 bytes + float32's 12
+    if dims != im.size and ram is not None and dims[0] * dims[1] * 36 > ram:  # 32.5 bytes a pixel measured
         raise PasticheError(f"{describe_source(source, name)} would be {dims[0]}x{dims[1]} px, more"
                             f" than this machine's memory holds; choose a smaller {size_option}")
     if dims != im.size:

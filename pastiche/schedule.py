@@ -12,7 +12,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image
 
-from .checks import whole
+from .checks import check_flag, whole
 from .devices import seeded
 from .engine import OUT_OF_MEMORY, StyleTransfer
 from .errors import PasticheError
@@ -58,6 +58,7 @@ def plan(full: Tuple[int, int], num_steps: int, coarse_steps: Sequence[int] = ()
         if not whole(n):
             raise PasticheError(f"every level needs a whole number of steps, at least 1, got {n!r}"
                                 " (see --num-steps, --schedule)")
+    full = tuple(full)
     levels = [(full, num_steps)]
     for k, n in enumerate(reversed(steps[:-1]), start=1):
         w, h = (max(1, round(d / 2 ** k)) for d in full)
@@ -75,7 +76,7 @@ def _checked(schedule: list) -> Schedule:
                 and whole(steps)):
             raise PasticheError(f"a schedule is a list of ((width, height), steps) levels in whole numbers,"
                                 f" at least 1 (see pastiche.schedule.plan), got the level {level!r}")
-    return schedule
+    return [(tuple(size), steps) for size, steps in schedule]  # (w, h) as job.size has it
 
 
 def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optional[Callback] = None,
@@ -85,7 +86,8 @@ def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optiona
     tqdm bar (notebook-aware) with the loss and the time left."""
     if not isinstance(job, StyleTransfer):
         raise PasticheError(f"run steps a pastiche.StyleTransfer, got {type(job).__name__}")
-    schedule = _checked(schedule) if isinstance(schedule, list) else plan(job.size or job.full_size, schedule)
+    schedule = (_checked(schedule) if isinstance(schedule, (list, tuple))
+                else plan(job.size or job.full_size, schedule))
     if callback is not None and not callable(callback):
         raise PasticheError(f"callback must be a function of the job, got {callback!r}")
     from tqdm.auto import tqdm
@@ -104,10 +106,10 @@ def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optiona
     return job
 
 
-def _image_so_far(job: StyleTransfer) -> Optional[Image.Image]:
-    """The job's latest good image at full size, for an error on its way out; None if stepping
-    had not begun, or if making it fails too (memory), which must not hide the first error."""
-    if job.size is None:
+def _image_so_far(job: Optional[StyleTransfer]) -> Optional[Image.Image]:
+    """The job's latest good image at full size, for an error on its way out; None if there is no
+    picture yet, or if making it fails too (memory), which must not hide the first error."""
+    if job is None or job.size is None:
         return None
     try:
         return job.image(size=job.full_size)
@@ -129,20 +131,23 @@ def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *
     ``callback(job)`` runs after every step with the :class:`StyleTransfer` (``job.step_count``,
     ``job.loss``, ``job.image()``) and may return a true value to stop early. ``seed`` (random if
     None) and ``deterministic`` hold for this call only: torch's random state and determinism
-    settings are as they were afterwards. Work is not lost: a KeyboardInterrupt (Ctrl-C, a
-    notebook's stop) or a PasticheError once stepping has begun (a NaN loss, memory) carries the
-    latest good image, full size, as its ``image`` attribute (None if no memory was left to make it).
+    settings are as they were afterwards (they are process-wide, so seeded calls in two threads at
+    once do not repeat). Work is not lost: a KeyboardInterrupt (Ctrl-C, a notebook's stop) or a
+    PasticheError from this call has an ``image`` attribute, the latest good picture at full size
+    once stepping has begun (None before, or if no memory was left to make it).
     """
+    check_flag(deterministic, "deterministic")
+    check_flag(progress, "progress")
     if coarse_steps is None:
         coarse_steps = default_coarse_steps(options.get("init", "content"))
-    with seeded(seed, deterministic=deterministic):
-        job = StyleTransfer(content, style, **options)
-        schedule = plan(job.full_size, num_steps, coarse_steps)
-        try:
-            run(job, schedule, callback=callback, progress=progress)
-        except (KeyboardInterrupt, PasticheError) as e:
-            e.image = _image_so_far(job)
-            if e.image is not None and isinstance(e, PasticheError) and len(e.args) == 1:
-                e.args = (f"{e} (the image so far is this error's .image)",)
-            raise
-        return job.image(size=job.full_size)  # full size even if a callback stopped a coarse level
+    job = None
+    try:
+        with seeded(seed, deterministic=deterministic):
+            job = StyleTransfer(content, style, **options)
+            run(job, plan(job.full_size, num_steps, coarse_steps), callback=callback, progress=progress)
+            return job.image(size=job.full_size)  # full size even if a callback stopped a coarse level
+    except (KeyboardInterrupt, PasticheError) as e:
+        e.image = _image_so_far(job)
+        if e.image is not None and isinstance(e, PasticheError) and len(e.args) == 1:
+            e.args = (f"{e} (the image so far is this error's .image)",)
+        raise

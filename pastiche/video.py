@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from . import color
-from .checks import whole
+from .checks import check_flag, whole
 from .engine import StyleTransfer
 from .errors import PasticheError
 from .flow import warp_previous
@@ -282,10 +282,12 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
 
     if coarse_steps is None:
         coarse_steps = default_coarse_steps(style_options.get("init", "content"))
-    for value, name in ((num_steps_first, "num_steps_first"), (num_steps_per_frame, "num_steps_per_frame"),
-                        *((n, "coarse_steps") for n in coarse_steps)):
-        if value < 1:
-            raise PasticheError(f"{name} must be at least 1, got {value}")
+    plan((64, 64), num_steps_first, coarse_steps)  # checks the step counts as a run will
+    if not whole(num_steps_per_frame):
+        raise PasticheError(f"num_steps_per_frame must be a whole number of steps, at least 1, got"
+                            f" {num_steps_per_frame!r}")
+    check_flag(flow, "flow")
+    check_flag(progress, "progress")
     if max_frames is not None and not whole(max_frames):
         raise PasticheError(f"max_frames must be a whole number of frames, at least 1, got {max_frames!r}")
     style_list = list(styles) if isinstance(styles, (list, tuple)) else [styles]

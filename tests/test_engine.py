@@ -726,3 +726,32 @@ def test_an_image_too_large_to_resample_is_an_error_that_says_so(content_path, s
     with pytest.raises(PasticheError, match=r"^the image at 1000000x1000000 px would need more memory than this"
                                             " machine has; ask for a smaller size$"):
         job.image(size=(10 ** 6, 10 ** 6))  # 24 TB: refused before any allocation, whatever the overcommit
+
+
+def test_a_job_that_has_stepped_can_be_copied_and_pickled(content_path, style_path):
+    """oneDNN's packed kernels, kept by the convolutions, cannot be copied: copies leave them out."""
+    import copy
+    import pickle
+
+    job = _job(content_path, style_path)
+    job.step()
+    twins = [copy.deepcopy(job), pickle.loads(pickle.dumps(job))]
+    losses = [j.step() for j in [job, *twins]]
+    assert losses[0] == losses[1] == losses[2] and math.isfinite(losses[0])
+
+
+def test_set_content_checks_the_new_content_before_building_the_job(content_path, style_path, style_array):
+    job = StyleTransfer(content_path, style_path, **TINY)
+    with pytest.raises(PasticheError, match="not this job's 48x40"):
+        job.set_content(np.ascontiguousarray(style_array[:, :10]))
+    assert job.size is None  # nothing was built for a refused call
+
+
+def test_devices_and_weights_as_torch_and_numpy_spell_them(content_path, style_path):
+    for device in ("cpu:0", torch.device("cpu", 0)):
+        assert StyleTransfer(content_path, style_path, **{**TINY, "device": device}).device == torch.device("cpu")
+    with pytest.raises(PasticheError, match="^device 'cuda:99' is not available"):
+        StyleTransfer(content_path, style_path, **{**TINY, "device": np.int64(99)})
+    assert StyleTransfer(content_path, style_path, **{**TINY, "style_weights": np.array(0.5)}).style_weights == [0.5]
+    job = _job(content_path, style_path)
+    assert job.image(size=np.array([24, 20])).size == (24, 20)

@@ -144,3 +144,27 @@ def test_an_init_image_starts_at_full_size_unless_told(content_path, style_path)
     transfer(content_path, style_path, num_steps=2, coarse_steps=(1,), init=style_path,
              callback=lambda j: sizes.append(j.size), **{**TINY, "size": 96})
     assert sizes == [(48, 40), (96, 80), (96, 80)]
+
+
+def test_every_error_from_transfer_has_an_image_attribute(content_path, style_path):
+    for options in (dict(optimizer="sgd"), dict(num_steps=0), dict(style_size=1)):
+        with pytest.raises(PasticheError) as info:
+            transfer(content_path, style_path, coarse_steps=(), **{**TINY, **options})
+        assert info.value.image is None  # no picture yet: the attribute is there all the same
+    for flag in ("deterministic", "progress"):
+        with pytest.raises(PasticheError, match=f"^{flag} must be True or False, got 'no'$"):
+            transfer(content_path, style_path, **{**TINY, flag: "no"})
+
+
+def test_a_size_given_as_a_list_is_the_same_level(content_path, style_path):
+    """A list [w, h] is not job.size's tuple: the job must not be resized to the size it has,
+    which would throw L-BFGS's history away."""
+    losses = {}
+    for kind in (tuple, list):
+        job = StyleTransfer(content_path, style_path, **TINY)
+        run(job, [(kind(job.full_size), 2)])
+        run(job, plan(kind(job.full_size), 2))
+        losses[kind] = job.loss
+    assert losses[list] == losses[tuple]
+    job = StyleTransfer(content_path, style_path, **TINY)
+    assert run(job, (((48, 40), 1),)).step_count == 1  # a tuple of levels is a schedule too

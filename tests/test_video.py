@@ -244,7 +244,10 @@ def test_frame_rates_at_the_ends_of_the_range_make_videos(tmp_path, fps):
 
 @needs_av
 @pytest.mark.parametrize("mistake, needle", [
-    (dict(style_layers=["bogus"]), "bogus"), (dict(weights="nope.pqw"), "nope.pqw"), ("missing style", "missing.png")])
+    (dict(style_layers=["bogus"]), "bogus"), (dict(weights="nope.pqw"), "nope.pqw"), ("missing style", "missing.png"),
+    (dict(num_steps_first=2.5), "whole number of steps"), (dict(coarse_steps="ab"), "coarse_steps must be a sequence"),
+    (dict(num_steps_per_frame=True), "num_steps_per_frame must be a whole number"),
+    (dict(flow="no"), "flow must be True or False")])
 def test_a_bad_option_leaves_no_frames_record_behind(tmp_path, mistake, needle):
     """Before, the record of settings was written first, and it refused the corrected run."""
     clip = make_clip(tmp_path / "clip.mp4", frames=2)
