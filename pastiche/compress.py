@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import os
+import signal
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -36,10 +37,17 @@ ATTRIBUTION = ("VGG19 by Karen Simonyan and Andrew Zisserman, 'Very Deep Convolu
 Layers = Dict[str, Tuple[np.ndarray, np.ndarray]]
 
 
-def _quantize_job(name: str, weight: np.ndarray, bias: np.ndarray, bits: int) -> Tuple[str, QuantizedLayer, LayerReport]:
+def _quantize_job(job: Tuple[str, np.ndarray, np.ndarray, int]) -> Tuple[str, QuantizedLayer, LayerReport]:
+    name, weight, bias, bits = job
     start = time.perf_counter()
     layer, method = quantize(weight, bias, bits)
     return name, layer, layer_report(name, weight, layer, method, start)
+
+
+def _ignore_ctrl_c() -> None:
+    """In a worker: Ctrl-C is the parent's to handle (it stops the workers); a worker that took it
+    too would hand it back as a result and go on to the next layer."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------------------- sources
@@ -195,11 +203,10 @@ def compress(source: Union[str, os.PathLike], output: Union[str, os.PathLike], *
 
         # Biggest layers first so the pool's processes finish together.
         order = sorted(kept, key=lambda n: -layers[n][0].size)
-        with ProcessPoolExecutor(jobs) as pool, \
+        # Leaving the block, normally or by Ctrl-C or an error, terminates the workers at once.
+        with multiprocessing.Pool(jobs, initializer=_ignore_ctrl_c) as pool, \
                 tqdm(total=len(order), desc="compressing", unit="layer", disable=not progress) as bar:
-            futures = [pool.submit(_quantize_job, n, *layers[n], per_layer[n]) for n in order]
-            for future in as_completed(futures):
-                name, layer, report = future.result()
+            for name, layer, report in pool.imap_unordered(_quantize_job, [(n, *layers[n], per_layer[n]) for n in order]):
                 done[name] = (layer, report)
                 bar.update()
     weights = WeightsFile("vgg19", PREPROCESSING[preprocessing], {n: done[n][0] for n in kept},

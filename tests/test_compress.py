@@ -466,3 +466,34 @@ def test_ctrl_c_during_compression_is_one_line_and_130(tmp_path, capsys, monkeyp
     assert main([str(src), str(tmp_path / "o.pqw")]) == 130
     assert capsys.readouterr().err.splitlines() == ["pastiche-compress: interrupted; nothing written"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.pth"]
+
+
+def test_ctrl_c_stops_the_workers_and_writes_nothing(tmp_path):
+    """Each worker took Ctrl-C too and handed it back as its layer's result, so the pool went on
+    with the next layer: the command ran on for minutes. Now the parent alone takes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pastiche.vgg import conv_shapes
+
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for i, shape in enumerate(conv_shapes().values()):  # random, so k-means has work to do
+        state[f"{i}.weight"], state[f"{i}.bias"] = torch.randn(*shape, generator=generator), torch.zeros(shape[0])
+    torch.save(state, tmp_path / "vgg.pth")
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+            " from pastiche.compress import main; sys.exit(main(sys.argv[1:]))")
+    process = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "vgg.pth"), str(tmp_path / "out.pqw"),
+                                "--jobs", "2"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(4)  # the workers are on the biggest layers by then
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    try:
+        assert process.wait(timeout=20) == 130
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.stderr.read().strip().endswith("pastiche-compress: interrupted; nothing written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vgg.pth"]
