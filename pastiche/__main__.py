@@ -28,7 +28,14 @@ def _start(prog: str, module: str, function: str) -> int:
     finally:  # also when the import fails: Ctrl-C is Python's again
         if replace:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-    return command()
+    try:
+        code = command()
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, where a reader that stopped reading can be told apart
+    except BrokenPipeError:  # (| head): the work is done and nobody is left to tell
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the interpreter's own flush
+        code = 0
+    return code
 
 
 def main() -> None:

@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     vid = p.add_argument_group("video (all but GIF need PyAV: pip install 'pastiche[video]')")
     vid.add_argument("--video", metavar="FILE", help="after the run, join the --workspace frames"
                      " into this .mp4 or .gif")
-    vid.add_argument("--fps", type=float, default=30, help="frame rate of --video (0.1 to 1000)")
+    vid.add_argument("--fps", type=float, help="frame rate of --video, 0.1 to 1000 (default 30; a video"
+                     " --content keeps its own)")
     vid.add_argument("--frame-steps", type=int, default=100,
                      help="video content: steps per frame after the first (which gets the whole schedule)")
     vid.add_argument("--no-flow", action="store_true",
@@ -163,7 +164,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise PasticheError(f"--schedule '{args.schedule}' is not a comma-separated list of step"
                             " counts, e.g. --schedule 150,100") from None
     args.coarse_steps = [] if args.single_scale else coarse_steps
-    check_fps(args.fps)
+    if args.fps is not None:
+        check_fps(args.fps)
     if any(sep and sep in args.workspace_prefix for sep in (os.sep, os.altsep)):
         raise PasticheError(f"--workspace-prefix '{args.workspace_prefix}' is a path; give a file-name"
                             " prefix, and the folder with --workspace")
@@ -252,10 +254,16 @@ def entry() -> None:
         code = main()
     except SystemExit as e:  # argparse has printed what it had to say
         code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    except BrokenPipeError:  # stdout's reader stopped reading (--list-layers | head): all it wanted
+        code = 0
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with it closed (>&-): print() skipped it
+            continue
         try:
             stream.flush()
-        except OSError:  # e.g. a closed pipe; Python's own exit reports this as status 120
+        except BrokenPipeError:  # as above: nobody left to read the rest
+            pass
+        except OSError:  # e.g. a full disk under a redirect; Python's own exit says 120
             code = code or 120
     os._exit(code)
 
@@ -282,6 +290,9 @@ def _run_video(args: argparse.Namespace) -> int:
     if args.workspace or args.video:
         raise PasticheError(f"--{'workspace' if args.workspace else 'video'} is for an image --content; a video"
                             f" --content keeps its finished frames in {default_frames_dir(args.output)}")
+    if args.fps is not None:
+        raise PasticheError("--fps is for --video; a video --content keeps its own frame rate (and its"
+                            " sound in step)")
     seed_everything(args.seed, deterministic=args.deterministic)
     if args.frame_steps < 1:
         raise PasticheError(f"--frame-steps must be at least 1, got {args.frame_steps}")
@@ -291,8 +302,10 @@ def _run_video(args: argparse.Namespace) -> int:
                              num_steps_per_frame=args.frame_steps, flow=not args.no_flow,
                              progress=args.verbose, **_options(args))
     except KeyboardInterrupt:
-        print(f"pastiche: interrupted; finished frames are kept in {default_frames_dir(args.output)},"
-              " run again to resume", file=sys.stderr)
+        folder = default_frames_dir(args.output)
+        print(f"pastiche: interrupted; finished frames are kept in {folder}, run again to resume"
+              if any(folder.glob("*.png")) else "pastiche: interrupted before the first frame was finished;"
+              " nothing kept", file=sys.stderr)
         return EXIT_INTERRUPTED
     if args.verbose:
         print(f"wrote {path}")
@@ -308,6 +321,8 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     say = _printer((tqdm.write if bar else print) if args.verbose else None)  # tqdm's keeps rows above it
     schedule = plan(job.full_size, args.num_steps, args.coarse_steps)
     job.resize(*schedule[0][0])  # targets at the first level; errors like "too small" show here
+    if args.workspace:  # only now that every input has been checked
+        _make_workspace(args.workspace)
     dtype = str(job.dtype).replace("torch.", "")
     say(f"device: {job.device} ({dtype})\nseed: {seed}\nsize: {job.full_size[0]}x{job.full_size[1]}")
     say("schedule: " + ", ".join(f"{w}x{h} px {n} steps" for (w, h), n in schedule))
@@ -324,8 +339,6 @@ def _run(args: argparse.Namespace, output: Path) -> int:
         if step % args.info_step == 0:
             say(f"{step: <4} {time.perf_counter() - start: <7.1f} {job.loss:.2f}")
 
-    if args.workspace:  # only now that every input has been checked
-        _make_workspace(args.workspace)
     say("\nstep elapsed loss\n---- ------- ----")
     if args.verbose:
         job.evaluate()  # the step-0 row shows the starting loss, as pastiche 1.6.0's does
@@ -343,7 +356,7 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     say(f"wrote {output}")
     if args.video:  # this run's frames, not others in the folder, ending on the result
         last = [] if frames and frames[-1][0] == job.step_count else [output]
-        say(f"wrote {frames_to_video([path for _, path in frames] + last, args.video, fps=args.fps)}")
+        say(f"wrote {frames_to_video([path for _, path in frames] + last, args.video, fps=args.fps or 30)}")
     return 0
 
 

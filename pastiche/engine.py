@@ -249,8 +249,8 @@ class StyleTransfer:
             content_tensor = self._load(content_image, (width, height), content_label, "--size or --size-pixels")
             styles = []
             for image, label in zip(self._style_images, self._style_labels):
-                style = self._load(image, self._style_dims(image, scale), label,
-                                   "--style-size or --style-size-pixels")
+                style = self._load(image, self._style_dims(image, scale), label, "--style-size or --style-size-pixels"
+                                   + (", or fewer coarse levels (--schedule, --single-scale)" if scale < 1 else ""))
                 if self.preserve_color:
                     style = color.match_color(style, content_tensor)
                 if self.luminance_only:

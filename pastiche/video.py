@@ -296,7 +296,9 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     total = min(info.frames, max_frames) if max_frames else info.frames
     # Every option and style image checked before the frames directory and its record exist, so
     # a mistake does not leave a record that refuses the corrected run.
-    StyleTransfer(next(read_frames(content_video)), style_list, **style_options)
+    first = StyleTransfer(next(read_frames(content_video)), style_list, **style_options)
+    first.resize(*plan(first.full_size, num_steps_first, coarse_steps)[0][0])  # "too small" shows here
+    del first
     folder = Path(frames_dir) if frames_dir else default_frames_dir(output)
     settings = {"content": _describe(content_video), "styles": _describe(style_list), "flow": flow,
                 "steps": [list(coarse_steps), num_steps_first, num_steps_per_frame],
@@ -304,7 +306,9 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     try:
         folder.mkdir(exist_ok=True)
         record = folder / "settings.json"
-        if record.exists() and json.loads(record.read_text()) != settings:
+        # Settings matter only to finished frames: a record without any (a run stopped in its first
+        # frame) is replaced, not held against the next run.
+        if record.exists() and json.loads(record.read_text()) != settings and any(folder.glob("*.png")):
             raise PasticheError(f"frames in '{folder}' were made with other settings; delete that"
                                 " directory to start over, or choose another --output")
         record.write_text(json.dumps(settings, indent=1))

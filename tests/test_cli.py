@@ -128,6 +128,23 @@ def test_argparse_exits_skip_the_teardown_too(args, status, stream, text):
     assert text in getattr(done, stream) and "teardown" not in done.stdout
 
 
+@pytest.mark.parametrize("launcher, args", [("main", ["--list-layers"]), ("main", ["--version"]),
+                                            ("video", ["--help"]), ("compress", ["--help"])])
+def test_a_reader_that_stops_reading_or_a_closed_stdout_is_no_traceback(launcher, args):
+    """`pastiche --list-layers | head -1` and `pastiche --version >&-`: exit 0, nothing on stderr."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"import sys; sys.argv = ['pastiche', *{args!r}]; from pastiche.__main__ import {launcher}; sys.exit({launcher}())"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader has gone before the first line
+    assert process.wait() == 0 and process.stderr.read() == b""
+    closed = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 0 and b"Traceback" not in closed.stderr
+
+
 @pytest.mark.parametrize("command, module, ignored", [
     ("main", "pastiche.cli", False), ("video", "pastiche.video", False), ("compress", "pastiche.compress", False),
     ("main", "pastiche.cli", True)], ids=["pastiche", "pastiche-video", "pastiche-compress", "sigint-ignored"])
@@ -394,10 +411,17 @@ class _ClosedPipe(io.TextIOBase):
         raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
 
-def test_an_input_error_found_at_the_first_level_prints_no_progress_first(images, capsys):
-    code = cli(*[a for a in _argv({"--size": "8", "--content-layers": ["block4_relu2"]}) if a != "--no-verbose"])
+@pytest.mark.parametrize("overrides, needle", [({"--size": "8", "--content-layers": ["block4_relu2"]}, "too small"),
+                                               ({"--workspace": "content.png"}, "not a folder")])
+def test_an_input_error_found_at_the_first_level_prints_no_progress_first(images, capsys, overrides, needle):
+    code = cli(*[a for a in _argv(overrides) if a != "--no-verbose"])
     captured = capsys.readouterr()
-    assert code == 1 and "too small" in captured.err and captured.out == ""
+    assert code == 1 and needle in captured.err and captured.out == ""
+
+
+def test_a_style_too_small_only_at_a_coarse_level_names_the_schedule(images, capsys):
+    assert cli(*_argv({"--size": "96", "--style-size": "12", "--schedule": "2", "--content-layers": ["block4_relu2"]})) == 1
+    assert "or fewer coarse levels (--schedule, --single-scale)" in capsys.readouterr().err
 
 
 def test_video_without_pyav_is_refused_before_the_run(images, tmp_path, monkeypatch, capsys):

@@ -247,7 +247,7 @@ def test_frame_rates_at_the_ends_of_the_range_make_videos(tmp_path, fps):
     (dict(style_layers=["bogus"]), "bogus"), (dict(weights="nope.pqw"), "nope.pqw"), ("missing style", "missing.png"),
     (dict(num_steps_first=2.5), "whole number of steps"), (dict(coarse_steps="ab"), "coarse_steps must be a sequence"),
     (dict(num_steps_per_frame=True), "num_steps_per_frame must be a whole number"),
-    (dict(flow="no"), "flow must be True or False")])
+    (dict(flow="no"), "flow must be True or False"), (dict(size=12), "too small")])
 def test_a_bad_option_leaves_no_frames_record_behind(tmp_path, mistake, needle):
     """Before, the record of settings was written first, and it refused the corrected run."""
     clip = make_clip(tmp_path / "clip.mp4", frames=2)
@@ -302,3 +302,35 @@ def test_max_frames_must_be_a_whole_number(tmp_path):
     for bad in (0, -1, 1.5):
         with pytest.raises(PasticheError, match="max_frames must be a whole number"):
             video.stylize_video(tmp_path / "clip.mp4", tmp_path / "s.png", tmp_path / "o.mp4", max_frames=bad)
+
+
+@needs_av
+def test_a_record_without_finished_frames_does_not_hold_the_next_run(tmp_path):
+    """A run stopped in its first frame (Ctrl-C, a NaN) left the record alone; it must not refuse
+    the corrected run, as there is nothing to mix."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=2)
+    style = tmp_path / "style.png"
+    Image.fromarray(texture(40, 40, seed=1)).save(style)
+    out = tmp_path / "out.mp4"
+    folder = video.default_frames_dir(out)
+    folder.mkdir()
+    (folder / "settings.json").write_text('{"steps": "other"}')
+    assert video.stylize_video(clip, style, out, **OPTIONS) == out
+
+
+@needs_av
+def test_the_command_s_video_content_refuses_fps_and_says_when_nothing_was_kept(tmp_path, monkeypatch, capsys):
+    import pastiche.cli
+
+    monkeypatch.chdir(tmp_path)
+    clip = make_clip(tmp_path / "clip.mp4", frames=2)
+    Image.fromarray(texture(40, 40, seed=1)).save("style.png")
+    argv = ["-c", str(clip), "-s", "style.png", "-o", "out.mp4", "--size", "48", "--no-verbose"]
+    assert pastiche.cli.main(argv + ["--fps", "5"]) == 1
+    assert "--fps is for --video; a video --content keeps its own frame rate" in capsys.readouterr().err
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pastiche.cli, "stylize_video", interrupted)
+    assert pastiche.cli.main(argv) == 130
+    assert capsys.readouterr().err == "pastiche: interrupted before the first frame was finished; nothing kept\n"
