@@ -45,6 +45,7 @@ LBFGS_PROBE = 0.1
 # refused run could not have fitted (README, "How much memory a size needs").
 BYTES_PER_PIXEL, STYLE_BYTES_PER_PIXEL = 608, 448
 OUT_OF_MEMORY = ("can't allocate memory", "out of memory")  # in allocation failures' messages
+INIT_KEYWORDS = ("content", "random")  # the starts that are not an image
 
 
 @dataclass
@@ -318,7 +319,7 @@ class StyleTransfer:
     def _init_source(init: Union[str, ImageLike]) -> Union[str, Tuple[Image.Image, str]]:
         """``init`` checked: "content", "random", or an image, opened now (with its label) so that a
         bad one is refused before any work."""
-        if isinstance(init, str) and init in ("content", "random"):
+        if isinstance(init, str) and init in INIT_KEYWORDS:
             return init
         if isinstance(init, str) and not os.path.lexists(init):
             raise PasticheError(f"init '{init}' is not 'content', 'random' or an image file that exists;"

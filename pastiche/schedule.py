@@ -14,7 +14,7 @@ from PIL import Image
 
 from .checks import check_flag, whole
 from .devices import seeded
-from .engine import OUT_OF_MEMORY, StyleTransfer
+from .engine import INIT_KEYWORDS, OUT_OF_MEMORY, StyleTransfer
 from .errors import PasticheError
 from .imageio import ImageLike
 
@@ -39,7 +39,7 @@ def default_coarse_steps(init: object = "content") -> Tuple[int, ...]:
     and detail that the coarse levels would make, and they would start from it shrunk to an
     eighth: pastiche 1.6.0's way to a large picture (a result given as ``--init`` to a run at
     twice the size) would lose the detail it was given."""
-    return DEFAULT_COARSE_STEPS if isinstance(init, str) and init in ("content", "random") else ()
+    return DEFAULT_COARSE_STEPS if isinstance(init, str) and init in INIT_KEYWORDS else ()
 
 
 def plan(full: Tuple[int, int], num_steps: int, coarse_steps: Sequence[int] = ()) -> Schedule:

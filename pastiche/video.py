@@ -282,7 +282,6 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
 
     if coarse_steps is None:
         coarse_steps = default_coarse_steps(style_options.get("init", "content"))
-    plan((64, 64), num_steps_first, coarse_steps)  # checks the step counts as a run will
     if not whole(num_steps_per_frame):
         raise PasticheError(f"num_steps_per_frame must be a whole number of steps, at least 1, got"
                             f" {num_steps_per_frame!r}")
