@@ -156,10 +156,10 @@ def _check_args(args: argparse.Namespace) -> None:
     for option in ("num_steps", "info_step", "workspace_step"):
         if getattr(args, option) < 1:
             raise PasticheError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
-    init = "random" if args.random_init else Path(args.init) if args.init else "content"  # as _options
+    args.start = "random" if args.random_init else Path(args.init) if args.init else "content"  # the init
     try:
         coarse_steps = ([int(n) for n in args.schedule.split(",")] if args.schedule.strip() else []) \
-            if args.schedule is not None else list(default_coarse_steps(init))
+            if args.schedule is not None else list(default_coarse_steps(args.start))
     except ValueError:
         raise PasticheError(f"--schedule '{args.schedule}' is not a comma-separated list of step"
                             " counts, e.g. --schedule 150,100") from None
@@ -269,12 +269,12 @@ def entry() -> None:
 
 
 def _options(args: argparse.Namespace) -> dict:
-    """StyleTransfer's keyword arguments from the command line."""
+    """StyleTransfer's keyword arguments from the command line (as _check_args left it)."""
     return dict(
         content_layers=args.content_layers, style_layers=args.style_layers,
         content_layer_weights=args.content_layer_weights, style_layer_weights=args.style_layer_weights,
         content_weight=args.content_weight, style_weights=args.style_weights, tv_weight=args.tv_weight,
-        init="random" if args.random_init else Path(args.init) if args.init else "content",
+        init=args.start,
         optimizer=args.optimizer, learning_rate=args.learning_rate, pooling=args.pooling,
         size=args.size, size_pixels=args.size_pixels, style_size=args.style_size,
         style_size_pixels=args.style_size_pixels, preserve_color=args.preserve_color,

@@ -75,7 +75,7 @@ def _from_array(a: np.ndarray, label: str) -> Image.Image:
         x = a.astype(np.float32) / 255.0
     elif a.dtype == np.uint16:
         x = a.astype(np.float32) / 65535.0
-    elif np.issubdtype(a.dtype, np.integer) and a.dtype != np.bool_:
+    elif np.issubdtype(a.dtype, np.integer):  # (numpy's bool is not one)
         # e.g. np.random.randint's int64: 8-bit values in a wider type, as PIL's mode "I" reads them
         if a.min() < 0 or a.max() > 255:
             raise PasticheError(f"cannot use {label}: {a.dtype} values must be in 0..255, this one spans"
