@@ -28,7 +28,9 @@ from .video import check_fps, check_video_output, default_frames_dir, frames_to_
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a usage error in one line, as every other error of the commands."""
+
     def error(self, message: str) -> None:  # one line, no usage dump
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
@@ -56,7 +58,7 @@ class _ListLayers(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pastiche", description="Neural style transfer (Gatys et al.).",
+    p = OneLineParser(prog="pastiche", description="Neural style transfer (Gatys et al.).",
                 formatter_class=_HelpFormatter)
     p.add_argument("--version", action="version", version=f"pastiche {__version__}")
     p.add_argument("--list-layers", action=_ListLayers, help="list the VGG19 layer names and exit")
@@ -349,9 +351,9 @@ def _run(args: argparse.Namespace, output: Path) -> int:
         save_image(job.image_tensor(size=job.full_size), output)
         print(f"pastiche: interrupted at step {job.step_count}; saved {output}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except PasticheError:  # e.g. a NaN loss: keep the last good image, then report
+    except PasticheError as e:  # e.g. a NaN loss: keep the last good image, then report
         save_image(job.image_tensor(size=job.full_size), output)
-        raise
+        raise PasticheError(f"{e}; saved {output}") from None
     save_image(job.image_tensor(size=job.full_size), output)
     say(f"wrote {output}")
     if args.video:  # this run's frames, not others in the folder, ending on the result

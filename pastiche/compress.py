@@ -261,7 +261,9 @@ def _sizes(text: str) -> List[int]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
+    from .cli import OneLineParser  # here: cli imports this module
+
+    parser = OneLineParser(
         prog="pastiche-compress", description="Compress VGG19 weights into a pastiche weights file.")
     parser.add_argument("source", help="torchvision-layout .pth state dict, or Keras .h5")
     parser.add_argument("output", help="weights file to write, e.g. weights/vgg19-8bit.pqw")

@@ -68,7 +68,8 @@ def _supplemental(pairs: Sequence[Tuple[str, int]]) -> List[Tuple[torch.device, 
         device, index = pair
         if not whole(index) or index >= len(LAYER_NAMES):
             raise PasticheError(f"--supplemental-device layer index {index!r} is not a layer number from"
-                                f" 1 to {len(LAYER_NAMES) - 1} (see --list-layers)")
+                                f" 1 to {len(LAYER_NAMES) - 1} (see --list-layers)"
+                                + ("; layer 0 is where --device starts" if index == 0 else ""))
         if index in seen:
             raise PasticheError(f"--supplemental-device layer index {index} is given twice; give each once")
         seen.add(index)

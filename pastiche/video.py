@@ -8,7 +8,6 @@ Frames are PIL RGB images; tensors are (1, 3, H, W) float32 in [0, 1] unless sai
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
@@ -351,7 +350,9 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
 
 def main(argv: Optional[List[str]] = None) -> int:
     """``pastiche-video WORKSPACE... -o out.mp4 --fps 30``: frames → MP4 or GIF."""
-    parser = argparse.ArgumentParser(
+    from .cli import OneLineParser  # here: cli imports this module
+
+    parser = OneLineParser(
         prog="pastiche-video", description="Join frames (pastiche --workspace directories, in order,"
         " or image files) into an MP4 (H.264) or a GIF.")
     parser.add_argument("frames", nargs="+", metavar="WORKSPACE", help="frame directory or image file")

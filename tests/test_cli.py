@@ -128,6 +128,18 @@ def test_argparse_exits_skip_the_teardown_too(args, status, stream, text):
     assert text in getattr(done, stream) and "teardown" not in done.stdout
 
 
+@pytest.mark.parametrize("command", ["pastiche.video", "pastiche.compress"])
+def test_the_other_commands_usage_errors_are_one_line_too(command, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as info:
+        importlib.import_module(command).main(["--bogus"])
+    err = capsys.readouterr().err  # argparse names the missing arguments first
+    prog = command.replace(".", "-")
+    assert info.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"{prog}: error: ") and err.endswith(f" (see {prog} --help)\n")
+
+
 @pytest.mark.parametrize("launcher, args", [("main", ["--list-layers"]), ("main", ["--version"]),
                                             ("video", ["--help"]), ("compress", ["--help"])])
 def test_a_reader_that_stops_reading_or_a_closed_stdout_is_no_traceback(launcher, args):
@@ -349,6 +361,7 @@ BAD_INPUTS = {
     "workspace is a file": ({"--workspace": "content.png"}, ["--workspace", "content.png", "not a folder"]),
     "supplemental index out of range": ({"--supplemental-device": ["cpu", "99"]}, ["--supplemental-device", "99"]),
     "supplemental index a superscript": ({"--supplemental-device": ["cpu", "²"]}, ["--supplemental-device", "²"]),
+    "supplemental index 0": ({"--supplemental-device": ["cpu", "0"]}, ["layer 0 is where --device starts"]),
     "supplemental index twice": ({"--supplemental-device": ["cpu", "3", "--supplemental-device", "cpu", "3"]},
                                  ["--supplemental-device layer index 3 is given twice"]),
     "supplemental device absent": ({"--supplemental-device": ["cuda:99", "3"]},
@@ -543,7 +556,7 @@ def test_nan_loss_fails_and_keeps_the_last_good_image(images, tmp_path, monkeypa
     assert code not in (0, None)
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in captured.err
-    assert "nan" in lines[0].lower() and "step 3" in lines[0]
+    assert "nan" in lines[0].lower() and "step 3" in lines[0] and lines[0].endswith(f"; saved {out}")
     assert len(frames) == 2
     assert out.is_file()
     # The last image whose loss was finite: the loss of step 2 is that of the image after step 1.
@@ -566,7 +579,7 @@ def test_out_of_memory_fails_and_keeps_the_latest_image(images, tmp_path, monkey
     captured = capsys.readouterr()
     assert code == 1
     assert captured.err == ("pastiche: error: out of memory at 32x27 px on cpu; choose a smaller --size"
-                            " or --size-pixels, or add --low-memory\n")
+                            f" or --size-pixels, or add --low-memory; saved {out}\n")
     assert len(frames) == 2 and np.array_equal(pixels(out), frames[-1])
 
 
