@@ -295,14 +295,14 @@ def _run_video(args: argparse.Namespace) -> int:
     if args.fps is not None:
         raise PasticheError("--fps is for --video; a video --content keeps its own frame rate (and its"
                             " sound in step)")
-    seed_everything(args.seed, deterministic=args.deterministic)
+    seed = seed_everything(args.seed, deterministic=args.deterministic)
     if args.frame_steps < 1:
         raise PasticheError(f"--frame-steps must be at least 1, got {args.frame_steps}")
     try:
         path = stylize_video(args.content, args.styles, args.output,
                              num_steps_first=args.num_steps, coarse_steps=args.coarse_steps,
                              num_steps_per_frame=args.frame_steps, flow=not args.no_flow,
-                             progress=args.verbose, **_options(args))
+                             progress=args.verbose and sys.stderr.isatty(), **_options(args))  # a bar at a terminal
     except KeyboardInterrupt:
         folder = default_frames_dir(args.output)
         print(f"pastiche: interrupted; finished frames are kept in {folder}, run again to resume"
@@ -310,7 +310,7 @@ def _run_video(args: argparse.Namespace) -> int:
               " nothing kept", file=sys.stderr)
         return EXIT_INTERRUPTED
     if args.verbose:
-        print(f"wrote {path}")
+        print(f"wrote {path} (seed {seed})")  # a random seed's run can be repeated
     return 0
 
 

@@ -328,6 +328,12 @@ def test_the_command_s_video_content_refuses_fps_and_says_when_nothing_was_kept(
     argv = ["-c", str(clip), "-s", "style.png", "-o", "out.mp4", "--size", "48", "--no-verbose"]
     assert pastiche.cli.main(argv + ["--fps", "5"]) == 1
     assert "--fps is for --video; a video --content keeps its own frame rate" in capsys.readouterr().err
+    quick = ["--num-steps", "2", "--frame-steps", "1", "--seed", "7", "--content-layers", "block2_relu1",
+             "--style-layers", "block1_relu1"]
+    verbose = [a if a != "out.mp4" else "run.mp4" for a in argv if a != "--no-verbose"]
+    assert pastiche.cli.main(verbose + quick) == 0
+    captured = capsys.readouterr()  # not a terminal: no bar, and the seed to repeat the run
+    assert captured.out == "wrote run.mp4 (seed 7)\n" and captured.err == ""
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
