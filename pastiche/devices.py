@@ -47,6 +47,13 @@ def device_memory(device: torch.device) -> Optional[int]:
         return None
 
 
+def fits_in_ram(nbytes: int) -> bool:
+    """Whether ``nbytes`` could be held in this machine's RAM at all (True where it does not say):
+    a size past it is refused at once rather than allocated for minutes and then failed."""
+    ram = device_memory(torch.device("cpu"))
+    return ram is None or nbytes <= ram
+
+
 def resolve_device(spec: Union[str, int, torch.device], *, option: str = "--device") -> torch.device:
     """``"cpu"``, ``"cuda"``, ``"cuda:N"`` (or N, as torch takes it) or ``"mps"`` → a device that
     exists, or PasticheError naming ``option``."""

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from . import color
 from .checks import check_flag, check_positive, given, nonnegative, weight_list, whole
-from .devices import compute_dtype, default_device, device_memory, resolve_device
+from .devices import compute_dtype, default_device, device_memory, fits_in_ram, resolve_device
 from .errors import PasticheError
 from .imageio import ImageLike, describe_source, load_image, open_image, resized_dims, to_pil
 from .losses import content_loss, gram, style_loss, tv_loss
@@ -490,8 +490,7 @@ class StyleTransfer:
         if self.luminance_only:
             image = color.with_chroma(image, self.content.to("cpu"))
         if size is not None and size != self.size:
-            ram = device_memory(torch.device("cpu"))
-            if ram is not None and size[0] * size[1] * 56 > ram:  # 51 bytes a pixel measured at 4000x4000
+            if not fits_in_ram(size[0] * size[1] * 56):  # 51 bytes a pixel measured at 4000x4000
                 raise PasticheError(f"the image at {size[0]}x{size[1]} px would need more memory than this"
                                     " machine has; ask for a smaller size")
             image = F.interpolate(image, size=(size[1], size[0]), mode="bicubic", align_corners=False)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .devices import device_memory
+from .devices import fits_in_ram
 from .errors import PasticheError
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
@@ -280,11 +280,10 @@ def load_image(
     size_option = size_option or ("size" if size is not None else "pixels")  # an API caller's keyword
     im = open_image(source, name=name)
     dims = resized_dims(im.width, im.height, size=size, pixels=pixels)
-    ram = device_memory(torch.device("cpu"))
-    if dims != im.size and ram is not None and dims[0] * dims[1] * 36 > ram:  # 32.5 bytes a pixel measured
-        raise PasticheError(f"{describe_source(source, name)} would be {dims[0]}x{dims[1]} px, more"
-                            f" than this machine's memory holds; choose a smaller {size_option}")
     if dims != im.size:
+        if not fits_in_ram(dims[0] * dims[1] * 36):  # 32.5 bytes a pixel measured
+            raise PasticheError(f"{describe_source(source, name)} would be {dims[0]}x{dims[1]} px, more"
+                                f" than this machine's memory holds; choose a smaller {size_option}")
         im = im.resize(dims, Image.BILINEAR)
     if min(dims) < min_side:
         raise PasticheError(
