@@ -26,7 +26,7 @@ from .errors import PasticheError
 from .imageio import ImageLike, describe_source, load_image, open_image, resized_dims, to_pil
 from .losses import content_loss, gram, style_loss, tv_loss
 from .optim import LBFGS, Adam
-from .vgg import LAYER_INDEX, LAYER_NAMES, VGG19, check_layers, vgg19
+from .vgg import LAYER_INDEX, LAYER_NAMES, VGG19, check_layers, smallest_side, vgg19
 
 DEFAULT_CONTENT_LAYERS = ("block4_relu2",)
 DEFAULT_STYLE_LAYERS = ("block1_relu1", "block2_relu1", "block3_relu1", "block4_relu1", "block5_relu1")
@@ -171,8 +171,7 @@ class StyleTransfer:
         self.vgg: VGG19 = vgg19(weights=weights, pooling=pooling, up_to=LAYER_NAMES[deepest], compact=low_memory,
                                 dtype=self.dtype)
         self.vgg.place(self.device, supplemental)
-        # Every pooling before the deepest layer halves the image; each must keep ≥ 1 pixel.
-        self.min_side = 2 ** sum(1 for n in LAYER_NAMES[:deepest] if n.endswith("pool"))
+        self.min_side = smallest_side(deepest)
 
         self._content_image = open_image(content, name="content image")
         self._content_label = describe_source(content, "content image")

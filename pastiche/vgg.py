@@ -72,6 +72,12 @@ BUNDLED = {"vgg19-8bit": ("vgg19-8bit.pqw", "9755c23ea9540d20a6d9c5c9b6059de9572
 DEFAULT_WEIGHTS = "vgg19-8bit"
 
 
+def smallest_side(last: int) -> int:
+    """The smallest image side, in px, that keeps at least 1 px through every pooling before
+    layer number ``last``."""
+    return 2 ** sum(1 for name in LAYER_NAMES[:last] if name.endswith("pool"))
+
+
 def _bundled_folder() -> Path:
     try:
         return Path(str(resources.files("pastiche.weights")))
@@ -79,12 +85,18 @@ def _bundled_folder() -> Path:
         return Path(__file__).resolve().parent.parent / "weights"  # the files are beside it there
 
 
+def _bundled(weights: Union[str, os.PathLike, None]) -> Optional[Tuple[str, str]]:
+    """(file, header sha256) if ``weights`` (None: the default) names a bundled variant."""
+    weights = DEFAULT_WEIGHTS if weights is None else weights
+    return BUNDLED.get(weights) if isinstance(weights, str) else None
+
+
 def weights_path(weights: Union[str, os.PathLike, None] = None) -> Path:
     """A bundled variant's name (see ``BUNDLED``) or a file path → the file's path; PasticheError
     if it is neither."""
-    weights = DEFAULT_WEIGHTS if weights is None else weights
-    if isinstance(weights, str) and weights in BUNDLED:
-        path = _bundled_folder() / BUNDLED[weights][0]
+    bundled, weights = _bundled(weights), DEFAULT_WEIGHTS if weights is None else weights
+    if bundled:
+        path = _bundled_folder() / bundled[0]
         if not path.is_file():
             raise PasticheError(f"the bundled weights '{weights}' are missing ({path}); reinstall pastiche")
         return path
@@ -292,10 +304,10 @@ class VGG19(nn.Module):
         if last >= len(self.layers):
             raise PasticheError(f"layer {LAYER_NAMES[last]} was not built (this model stops at"
                                 f" {LAYER_NAMES[len(self.layers) - 1]}); build it with a deeper up_to")
-        pools = sum(1 for name in LAYER_NAMES[:last] if name.endswith("pool"))
+        side = smallest_side(last)
         if not (isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[1] == 3
-                and min(image.shape[2:]) >= 2 ** pools):
-            raise PasticheError(f"VGG19 takes (N, 3, H, W) images of at least {2 ** pools} px a side for"
+                and min(image.shape[2:]) >= side):
+            raise PasticheError(f"VGG19 takes (N, 3, H, W) images of at least {side} px a side for"
                                 f" {LAYER_NAMES[last]}, got {tuple(getattr(image, 'shape', ())) or type(image).__name__}")
         x = self.normalize(image)
         previous_wanted = False
@@ -351,10 +363,9 @@ def vgg19(*, weights: Union[str, os.PathLike, None] = None, pooling: str = "max"
         require_bfloat16("dtype=torch.bfloat16", "torch.float32")
     path = weights_path(weights)
     last = LAYER_INDEX[check_layers([up_to])[0]] if up_to else len(LAYER_NAMES) - 1
-    name = DEFAULT_WEIGHTS if weights is None else weights
-    known = BUNDLED[name][1] if isinstance(name, str) and name in BUNDLED else None  # its header's sha256
+    bundled = _bundled(weights)
     header, tensors = load_dequantized(path, names=[n for n in LAYER_NAMES[: last + 1] if n in CONV_NAMES],
-                                       indexed=compact, header_sha256=known)
+                                       indexed=compact, header_sha256=bundled and bundled[1])
     held = _check_arch(header, path)
     # The deepest layer computable: the last one, or the one before the first missing convolution.
     deepest = len(LAYER_NAMES) - 1 if held == len(CONV_NAMES) else LAYER_INDEX[CONV_NAMES[held]] - 1
