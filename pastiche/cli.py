@@ -23,7 +23,8 @@ from .errors import PasticheError
 from .imageio import SUPPORTED_EXTENSIONS, check_output_path, save_image
 from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, default_coarse_steps, plan, run
 from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES
-from .video import check_fps, check_video_output, default_frames_dir, frames_to_video, is_video, stylize_video
+from .video import (check_fps, check_video_output, default_frames_dir, frames_to_video, has_finished_frames,
+                    is_video, stylize_video)
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
@@ -306,7 +307,7 @@ def _run_video(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         folder = default_frames_dir(args.output)
         print(f"pastiche: interrupted; finished frames are kept in {folder}, run again to resume"
-              if any(folder.glob("*.png")) else "pastiche: interrupted before the first frame was finished;"
+              if has_finished_frames(folder) else "pastiche: interrupted before the first frame was finished;"
               " nothing kept", file=sys.stderr)
         return EXIT_INTERRUPTED
     if args.verbose:

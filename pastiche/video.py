@@ -247,6 +247,11 @@ def default_frames_dir(output: PathLike) -> Path:
     return Path(f"{os.fspath(output)}.frames")
 
 
+def has_finished_frames(folder: Path) -> bool:
+    """Whether a frames folder holds any finished frame (its record alone is not one)."""
+    return any(folder.glob("*.png"))
+
+
 def _describe(value: object) -> object:
     if isinstance(value, (str, os.PathLike)):
         return str(Path(value).resolve()) if os.path.exists(value) else os.fspath(value)
@@ -306,7 +311,7 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
         record = folder / "settings.json"
         # Settings matter only to finished frames: a record without any (a run stopped in its first
         # frame) is replaced, not held against the next run.
-        if record.exists() and json.loads(record.read_text()) != settings and any(folder.glob("*.png")):
+        if record.exists() and json.loads(record.read_text()) != settings and has_finished_frames(folder):
             raise PasticheError(f"frames in '{folder}' were made with other settings; delete that"
                                 " directory to start over, or choose another --output")
         record.write_text(json.dumps(settings, indent=1))
