@@ -14,9 +14,11 @@ the map (timings on 2 cores, benchmarks/PERFORMANCE.md):
   forward and input gradient alike: on a CPU with bfloat16 arithmetic 2x faster than any float32
   algorithm. On an Intel CPU with AVX-512 float32 maps are channels-last too
   (:func:`pastiche.devices.onednn_float32`): there oneDNN's float32 kernels beat NNPACK's AVX2
-  ones and the cached-kernel Winograd alike (not on AMD's Zen 4). The kernels are kept in oneDNN's own layout:
-  reordering 512x512 channels on every call would cost 0.6 ms, 4x the convolution itself on
-  block5 of a 64 px image.
+  ones and the cached-kernel Winograd alike (not on AMD's Zen 4). The kernels are kept in
+  oneDNN's own layout: reordering them at every call costs 2-6 ms a step over VGG19 up to
+  block5_conv1 at any size, a quarter of a 64x48 px step. Except bfloat16 kernels on images of
+  more than ``PACK_MAX_PIXELS``: there the reorders are 2-3 % of a step, and the kept copies
+  (49 MB) had raised a 256x192 px run's peak RSS by 30-60 MB (benchmarks/PERFORMANCE.md).
 - torch's own convolution for tiny maps, other devices and dtypes, and without NNPACK.
 """
 
@@ -52,6 +54,9 @@ WINOGRAD_MAX_PIXELS = 1024
 WINOGRAD_MIN_PIXELS = 144
 # oneDNN's convolution on a kernel already in its layout (what torch.compile's CPU backend calls)
 _ONEDNN_PACKED = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+# Bfloat16 kernels stay in oneDNN's layout only for images of at most this many pixels (see the
+# module's notes and VGG19.clear_cache).
+PACK_MAX_PIXELS = 128 * 128
 
 
 def _pack(kernel: torch.Tensor) -> torch.Tensor:
@@ -223,16 +228,22 @@ class Conv3x3(nn.Module):
         self.bias = nn.Parameter(bias, requires_grad=False)  # (out,)
         self._winograd: Optional[torch.Tensor] = None  # (16, out, in): the kept transform
         self._packed: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # kernel and kernel_t, oneDNN's
+        self.pack_bfloat16 = True  # whether bfloat16 kernels get _packed (see clear_cache)
 
     def __getstate__(self) -> dict:
         """Copies and pickles leave the kept transforms out (oneDNN's packed kernels cannot be
         copied); each is made again at its next use."""
         return {**self.__dict__, "_winograd": None, "_packed": None}
 
-    def clear_cache(self) -> None:
+    def clear_cache(self, *, pack_bfloat16: bool = True) -> None:
         """Forget the Winograd transform (rebuilt at the next use): a new image size may not need
-        it. The oneDNN-packed kernels stay: every size uses them, in the same layout."""
+        it. The oneDNN-packed kernels stay, since every size uses them in the same layout, unless
+        ``pack_bfloat16`` is false for a bfloat16 kernel: then they go, and are not made again
+        until a call with it true."""
         self._winograd = None
+        self.pack_bfloat16 = pack_bfloat16
+        if not pack_bfloat16 and self.weight is not None and self.weight.dtype == torch.bfloat16:
+            self._packed = None
 
     def kernel(self, *, reuse: bool = False) -> torch.Tensor:
         """The (out, in, 3, 3) kernel. ``reuse``: a compact one on the CPU is decoded into a
@@ -274,9 +285,10 @@ class Conv3x3(nn.Module):
 
     def _packed_kernels(self) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
         """The kernel and :meth:`kernel_t` in oneDNN's layout, made at the first use and kept for
-        every size; None for compact kernels (rebuilt at each use anyway) or where torch lacks the
-        ops."""
-        if self._packed is None and _ONEDNN_PACKED and self.indices is None:
+        every size; None for compact kernels (rebuilt at each use anyway), bfloat16 ones without
+        ``pack_bfloat16``, or where torch lacks the ops."""
+        wanted = self.indices is None and (self.pack_bfloat16 or self.weight.dtype != torch.bfloat16)
+        if self._packed is None and _ONEDNN_PACKED and wanted:
             self._packed = _pack(self.weight), _pack(self.kernel_t())
         return self._packed
 

@@ -211,7 +211,7 @@ class StyleTransfer:
             self._check_memory((width, height))
         start = lbfgs_scale = None
         if self.size != (width, height):
-            self.vgg.clear_cache()  # transformed kernels of the old size's algorithms
+            self.vgg.clear_cache(pixels=width * height)  # transformed kernels of the old size's algorithms
         if self.pixels is not None:
             start = F.interpolate(self.pixels.detach(), size=(height, width), mode="bicubic",
                                   align_corners=False).clamp_(0, 255)

@@ -16,7 +16,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 import torch
 from torch import nn
 
-from .conv import Conv3x3
+from .conv import PACK_MAX_PIXELS, Conv3x3
 from .devices import onednn_float32, require_bfloat16, resolve_device
 from .errors import PasticheError
 from .quantized import load_dequantized
@@ -278,12 +278,13 @@ class VGG19(nn.Module):
             layer.to(current)
         return self
 
-    def clear_cache(self) -> None:
+    def clear_cache(self, *, pixels: int = 0) -> None:
         """Forget the kernels' size-dependent transforms (see :class:`Conv3x3`); each is rebuilt
-        when a convolution next needs it, so a new image size holds only those it uses."""
+        when a convolution next needs it, so a new image size holds only those it uses. Images of
+        more than ``PACK_MAX_PIXELS`` ``pixels`` keep no oneDNN-packed bfloat16 kernels."""
         for layer in self.layers.values():
             if isinstance(layer, Conv3x3):
-                layer.clear_cache()
+                layer.clear_cache(pack_bfloat16=pixels <= PACK_MAX_PIXELS)
 
     def _max_pool_on_cpu(self, i: int) -> bool:
         """Whether layer ``i`` is a max pooling that runs as :class:`_MaxPool2x2`."""

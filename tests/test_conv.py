@@ -113,19 +113,52 @@ def test_bfloat16_conv3x3_and_its_gradient_match_float32(batch, compact):
     assert (grad.float() - grad_ref).abs().max() <= 2 ** -6 * grad_ref.abs().max()
 
 
+def test_float32_packed_kernels_are_made_once_and_outlive_clear_cache():
+    """Float32 channels-last maps go to oneDNN (an Intel CPU with AVX-512), whose layout does not
+    depend on the map's size: a new size keeps the packed kernels."""
+    if not conv_module._ONEDNN_PACKED:
+        pytest.skip("this torch has no oneDNN packed convolution")
+    weight, bias, _ = _random(8, 4, 1, 1)
+    conv = Conv3x3(weight, bias)
+    x = torch.randn(1, 4, 9, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = conv(x)
+    (grad,) = torch.autograd.grad((y * y.detach().sin()).sum(), x)
+    x_ref = x.detach().contiguous().requires_grad_()
+    y_ref = F.conv2d(x_ref, weight, bias, padding=1)
+    (grad_ref,) = torch.autograd.grad((y_ref * y.detach().sin()).sum(), x_ref)
+    assert torch.allclose(y, y_ref, atol=1e-5) and torch.allclose(grad, grad_ref, atol=1e-5)
+    packed = conv._packed
+    assert packed is not None
+    conv.clear_cache()
+    conv(torch.randn(1, 4, 5, 6).contiguous(memory_format=torch.channels_last))
+    assert conv._packed is packed
+
+
 @pytest.mark.bfloat16
-def test_packed_kernels_are_made_once_and_outlive_clear_cache():
-    """The oneDNN layout does not depend on the map's size, so a new size keeps the packed kernels."""
+def test_bfloat16_packed_kernels_go_with_pack_bfloat16_false():
+    """Kept for small images; on big ones (pack_bfloat16=False) dropped and not made again, and
+    the convolution reorders the kernel it is given: the same results."""
     if not conv_module._ONEDNN_PACKED:
         pytest.skip("this torch has no oneDNN packed convolution")
     weight, bias, _ = _random(8, 4, 1, 1)
     conv = Conv3x3(weight.bfloat16(), bias.bfloat16())
-    conv(torch.randn(1, 4, 9, 7).bfloat16().requires_grad_()).sum().backward()
-    packed = conv._packed
-    assert packed is not None
-    conv.clear_cache()
-    conv(torch.randn(1, 4, 5, 6).bfloat16())
-    assert conv._packed is packed
+    x = torch.randn(1, 4, 9, 7).bfloat16().requires_grad_()
+
+    def run():
+        y = conv(x)
+        return y, torch.autograd.grad((y.float() * y.detach().float().sin()).sum(), x)[0]
+
+    packed_results = run()
+    assert conv._packed is not None
+    conv.clear_cache(pack_bfloat16=False)
+    assert conv._packed is None
+    results = run()
+    assert conv._packed is None
+    for a, b in zip(results, packed_results):
+        assert torch.allclose(a.float(), b.float(), atol=1e-2, rtol=1e-2)
+    conv.clear_cache(pack_bfloat16=True)
+    run()
+    assert conv._packed is not None
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])

@@ -728,6 +728,22 @@ def test_an_image_too_large_to_resample_is_an_error_that_says_so(content_path, s
         job.image(size=(10 ** 6, 10 ** 6))  # 24 TB: refused before any allocation, whatever the overcommit
 
 
+@pytest.mark.bfloat16
+def test_bfloat16_kernels_are_kept_packed_on_small_images_only(content_path, style_path, monkeypatch):
+    """A level above PACK_MAX_PIXELS frees the packed copies of the one before (coarse-to-fine)."""
+    if not conv_module._ONEDNN_PACKED:
+        pytest.skip("this torch has no oneDNN packed convolution")
+    monkeypatch.setattr(vgg_module, "PACK_MAX_PIXELS", 24 * 20)
+    job = StyleTransfer(content_path, style_path, **TINY, precision="bfloat16")
+    convs = [m for m in job.vgg.modules() if isinstance(m, conv_module.Conv3x3) and m.weight.dtype == torch.bfloat16]
+    packed = []
+    for size in [(24, 20), (48, 40), (24, 20)]:
+        job.resize(*size)
+        job.step()
+        packed.append(sum(c._packed is not None for c in convs))
+    assert packed == [len(convs), 0, len(convs)]
+
+
 def test_a_job_that_has_stepped_can_be_copied_and_pickled(content_path, style_path):
     """oneDNN's packed kernels, kept by the convolutions, cannot be copied: copies leave them out."""
     import copy
