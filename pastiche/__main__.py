@@ -9,10 +9,12 @@ import importlib
 import os
 import signal
 import sys
+from typing import NoReturn
 
 
-def _start(prog: str, module: str, function: str) -> int:
-    """Import ``pastiche.module`` with Ctrl-C as a quiet exit, then run its ``function()``."""
+def _start(prog: str, module: str, function: str) -> NoReturn:
+    """Import ``pastiche.module`` with Ctrl-C as a quiet exit, run its ``function()``, and exit
+    with the status it returns (see :func:`_exit`)."""
 
     def interrupted(signum, frame) -> None:
         sys.stderr.write(f"{prog}: interrupted while starting; nothing written\n")
@@ -30,24 +32,41 @@ def _start(prog: str, module: str, function: str) -> int:
             signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code = command()
-        if sys.stdout is not None:
-            sys.stdout.flush()  # here, where a reader that stopped reading can be told apart
-    except BrokenPipeError:  # (| head): the work is done and nobody is left to tell
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the interpreter's own flush
+    except SystemExit as e:  # argparse's own exits (--help, --version, a usage error), said already
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    except BrokenPipeError:  # stdout's reader stopped reading (| head): all it wanted
         code = 0
-    return code
+    _exit(code)
 
 
-def main() -> None:
-    _start("pastiche", "cli", "entry")  # exits by itself (see cli.entry)
+def _exit(code: int) -> NoReturn:
+    """Flush stdio and exit without the interpreter's teardown. A CUDA build of torch runs its
+    libraries' static destructors at exit (cuBLASLt, cuSPARSELt), which page in ~125 MB of them
+    even on a machine without a GPU: the peak RSS of ``python -c "import torch"`` is 646 MB, 520
+    MB with ``os._exit``, and exiting takes 0.35 s longer. Every command has written and closed
+    what it keeps by then; only stdio is buffered."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with it closed (>&-): print() skipped it
+            continue
+        try:
+            stream.flush()
+        except BrokenPipeError:  # as above: nobody left to read the rest
+            pass
+        except OSError:  # e.g. a full disk under a redirect; Python's own exit says 120
+            code = code or 120
+    os._exit(code)
 
 
-def video() -> int:
-    return _start("pastiche-video", "video", "main")
+def main() -> NoReturn:
+    _start("pastiche", "cli", "main")
 
 
-def compress() -> int:
-    return _start("pastiche-compress", "compress", "main")
+def video() -> NoReturn:
+    _start("pastiche-video", "video", "main")
+
+
+def compress() -> NoReturn:
+    _start("pastiche-compress", "compress", "main")
 
 
 if __name__ == "__main__":

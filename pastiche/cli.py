@@ -246,31 +246,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def entry() -> None:
-    """The ``pastiche`` command and ``python -m pastiche``: :func:`main`, then exit without the
-    interpreter's teardown. A CUDA build of torch runs its libraries' static destructors at exit
-    (cuBLASLt, cuSPARSELt), which page in ~125 MB of them even on a machine without a GPU: the
-    peak RSS of ``python -c "import torch"`` is 646 MB, 520 MB with ``os._exit``, and exiting takes
-    0.35 s longer. Everything worth keeping is written and closed by then; only stdio is buffered.
-    argparse's own exits (``--help``, ``--version``, a usage error) take the same way out."""
-    try:
-        code = main()
-    except SystemExit as e:  # argparse has printed what it had to say
-        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-    except BrokenPipeError:  # stdout's reader stopped reading (--list-layers | head): all it wanted
-        code = 0
-    for stream in (sys.stdout, sys.stderr):
-        if stream is None:  # started with it closed (>&-): print() skipped it
-            continue
-        try:
-            stream.flush()
-        except BrokenPipeError:  # as above: nobody left to read the rest
-            pass
-        except OSError:  # e.g. a full disk under a redirect; Python's own exit says 120
-            code = code or 120
-    os._exit(code)
-
-
 def _options(args: argparse.Namespace) -> dict:
     """StyleTransfer's keyword arguments from the command line (as _check_args left it)."""
     return dict(

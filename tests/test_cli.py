@@ -93,7 +93,7 @@ def test_low_memory_runs_in_a_fresh_process(images, tmp_path):
 
 
 def test_command_flushes_what_it_printed_before_its_fast_exit(images, tmp_path):
-    """``python -m pastiche`` ends with os._exit (see cli.entry): what it printed to a pipe, which
+    """``python -m pastiche`` ends with os._exit (see __main__._exit): what it printed to a pipe, which
     Python buffers, must still arrive, and the exit status must be main()'s."""
     import subprocess
     import sys
@@ -111,18 +111,20 @@ def test_command_flushes_what_it_printed_before_its_fast_exit(images, tmp_path):
     assert failed.stderr == "pastiche: error: --num-steps must be at least 1, got 0\n"
 
 
-@pytest.mark.parametrize("args, status, stream, text", [
-    (["--version"], 0, "stdout", "pastiche "),
-    (["--bogus"], 2, "stderr", "unrecognized arguments: --bogus"),
+@pytest.mark.parametrize("command, args, status, stream, text", [
+    ("main", ["--version"], 0, "stdout", "pastiche "),
+    ("main", ["--bogus"], 2, "stderr", "unrecognized arguments: --bogus"),
+    ("video", ["--bogus"], 2, "stderr", "pastiche-video: error: "),
+    ("compress", ["--bogus"], 2, "stderr", "pastiche-compress: error: "),
 ])
-def test_argparse_exits_skip_the_teardown_too(args, status, stream, text):
-    """--help, --version and usage errors leave through os._exit as a run does (an atexit
-    handler, which the interpreter's teardown would run, never does), with argparse's status."""
+def test_every_command_skips_the_teardown(command, args, status, stream, text):
+    """The three commands, argparse's exits included, leave through os._exit as a run does (an
+    atexit handler, which the interpreter's teardown would run, never does), with their status."""
     import subprocess
     import sys
 
-    code = ("import atexit, sys; import pastiche.cli as c; atexit.register(print, 'teardown');"
-            f" sys.argv = ['pastiche', *{args!r}]; c.entry()")
+    code = ("import atexit, sys; from pastiche import __main__ as m; atexit.register(print, 'teardown');"
+            f" sys.argv = ['pastiche', *{args!r}]; m.{command}()")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == status
     assert text in getattr(done, stream) and "teardown" not in done.stdout
