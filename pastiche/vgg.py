@@ -278,7 +278,7 @@ class VGG19(nn.Module):
             layer.to(current)
         return self
 
-    def clear_cache(self, *, pixels: int = 0) -> None:
+    def clear_cache(self, *, pixels: int) -> None:
         """Forget the kernels' size-dependent transforms (see :class:`Conv3x3`); each is rebuilt
         when a convolution next needs it, so a new image size holds only those it uses. Images of
         more than ``PACK_MAX_PIXELS`` ``pixels`` keep no oneDNN-packed bfloat16 kernels."""
