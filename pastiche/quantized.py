@@ -197,39 +197,53 @@ def save_file(weights: WeightsFile, path: PathLike) -> None:
 def read_header(path: PathLike, *, header_sha256: Optional[str] = None) -> Tuple[Dict, memoryview]:
     """Read and validate ``path``; return (header, payload). The one gate before trusting a file.
     ``header_sha256``: the header's known hash (a bundled file's), which, as the header lists each
-    layer's crc32, pins every byte a load reads."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise PasticheError(f"cannot read weights file '{path}': {e.strerror or e}; check the path and"
-                            " its permissions") from None
+    layer's crc32, pins every byte a load reads. The payload is read only once the header has
+    checked out against the file's size: a wrong file costs no more memory than its header."""
 
     def bad(problem: str) -> PasticheError:
         return PasticheError(f"invalid weights file '{path}': {problem}; "
                              "rebuild it with pastiche-compress or reinstall pastiche")
 
-    if len(data) < _PREFIX or data[: len(MAGIC)] != MAGIC:
-        raise bad("not a pastiche weights file (bad magic bytes)")
-    (length,) = struct.unpack_from("<Q", data, len(MAGIC))
-    if length > _MAX_HEADER or _PREFIX + length > len(data):
-        raise bad(f"header length {length} does not fit the file's {len(data)} bytes (truncated?)")
-    if header_sha256 and hashlib.sha256(data[_PREFIX: _PREFIX + length]).hexdigest() != header_sha256:
-        raise PasticheError(f"bundled weights file '{path}' has been changed or replaced (its header's"
-                            " sha256 is not the one this pastiche shipped); reinstall pastiche")
     try:
-        header = json.loads(data[_PREFIX: _PREFIX + length])
+        with open(path, "rb") as f:
+            prefix, size = f.read(_PREFIX), os.fstat(f.fileno()).st_size
+            if len(prefix) < _PREFIX or prefix[: len(MAGIC)] != MAGIC:
+                raise bad("not a pastiche weights file (bad magic bytes)")
+            (length,) = struct.unpack_from("<Q", prefix, len(MAGIC))
+            if length > _MAX_HEADER or _PREFIX + length > size:
+                raise bad(f"header length {length} does not fit the file's {size} bytes (truncated?)")
+            text = f.read(length)
+            if header_sha256 and hashlib.sha256(text).hexdigest() != header_sha256:
+                raise PasticheError(f"bundled weights file '{path}' has been changed or replaced (its"
+                                    " header's sha256 is not the one this pastiche shipped); reinstall pastiche")
+            header = _checked_header(text, size - _PREFIX - length, bad)
+            payload = f.read()
+    except OSError as e:
+        raise PasticheError(f"cannot read weights file '{path}': {e.strerror or e}; check the path and"
+                            " its permissions") from None
+    if len(text) != length or len(payload) != size - _PREFIX - length:
+        raise bad("the file changed while it was read")
+    return header, memoryview(payload)
+
+
+def _checked_header(text: bytes, payload_size: int, bad) -> Dict:
+    """The header parsed from ``text`` (JSON), if it describes weights whose layers fill exactly
+    ``payload_size`` bytes."""
+    try:
+        header = json.loads(text)
     except (ValueError, RecursionError) as e:  # ValueError: JSON's, UTF-8's, a 5,000-digit number's
         raise bad(f"header is not valid JSON ({str(e)[:80]})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise bad("header does not describe pastiche quantized weights")
-    if header.get("version") != VERSION:
-        raise bad(f"format version {header.get('version')!r}, this pastiche reads version {VERSION}"
-                  " (upgrade pastiche)")
+    version = header.get("version")
+    if version != VERSION:
+        newer = _count(version) and version > VERSION
+        raise bad(f"format version {version!r}, this pastiche reads version {VERSION}"
+                  + (" (upgrade pastiche)" if newer else ""))
     _check_preprocessing(header.get("preprocessing"), bad)
     if not (isinstance(header.get("arch", ""), str) and all(isinstance(header.get(k, {}), dict)
                                                             for k in ("source", "metadata"))):
         raise bad("header's arch, source or metadata is of the wrong type")
-    payload = memoryview(data)[_PREFIX + length:]
     end = 0
     for entry in _checked_layers(header, bad):
         for key in ("indices", "centroids", "bias"):
@@ -237,29 +251,34 @@ def read_header(path: PathLike, *, header_sha256: Optional[str] = None) -> Tuple
             if begin != end or stop < begin:
                 raise bad(f"layer {entry['name']}: {key} buffer is not where the header says")
             end = stop
-        if end > len(payload):
-            raise bad(f"payload is {len(payload)} bytes but layer {entry['name']} ends at {end}"
+        if end > payload_size:
+            raise bad(f"payload is {payload_size} bytes but layer {entry['name']} ends at {end}"
                       " (file truncated)")
-    if end != len(payload):
-        raise bad(f"{len(payload) - end} unexpected bytes after the last layer")
-    return header, payload
+    if end != payload_size:
+        raise bad(f"{payload_size - end} unexpected bytes after the last layer")
+    return header
 
 
 def _count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _check_preprocessing(pre: object, bad) -> None:
-    """The input convention: channel order, a finite positive scale, 3 finite means and 3 finite
-    non-zero standard deviations (vgg.preprocessing_affine divides by them)."""
-    def three_finite(key: str) -> bool:
-        values = pre.get(key)
-        return (isinstance(values, list) and len(values) == 3 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values))
+def _number(value: object, low: float, high: float) -> bool:
+    """Whether ``value`` is a JSON number from ``low`` to ``high`` (NaN is not; a huge integer
+    compares without overflow)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
 
-    if not (isinstance(pre, dict) and pre.get("channel_order") in ("RGB", "BGR") and three_finite("mean")
-            and three_finite("std") and all(pre["std"]) and isinstance(pre.get("scale"), (int, float))
-            and not isinstance(pre.get("scale"), bool) and 0 < pre["scale"] < math.inf):
+
+def _check_preprocessing(pre: object, bad) -> None:
+    """The input convention: channel order, a scale and 3 standard deviations from 1e-6 to 1e6,
+    and 3 means within ±1e6. Real conventions use 1 or 255, ~0.2 or 1, ~0.5 or ~120; beyond these
+    bounds float32 arithmetic (vgg.preprocessing_affine's, then the network's) runs out of range."""
+    def three(key: str, low: float, high: float) -> bool:
+        values = pre.get(key)
+        return isinstance(values, list) and len(values) == 3 and all(_number(v, low, high) for v in values)
+
+    if not (isinstance(pre, dict) and pre.get("channel_order") in ("RGB", "BGR") and three("mean", -1e6, 1e6)
+            and three("std", 1e-6, 1e6) and _number(pre.get("scale"), 1e-6, 1e6)):
         raise bad(f"bad preprocessing {str(pre)[:120]}")
 
 
@@ -282,9 +301,11 @@ def _checked_layers(header: Dict, bad) -> List[Dict]:
             raise bad(f"layer {name} is listed twice")
         names.add(name)
         sizes = dict(zip(("indices", "centroids", "bias"), (stop - begin for begin, stop in ranges)))
-        if not (isinstance(bits, int) and 1 <= bits <= 8 and isinstance(shape, list) and shape
-                and all(isinstance(d, int) and d > 0 for d in shape)):
-            raise bad(f"layer {name}: bad shape {shape} or bits {bits}")
+        if not _number(bits, 1, 8) or isinstance(bits, float):
+            raise bad(f"layer {name}: bad bits {str(bits)[:20]} (a whole number from 1 to 8)")
+        # bounded, so that sizes computed from it stay small numbers (a kernel is 4-D)
+        if not (isinstance(shape, list) and 1 <= len(shape) <= 8 and all(_count(d) and 0 < d <= 2 ** 31 for d in shape)):
+            raise bad(f"layer {name}: bad shape {str(shape)[:80]} (1 to 8 whole numbers from 1 to 2**31)")
         expected = {"indices": packed_nbytes(math.prod(shape), bits),
                     "centroids": 4 << bits, "bias": 4 * shape[0]}
         for key, nbytes in expected.items():

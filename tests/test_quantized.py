@@ -262,8 +262,14 @@ def test_shape_disagrees_with_buffers(tmp_path):
 def test_bad_bits_and_malformed_entries(tmp_path):
     path = tmp_path / "w.pqw"
     header, payload = _split(_small_file(path))
-    for bad, pattern in ((dict(header["layers"][0], bits=9), "bad shape"),
+    shape = header["layers"][0]["shape"]
+    for bad, pattern in ((dict(header["layers"][0], bits=9), "bad bits 9 "),
+                         (dict(header["layers"][0], bits="8"), "bad bits 8 "),
+                         (dict(header["layers"][0], bits=True), "bad bits True "),
                          (dict(header["layers"][0], shape=[0, 3, 3, 3]), "bad shape"),
+                         # sizes from these would be numbers too long to print, or arrays numpy cannot make
+                         (dict(header["layers"][0], shape=[10 ** 9] * 600), "bad shape"),
+                         (dict(header["layers"][0], shape=shape + [1] * 61), "bad shape"),
                          ({"name": "a"}, "malformed")):
         h = dict(header, layers=[bad] + header["layers"][1:])
         path.write_bytes(_join(h, payload))
@@ -330,12 +336,46 @@ def test_a_layer_listed_twice_is_refused(tmp_path):
 
 @pytest.mark.parametrize("pre", [
     [1, 2, 3], dict(PRE, mean="abc"), dict(PRE, std=[0.0, 1.0, 1.0]), dict(PRE, scale=float("nan")),
-    dict(PRE, scale=-1.0), dict(PRE, mean=[0.0, 0.0]), dict(PRE, channel_order="GBR"), dict(PRE, scale=True)])
+    dict(PRE, scale=-1.0), dict(PRE, mean=[0.0, 0.0]), dict(PRE, channel_order="GBR"), dict(PRE, scale=True),
+    # too big for a float, or out of float32's range once used
+    dict(PRE, mean=[10 ** 400, 1, 1]), dict(PRE, scale=10 ** 400), dict(PRE, scale=1e300),
+    dict(PRE, std=[1e-300, 1.0, 1.0]), dict(PRE, mean=[1e300, 0.0, 0.0]), dict(PRE, std=[-1.0, 1.0, 1.0])])
 def test_bad_preprocessing_stops_at_the_gate(tmp_path, pre):
     path = tmp_path / "w.pqw"
     header, payload = _split(_small_file(path))
     path.write_bytes(_join(dict(header, preprocessing=pre), payload))  # json writes and reads NaN
     _expect_error(path, "bad preprocessing")
+
+
+def test_a_big_file_that_is_not_weights_is_refused_from_its_first_bytes(tmp_path):
+    """The payload is read only after the header checks out: a (sparse) 1 GB file is not read."""
+    import tracemalloc
+
+    path = tmp_path / "video.mp4"
+    with open(path, "wb") as f:
+        f.truncate(1 << 30)
+    data = _small_file(tmp_path / "w.pqw")
+    tracemalloc.start()
+    try:
+        _expect_error(path, "bad magic bytes")
+        with open(path, "wb") as f:  # our magic and header, then far more payload than it lists
+            f.write(data)
+            f.truncate(1 << 30)
+        _expect_error(path, "unexpected bytes after the last layer")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_a_newer_format_version_asks_for_an_upgrade_and_others_do_not(tmp_path):
+    path = tmp_path / "w.pqw"
+    header, payload = _split(_small_file(path))
+    path.write_bytes(_join(dict(header, version=2), payload))
+    assert _expect_error(path, "format version 2,").endswith("reads version 1 (upgrade pastiche); rebuild it"
+                                                             " with pastiche-compress or reinstall pastiche")
+    path.write_bytes(_join(dict(header, version="1"), payload))
+    assert "upgrade" not in _expect_error(path, "format version '1',")
 
 
 def test_headers_that_break_the_json_parser_stop_at_the_gate(tmp_path):
