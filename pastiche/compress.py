@@ -66,7 +66,7 @@ def read_source(path: Union[str, os.PathLike]) -> Layers:
     for name in CONV_NAMES:
         weight, bias = layers[name]
         out = weight.shape[0] if weight.ndim == 4 else -1
-        if weight.shape != (out, in_channels, 3, 3) or bias.shape != (out,):
+        if out < 1 or weight.shape != (out, in_channels, 3, 3) or bias.shape != (out,):
             raise PasticheError(f"source weights '{path}': {name} is {weight.shape} with bias {bias.shape},"
                                 f" where ({out}, {in_channels}, 3, 3) and ({out},) would follow the layer"
                                 " before; expected VGG19's convolutions in order")
@@ -89,6 +89,9 @@ def _read_torch(path: Path) -> Layers:
                             " torchvision-layout .pth saved with torch.save, or a Keras .h5") from None
     if not isinstance(state, Mapping):
         raise PasticheError(f"source weights '{path}' is not a state dict")
+    if not all(isinstance(k, str) for k in state):
+        raise PasticheError(f"source weights '{path}' has keys that are not names; expected torchvision's"
+                            " features.N.weight layout")
     state = {k.removeprefix("features."): v for k, v in state.items()}
     convs = sorted({int(k.split(".")[0]) for k in state if k.split(".")[0].isdigit() and k.endswith(".weight")})
     if len(convs) != len(CONV_NAMES):
@@ -98,8 +101,16 @@ def _read_torch(path: Path) -> Layers:
     if missing:
         raise PasticheError(f"source weights '{path}' has no '{missing[0]}'; expected torchvision's"
                             " features.N.weight and features.N.bias for every convolution")
-    return {name: (state[f"{i}.weight"].float().numpy(), state[f"{i}.bias"].float().numpy())
-            for name, i in zip(CONV_NAMES, convs)}
+
+    def array(key: str) -> np.ndarray:
+        value = state[key]
+        if not (isinstance(value, torch.Tensor) and value.layout == torch.strided and value.is_floating_point()):
+            raise PasticheError(f"source weights '{path}': features.{key} is not a dense tensor of real"
+                                f" floating-point numbers ({type(value).__name__}"
+                                f"{', ' + str(value.dtype) if isinstance(value, torch.Tensor) else ''})")
+        return value.float().numpy()
+
+    return {name: (array(f"{i}.weight"), array(f"{i}.bias")) for name, i in zip(CONV_NAMES, convs)}
 
 
 def _read_keras(path: Path) -> Layers:
@@ -121,11 +132,15 @@ def _read_keras(path: Path) -> Layers:
                 group.visititems(keep)
                 kernel = next(a for a in arrays.values() if len(a.shape) == 4)[()]
                 bias = next(a for a in arrays.values() if len(a.shape) == 1)[()]
+                if not (kernel.dtype.kind in "fiu" and bias.dtype.kind in "fiu"):  # not text, nor complex
+                    raise TypeError(kernel.dtype)
                 # Keras kernels are (3, 3, in, out); torch wants (out, in, 3, 3).
                 layers[name] = (np.ascontiguousarray(kernel.transpose(3, 2, 0, 1), np.float32),
                                 np.asarray(bias, np.float32))
-    except (OSError, KeyError, StopIteration) as e:
-        what = f"no kernel and bias for {name}" if isinstance(e, (KeyError, StopIteration)) else "not an HDF5 file"
+    # KeyError, StopIteration: no such group or array; AttributeError: a dataset where a group
+    # belongs; TypeError: arrays that are not real numbers
+    except (OSError, KeyError, StopIteration, AttributeError, TypeError) as e:
+        what = "not an HDF5 file" if isinstance(e, OSError) else f"no kernel and bias of real numbers for {name}"
         raise PasticheError(f"cannot read source weights '{path}': {what}; expected a Keras VGG19 .h5"
                             " (layers block1_conv1 ... block5_conv4)") from None
     return layers
@@ -244,9 +259,9 @@ def parse_bits(text: str) -> Union[int, Dict[str, int]]:
         bare = [int(item) for item in items if "=" not in item]
     except ValueError:
         raise PasticheError(f"--bits '{text}' is not N or LAYER=N,...; e.g. --bits 4") from None
-    if len(bare) > 1:
-        raise PasticheError(f"--bits '{text}' gives more than one default width")
     named = dict(pairs)
+    if len(bare) + ("*" in named) > 1:  # "*=N" is the bare N spelt out
+        raise PasticheError(f"--bits '{text}' gives more than one default width")
     if len(named) < len(pairs):
         twice = next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))
         raise PasticheError(f"--bits '{text}' gives {twice} twice; give each layer once")

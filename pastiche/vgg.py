@@ -102,6 +102,9 @@ def weights_path(weights: Union[str, os.PathLike, None] = None) -> Path:
         return path
     if not isinstance(weights, (str, os.PathLike)):
         raise PasticheError(f"weights must be one of {', '.join(BUNDLED)} or a file path, got {weights!r}")
+    if not os.fspath(weights).strip():  # Path('') is '.', a directory: the message would name that
+        raise PasticheError(f"weights is empty; give one of {', '.join(BUNDLED)} or a .pqw file made by"
+                            " pastiche-compress")
     path = Path(weights)
     if not os.path.isfile(path):
         what = "is a directory" if os.path.isdir(path) else "is neither a bundled name nor a file"

@@ -49,6 +49,9 @@ def test_parse_bits_with_a_default_width():
     assert bits == {"*": 4, "block1_conv1": 8, "block5_conv4": 1}
     with pytest.raises(PasticheError, match="more than one"):
         parse_bits("4,5,block1_conv1=8")
+    assert parse_bits("*=2,block1_conv1=8") == {"*": 2, "block1_conv1": 8}
+    with pytest.raises(PasticheError, match="more than one"):  # the last one had won, silently
+        parse_bits("4,*=2")
 
 
 def test_unknown_layer_in_bits(tmp_path, capsys):
@@ -134,12 +137,28 @@ def _damaged(state, how):
         state["features.5.weight"][0, 0, 1, 1] = float("nan")
     elif how == "chain broken":
         state["features.0.weight"] = state["features.0.weight"][:, :2]
+    elif how == "no channels":
+        state["features.0.weight"], state["features.0.bias"] = torch.zeros(0, 3, 3, 3), torch.zeros(0)
+        state["features.2.weight"] = torch.zeros(2, 0, 3, 3)
+    elif how == "a list":
+        state["features.0.weight"] = [[1.0]]
+    elif how == "sparse":
+        state["features.0.weight"] = state["features.0.weight"].to_sparse()
+    elif how == "complex":
+        state["features.0.weight"] = state["features.0.weight"].to(torch.complex64)
+    elif how == "int key":
+        state[7] = torch.zeros(1)
     return state
 
 
 @pytest.mark.parametrize("how, needle", [
     ("no bias", "has no 'features.34.bias'"), ("nan", "block2_conv1 holds NaN or infinite values"),
     ("chain broken", "block1_conv1 is (2, 2, 3, 3) with bias (2,), where (2, 3, 3, 3) and (2,) would follow"),
+    ("no channels", "block1_conv1 is (0, 3, 3, 3) with bias (0,)"),
+    ("a list", "features.0.weight is not a dense tensor of real floating-point numbers (list)"),
+    ("sparse", "features.0.weight is not a dense tensor of real floating-point numbers (Tensor, torch.float32)"),
+    ("complex", "features.0.weight is not a dense tensor of real floating-point numbers (Tensor, torch.complex64)"),
+    ("int key", "has keys that are not names"),
 ])
 def test_damaged_sources_are_refused_before_any_work(tmp_path, capsys, how, needle):
     src = tmp_path / "s.pth"
@@ -444,9 +463,20 @@ def test_keras_h5_sources_are_read_and_damaged_ones_named(tmp_path):
     for name, i in zip(CONV_NAMES, FEATURE_INDICES):
         assert np.array_equal(layers[name][0], state[f"features.{i}.weight"].numpy())
         assert np.array_equal(layers[name][1], state[f"features.{i}.bias"].numpy())
+    with h5py.File(path, "a") as f:  # a dataset where a layer's group belongs
+        del f["block5_conv4"]
+        f["block5_conv4"] = np.zeros(3, np.float32)
+    with pytest.raises(PasticheError, match="no kernel and bias of real numbers for block5_conv4"):
+        read_source(path)
+    with h5py.File(path, "a") as f:  # text, not numbers
+        del f["block5_conv4"]
+        group = f.create_group("block5_conv4").create_group("block5_conv4")
+        group["bias:0"], group["kernel:0"] = np.zeros(2, "S1"), np.zeros((3, 3, 2, 2), "S1")
+    with pytest.raises(PasticheError, match="no kernel and bias of real numbers for block5_conv4"):
+        read_source(path)
     with h5py.File(path, "a") as f:
         del f["block5_conv4"]
-    with pytest.raises(PasticheError, match="no kernel and bias for block5_conv4"):
+    with pytest.raises(PasticheError, match="no kernel and bias of real numbers for block5_conv4"):
         read_source(path)
     (tmp_path / "text.h5").write_text("not HDF5")
     with pytest.raises(PasticheError, match="text.h5': not an HDF5 file"):

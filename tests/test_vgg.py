@@ -72,6 +72,12 @@ def test_a_checkout_imported_ahead_of_the_installed_package_finds_its_own_weight
     assert weights_path("vgg19-4bit") == REPO / "weights" / "vgg19-4bit.pqw"
 
 
+@pytest.mark.parametrize("weights", ["", " "])  # (Path("") is ".", a directory, and says so)
+def test_empty_weights_are_named_as_such(weights):
+    with pytest.raises(PasticheError, match="^weights is empty; give one of vgg19-8bit, vgg19-4bit or a .pqw"):
+        weights_path(weights)
+
+
 def _bundled_copy(monkeypatch, tmp_path, data: bytes) -> Path:
     """The bundled 8-bit weights' place, holding ``data``."""
     (tmp_path / "vgg19-8bit.pqw").write_bytes(data)
