@@ -205,7 +205,7 @@ def read_header(path: PathLike, *, header_sha256: Optional[str] = None) -> Tuple
                              "rebuild it with pastiche-compress or reinstall pastiche")
 
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:  # unbuffered: the payload is read once, not copied
             prefix, size = f.read(_PREFIX), os.fstat(f.fileno()).st_size
             if len(prefix) < _PREFIX or prefix[: len(MAGIC)] != MAGIC:
                 raise bad("not a pastiche weights file (bad magic bytes)")
@@ -217,7 +217,7 @@ def read_header(path: PathLike, *, header_sha256: Optional[str] = None) -> Tuple
                 raise PasticheError(f"bundled weights file '{path}' has been changed or replaced (its"
                                     " header's sha256 is not the one this pastiche shipped); reinstall pastiche")
             header = _checked_header(text, size - _PREFIX - length, bad)
-            payload = f.read()
+            payload = f.read(size - _PREFIX - length)
     except OSError as e:
         raise PasticheError(f"cannot read weights file '{path}': {e.strerror or e}; check the path and"
                             " its permissions") from None
