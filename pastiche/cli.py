@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--low-memory", action="store_true",
                      help="keep VGG19's kernels quantized, 10 L-BFGS pairs instead of 20, and return"
                           " freed memory to the system at once (Linux/glibc): about a quarter less peak memory"
-                          " for 13-20%% more time per step at 500^2 px (README)")
+                          " for 13-22%% more time per step at 500^2 px (README)")
     opt.add_argument("--precision", choices=PRECISIONS, default="auto",
                      help="VGG19's arithmetic: auto is bfloat16 on a CPU that has it in hardware"
                           " (AVX512-BF16, AMX: ~1.6x faster steps), else float32 (README)")

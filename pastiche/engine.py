@@ -408,7 +408,7 @@ class StyleTransfer:
         with self._out_of_memory_is_an_error(*self.size):  # the closure runs first: pixels unchanged
             try:
                 loss = self.optimizer.step(self._graphed(closure) if self.use_cuda_graphs else closure)
-            except FloatingPointError:  # L-BFGS's step or gradient overflowed float32
+            except FloatingPointError:  # a step or gradient past float32's range (L-BFGS, Adam)
                 loss = math.inf
         if not math.isfinite(loss):
             with torch.no_grad():

@@ -205,8 +205,11 @@ class Adam:
             loss = closure()
         grad, (b1, b2) = self.param.grad, self.betas
         self.count += 1
+        step = -self.lr / (1 - b1 ** self.count)  # the bias correction makes it 10 lr at first
+        if abs(step) > torch.finfo(self.param.dtype).max:  # torch would refuse to scale by it
+            raise FloatingPointError("Adam's step size overflowed the image's dtype")
         self.mean.lerp_(grad, 1 - b1)
         self.square.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         denominator = self.square.sqrt().div_((1 - b2 ** self.count) ** 0.5).add_(self.eps)  # torch's order
-        self.param.addcdiv_(self.mean, denominator, value=-self.lr / (1 - b1 ** self.count))
+        self.param.addcdiv_(self.mean, denominator, value=step)
         return float(loss)

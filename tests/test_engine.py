@@ -647,6 +647,16 @@ def test_a_step_past_float32s_range_keeps_the_last_good_image(content_path, styl
     assert job.step_count == 1 and not torch.equal(job.pixels, good)  # back to the image before step 1
 
 
+def test_an_adam_step_size_past_float32s_range_keeps_the_image(content_path, style_path):
+    """Adam's first step is 10 times the learning rate (its bias correction): 1e38 passes the
+    option's check and had ended in torch's RuntimeError ('value cannot be converted')."""
+    job = _job(content_path, style_path, optimizer="adam", learning_rate=1e38)
+    good = job.pixels.detach().clone()
+    with pytest.raises(PasticheError, match="the loss or its step became inf at step 1; kept the last good image"):
+        job.step()
+    assert job.step_count == 0 and torch.equal(job.pixels, good)
+
+
 def test_resize_takes_whole_pixels_and_checks_memory_beyond_the_full_size(content_path, style_path):
     job = StyleTransfer(content_path, style_path, **TINY)
     for bad in ((40.5, 30), ("40", 30), (True, 30), (0, 30)):
