@@ -301,7 +301,7 @@ def _checked_layers(header: Dict, bad) -> List[Dict]:
             raise bad(f"layer {name} is listed twice")
         names.add(name)
         sizes = dict(zip(("indices", "centroids", "bias"), (stop - begin for begin, stop in ranges)))
-        if not _number(bits, 1, 8) or isinstance(bits, float):
+        if not (_count(bits) and 1 <= bits <= 8):
             raise bad(f"layer {name}: bad bits {str(bits)[:20]} (a whole number from 1 to 8)")
         # bounded, so that sizes computed from it stay small numbers (a kernel is 4-D)
         if not (isinstance(shape, list) and 1 <= len(shape) <= 8 and all(_count(d) and 0 < d <= 2 ** 31 for d in shape)):
