@@ -328,6 +328,8 @@ def _run(args: argparse.Namespace, output: Path) -> int:
         print(f"pastiche: interrupted at step {job.step_count}; saved {output}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except PasticheError as e:  # e.g. a NaN loss: keep the last good image, then report
+        if job.step_count == 0:  # the starting image is all there is: not a result to write
+            raise PasticheError(f"{e}; nothing written") from None
         save_image(job.image_tensor(size=job.full_size), output)
         raise PasticheError(f"{e}; saved {output}") from None
     save_image(job.image_tensor(size=job.full_size), output)

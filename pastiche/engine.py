@@ -414,8 +414,9 @@ class StyleTransfer:
             with torch.no_grad():
                 self.pixels.copy_(self._good)
             self.optimizer = self._new_optimizer(self.pixels)  # its history holds the bad gradient (Adam's moments too)
-            raise PasticheError(f"the loss or its step became {loss} at step {self.step_count + 1}; kept the"
-                                " last good image — try smaller weights or --learning-rate")
+            kept = "; kept the last good image" if self.step_count else " (the first; the image is the starting one)"
+            raise PasticheError(f"the loss or its step became {loss} at step {self.step_count + 1}{kept} — try"
+                                " smaller weights or --learning-rate")
         self._good, self._spare = before, self._good
         with torch.no_grad():
             self.pixels.clamp_(0, 255)

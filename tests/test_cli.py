@@ -565,6 +565,21 @@ def test_nan_loss_fails_and_keeps_the_last_good_image(images, tmp_path, monkeypa
     assert np.array_equal(pixels(out), frames[0])
 
 
+def test_a_nan_loss_at_the_first_step_writes_nothing(images, tmp_path, monkeypatch, capsys):
+    """The starting image is not a result: a previous run's output stays as it was (a weights file
+    or a style weight that makes every loss NaN had replaced it with the content image)."""
+    objective = StyleTransfer.objective
+    monkeypatch.setattr(StyleTransfer, "objective", lambda self, pixels_: objective(self, pixels_) * float("nan"))
+    out = tmp_path / "out.png"
+    out.write_bytes(b"a previous result")
+    code = cli("-c", "content.png", "-s", "style.png", "-o", out, "--num-steps", 10, "--size", 32,
+               "--no-verbose", "--device", "cpu", *SHALLOW)
+    assert code == 1 and out.read_bytes() == b"a previous result"
+    assert capsys.readouterr().err == ("pastiche: error: the loss or its step became nan at step 1 (the first; the"
+                                       " image is the starting one) — try smaller weights or --learning-rate;"
+                                       " nothing written\n")
+
+
 def test_out_of_memory_fails_and_keeps_the_latest_image(images, tmp_path, monkeypatch, capsys):
     frames = _record_steps(monkeypatch)
     objective = StyleTransfer.objective
