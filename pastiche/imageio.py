@@ -60,7 +60,7 @@ _FLOAT_LIMITS = (-0.5, 1.5)
 
 def _from_array(a: np.ndarray, label: str) -> Image.Image:
     """HxW or HxWxC array, C = 1 (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGBA): uint8 0..255,
-    uint16 0..65535, other integers 0..255, or float 0..1 -> RGB."""
+    uint16 0..65535, other integers 0..255, bool, or float 0..1 -> RGB."""
     a = np.asarray(a)  # np.matrix and other subclasses as plain arrays
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 2, 3, 4)) or a.size == 0:
         hint = (" (for C x H x W, pass a.transpose(1, 2, 0))" if a.ndim == 3 and a.shape[0] in (1, 2, 3, 4)
@@ -71,8 +71,8 @@ def _from_array(a: np.ndarray, label: str) -> Image.Image:
         )
     if not a.dtype.isnative:  # big-endian data, e.g. from a FITS or a network buffer
         a = a.astype(a.dtype.newbyteorder("="))
-    if a.dtype == np.uint8:
-        x = a.astype(np.float32) / 255.0
+    if a.dtype == np.uint8 or a.dtype == np.bool_:  # bool: a 1-bit image, as np.asarray of mode "1" gives
+        x = a.astype(np.float32) / (1.0 if a.dtype == np.bool_ else 255.0)
     elif a.dtype == np.uint16:
         x = a.astype(np.float32) / 65535.0
     elif np.issubdtype(a.dtype, np.integer):  # (numpy's bool is not one)
@@ -94,7 +94,7 @@ def _from_array(a: np.ndarray, label: str) -> Image.Image:
     else:
         raise PasticheError(
             f"cannot use {label}: unsupported array dtype {a.dtype}; "
-            "use uint8 (0..255), uint16 (0..65535) or float (0..1)"
+            "use uint8 (0..255), uint16 (0..65535), float (0..1) or bool"
         )
     if x.ndim == 2:
         x = x[:, :, None]
@@ -122,14 +122,23 @@ def _pil_to_rgb(im: Image.Image, label: str) -> Image.Image:
         # Image.fromarray of int32): values within 0..255 are read as 8-bit, not as near-black.
         a = np.asarray(im).astype(np.float64)
         top = 255.0 if mode == "I" and a.size and 0 <= a.min() and a.max() <= 255 else 65535.0
-        return _from_array(np.clip(a / top, 0.0, 1.0), label)
+        grey = np.clip(a / top, 0.0, 1.0)
+        if isinstance(im.info.get("transparency"), int):  # a grey level that is transparent (PNG tRNS)
+            return _from_array(np.stack([grey, (a != im.info["transparency"]).astype(np.float64)], axis=2), label)
+        return _from_array(grey, label)
     if mode == "F":
-        # Float files declare no range: data in [0, 1] (max <= 1) is scaled x255, otherwise
-        # read as 0..255; values beyond clip.
-        a = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0)
-        return _from_array(np.clip(a if a.size and a.max() <= 1.0 else a / 255.0, 0.0, 1.0), label)
+        # Float files declare no range: data up to the arrays' 0..1 tolerance is read as 0..1,
+        # brighter as 0..255 (by their finite values: one bright or infinite pixel must not
+        # darken the rest); values beyond clip, NaN reads as black, infinity as white.
+        a = np.asarray(im, dtype=np.float32)
+        finite = a[np.isfinite(a)]
+        top = 1.0 if not finite.size or finite.max() <= _FLOAT_LIMITS[1] else 255.0
+        return _from_array(np.clip(np.nan_to_num(a / top, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0), label)
+    if mode == "La":  # premultiplied: Pillow converts it to LA only
+        im, mode = im.convert("LA"), "LA"
     try:
-        if mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in im.info:
+        rgba_palette = mode == "P" and im.palette is not None and im.palette.mode == "RGBA"
+        if mode in ("LA", "PA", "RGBA", "RGBa") or "transparency" in im.info or rgba_palette:
             return _from_array(np.asarray(im.convert("RGBA")), label)
         return im.convert("RGB")  # 1, L, P, CMYK, YCbCr, LAB, HSV
     except ValueError as exc:
@@ -163,17 +172,34 @@ def check_readable(path: Union[str, os.PathLike], label: str, *, expected: str =
         raise PasticheError(f"cannot read {label}: {_path_problem(exc)}") from None
     if stat.S_ISDIR(mode):
         raise PasticheError(f"cannot read {label}: it is a directory; pass {expected}")
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):  # reading one would wait for a writer, maybe forever
+        raise PasticheError(f"cannot read {label}: it is a pipe or a socket, not a file; pass {expected}")
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """``im`` turned by its EXIF orientation, without the EXIF block (the turn is done, and a
+    resized copy must not be turned again). An unreadable block counts as no turn: the pixels
+    decoded, and the block is only metadata (Pillow warns about it: not the user's concern)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            upright = ImageOps.exif_transpose(im)
+        except (SyntaxError, ValueError, struct.error, KeyError, TypeError, OSError):
+            upright = im.copy()
+    upright.info.pop("exif", None)
+    return upright
 
 
 def _open_path(path: str, label: str) -> Image.Image:
     check_readable(path, label)
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. Pillow's "Corrupt EXIF data": the errors say what matters
             # Above MAX_IMAGE_PIXELS PIL only warns; a huge image would exhaust memory later.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:  # first frame of animated GIF/WebP/TIFF
                 im.load()  # force a full decode now so truncation is reported here
-                upright = ImageOps.exif_transpose(im)
+                upright = _upright(im)
     except Exception as exc:
         if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
             why = f"image is too large (over {Image.MAX_IMAGE_PIXELS} pixels); downscale it first"
@@ -194,7 +220,7 @@ def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
     """Return an upright 8-bit RGB PIL image (size w x h) from a path, PIL image, array or tensor.
 
     Arrays: HxW or HxWxC (C = 1, 2: grey and alpha, 3, 4), uint8 0..255, uint16 0..65535, other
-    integers 0..255, or float 0..1 (values from -0.5 to
+    integers 0..255, bool (black and white), or float 0..1 (values from -0.5 to
     1.5 clipped; beyond, an error that says how to map them). Tensors: (H, W), (C, H, W) or
     (1, C, H, W) with C = 1 (grey), 3 (RGB) or 4 (RGBA), float as arrays, or uint8.
     Alpha is composited over white.
@@ -205,7 +231,7 @@ def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
     if isinstance(source, Image.Image):
         try:  # an image the caller opened may still carry an EXIF rotation
             source.load()
-            upright = ImageOps.exif_transpose(source)
+            upright = _upright(source)
         except AssertionError:
             if getattr(source, "fp", "") is not None:  # not Pillow's closed-file assertion
                 raise

@@ -43,6 +43,69 @@ def _check_error(exc_info, *needles):
 
 # --- odd but valid files -------------------------------------------------------------------
 
+def test_float_files_keep_their_range_whatever_one_pixel_holds(tmp_path):
+    """One pixel over 1 (or infinite) had made a 0..1 float TIFF read as 0..255: almost black."""
+    ramp = np.tile(np.linspace(0, 1, 10, dtype=np.float32), (6, 1))
+    for hot in (1.01, np.inf):
+        a = ramp.copy()
+        a[0, 0] = hot
+        Image.fromarray(a).save(tmp_path / "f.tif")
+        t = _load(tmp_path / "f.tif")
+        assert _px(t, 0, 0) == (255, 255, 255) and _px(t, 9, 5) == (255, 255, 255) and _px(t, 5, 5)[0] == 142
+    Image.fromarray(ramp * 255).save(tmp_path / "f255.tif")  # 0..255 data stays 0..255
+    assert _px(_load(tmp_path / "f255.tif"), 5, 5)[0] == 142
+
+
+def test_unreadable_exif_counts_as_no_turn(tmp_path):
+    """The pixels decode; a garbage EXIF block had passed the first read and failed the engine's
+    second (a resized copy), naming no file, or refused a PNG as corrupt."""
+    junk = b"Exif\x00\x00" + b"\xff" * 40
+    for name in ("junk.jpg", "junk.png"):
+        Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / name, exif=junk)
+        image = open_image(tmp_path / name)
+        assert image.size == (64, 48) and "exif" not in image.info
+        assert _px(_load(image.resize((32, 24))))[0] > 190
+
+
+def test_pillows_warnings_do_not_reach_the_user(tmp_path, recwarn):
+    buffer = tmp_path / "ok.tif"
+    Image.new("RGB", (64, 48)).save(buffer)
+    (tmp_path / "head.tif").write_bytes(buffer.read_bytes()[:30])  # Pillow warns "Corrupt EXIF data"
+    with pytest.raises(PasticheError) as e:
+        open_image(tmp_path / "head.tif")
+    _check_error(e, "head.tif")
+    assert not [w for w in recwarn if "PIL" in w.filename]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_is_refused_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(PasticheError) as e:
+        open_image(tmp_path / "pipe.png")
+    _check_error(e, "pipe.png", "it is a pipe or a socket, not a file")
+
+
+def test_transparency_the_common_converters_miss():
+    """Premultiplied grey and alpha (La), a 16-bit grey level marked transparent, a palette with
+    alpha in it (what quantize() makes of RGBA): transparent pixels read as white paper."""
+    la = Image.new("LA", (4, 4), (0, 0)).convert("La")
+    grey16 = Image.fromarray(np.full((4, 4), 1000, np.uint16))
+    grey16.info["transparency"] = 1000
+    palette = Image.new("P", (4, 4))
+    palette.putpalette([255, 0, 0, 0, 0, 255, 0, 255], "RGBA")
+    palette.putdata([0] * 8 + [1] * 8)
+    assert _px(_load(la)) == _px(_load(grey16)) == _px(_load(palette)) == (255, 255, 255)
+    assert _px(_load(palette), 0, 3) == (0, 255, 0)
+
+
+def test_bool_arrays_are_black_and_white(tmp_path):
+    Image.fromarray(np.eye(4, dtype=bool)).save(tmp_path / "bw.png")
+    a = np.asarray(Image.open(tmp_path / "bw.png"))
+    assert a.dtype == np.bool_
+    t = _load(a)
+    assert _px(t, 0, 0) == (255, 255, 255) and _px(t, 1, 0) == (0, 0, 0)
+
+
 
 def test_grayscale_png(tmp_path):
     path = tmp_path / "gray.png"
@@ -173,7 +236,7 @@ def test_float_images_in_0_255_are_an_error_not_a_white_picture(source):
 
 @pytest.mark.parametrize(
     "bad", [np.full((2, 2), 256, np.int64), np.full((2, 2), -1, np.int8), np.zeros((2, 2, 5), np.uint8),
-            np.zeros((1, 2, 2, 3)), np.zeros((2, 2), bool)]
+            np.zeros((1, 2, 2, 3)), np.zeros((2, 2), np.complex64)]
 )
 def test_bad_arrays_name_the_source(bad):
     with pytest.raises(PasticheError) as e:
