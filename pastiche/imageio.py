@@ -348,7 +348,7 @@ def check_output_path(
         raise PasticheError(f"an output must be a file path, got {path!r}")
     p = pathlib.Path(os.fspath(path))
     ext = p.suffix.lower()
-    if ext not in SUPPORTED_EXTENSIONS:
+    if ext not in SUPPORTED_EXTENSIONS and not os.path.isdir(p):  # a folder: check_writable says so
         what = f"unsupported extension '{p.suffix}'" if p.suffix else "no file extension"
         raise PasticheError(f"cannot write output '{p}': {what}; use one of {_SUPPORTED}")
     return check_writable(path, inputs=inputs, kind="output", input_kind="input image")

@@ -491,9 +491,10 @@ def test_check_output_path_refuses_inputs(tmp_path):
         _check_error(e, "in.png", "refusing to overwrite", "--output")
     assert check_output_path(tmp_path / "new.png", inputs=[src]) == tmp_path / "new.png"
     (tmp_path / "dir.png").mkdir()
-    with pytest.raises(PasticheError) as e:
-        check_output_path(tmp_path / "dir.png")
-    _check_error(e, "dir.png", "is a directory")
+    for folder in (tmp_path / "dir.png", f"{tmp_path}/sub/"):  # with an extension or without one
+        with pytest.raises(PasticheError) as e:
+            check_output_path(folder)
+        _check_error(e, "it is a directory; give a file name")
 
 
 def test_pil_input_with_exif_rotation_and_bad_options(tmp_path):
