@@ -427,7 +427,9 @@ def _new_file_mode(target: pathlib.Path) -> int:
 def atomic_file(path: pathlib.Path, *, suffix: str = ".tmp") -> Iterator[str]:
     """A temporary file name beside ``path`` (same filesystem, so the rename is atomic). When the
     block finishes, the file takes the mode a plain open() would give and replaces ``path``; if
-    the block fails or is interrupted, it is removed and ``path`` is untouched."""
+    the block fails or is interrupted, it is removed and ``path`` is untouched. A symbolic link
+    is written through, as open() does: its target is replaced, the link stays."""
+    path = pathlib.Path(os.path.realpath(path))
     # a short name: one derived from ``path``'s could pass the filesystem's limit on names
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pastiche-", suffix=suffix)
     os.close(fd)

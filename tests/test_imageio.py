@@ -480,6 +480,18 @@ def test_failed_save_keeps_old_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["out.png"]  # temp file removed
 
 
+def test_an_output_that_is_a_symbolic_link_is_written_through(tmp_path):
+    """As open() does: the link's target gets the image and the link stays (the atomic rename
+    had replaced the link with a file and left the target as it was)."""
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "other.png"
+    target.write_bytes(b"old")
+    (tmp_path / "link.png").symlink_to(target)
+    save_image(torch.rand(3, 4, 4), tmp_path / "link.png")
+    assert (tmp_path / "link.png").is_symlink() and target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(os.listdir(tmp_path / "real")) == ["other.png"]
+
+
 def test_check_output_path_refuses_inputs(tmp_path):
     src = tmp_path / "in.png"
     Image.new("RGB", (2, 2)).save(src)
