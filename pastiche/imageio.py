@@ -321,20 +321,12 @@ def load_image(
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
-    """(1, 3, H, W) or (3, H, W) tensor -> RGB uint8 PIL image: float in [0, 1] (rounded; the
-    ranges and errors of :func:`open_image`'s float arrays), or uint8 as it is."""
-    t = image.detach()
-    if t.dim() == 4 and t.shape[0] == 1:
-        t = t[0]
-    if t.dim() != 3 or t.shape[0] != 3:
-        raise PasticheError(
-            f"cannot convert tensor of shape {tuple(image.shape)} to an image; "
-            "expected (1, 3, H, W) or (3, H, W)"
-        )
-    if t.dtype != torch.uint8 and not t.is_floating_point():
-        raise PasticheError(f"cannot convert a {t.dtype} tensor to an image; use float (0..1) or uint8")
-    t = t if t.dtype == torch.uint8 else t.float()
-    return _from_array(t.permute(1, 2, 0).cpu().numpy(), "image tensor")
+    """An image tensor -> RGB uint8 PIL image: (1, 3, H, W) or (3, H, W), or any other tensor
+    :func:`open_image` takes (grey, RGBA composited over white); float in [0, 1] (rounded, with
+    the ranges and errors of its float arrays), or uint8 as it is."""
+    if not isinstance(image, torch.Tensor):
+        raise PasticheError(f"to_pil takes a tensor, got {type(image).__name__}")
+    return open_image(image, name="image tensor")
 
 
 def check_output_path(
@@ -446,14 +438,15 @@ def atomic_file(path: pathlib.Path, *, suffix: str = ".tmp") -> Iterator[str]:
 def save_image(
     image: Union[torch.Tensor, Image.Image], path: Union[str, os.PathLike], *, quality: int = 95
 ) -> pathlib.Path:
-    """Atomically write an image (tensor as in :func:`to_pil`, or PIL) in the extension's format.
+    """Atomically write an image (a tensor, array or PIL image, as :func:`open_image` takes them) in
+    the extension's format.
 
     ``quality`` (1..100) applies to JPEG and WebP. ``path`` is never left partially written.
     """
     p = check_output_path(path)
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
         raise PasticheError(f"invalid quality {quality!r}; use a whole number from 1 to 100")
-    im = to_pil(image) if isinstance(image, torch.Tensor) else open_image(image, name="output image")
+    im = open_image(image, name="output image")
     fmt = SUPPORTED_EXTENSIONS[p.suffix.lower()]
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     try:

@@ -391,6 +391,16 @@ def test_to_pil_rounds_and_clamps():
     assert to_pil(torch.tensor([7, 128, 255], dtype=torch.uint8).view(3, 1, 1)).getpixel((0, 0)) == (7, 128, 255)
 
 
+def test_save_image_takes_every_tensor_load_image_gives_or_open_image_takes(tmp_path):
+    """Grey and RGBA tensors too (only 3-channel ones were saved): the same contract both ways."""
+    grey, rgba = torch.full((1, 2, 2), 0.5), torch.tensor([1.0, 0.0, 0.0, 0.0]).view(4, 1, 1).expand(4, 2, 2)
+    for tensor, pixel in ((grey, (128, 128, 128)), (grey[0], (128, 128, 128)), (rgba, (255, 255, 255))):
+        save_image(tensor, tmp_path / "t.png")
+        assert Image.open(tmp_path / "t.png").getpixel((1, 1)) == pixel
+    with pytest.raises(PasticheError, match="to_pil takes a tensor, got ndarray"):
+        to_pil(np.zeros((2, 2, 3)))
+
+
 @pytest.mark.parametrize("values, needle", [([0.0, 128.0, 255.0], "reaches 255; divide it by 255"),
                                             ([-1.0, 0.0, 1.0], "down to -1; map it to 0..1")])
 def test_floats_in_another_range_are_refused_not_washed_out(values, needle):
