@@ -242,7 +242,7 @@ class Conv3x3(nn.Module):
         until a call with it true."""
         self._winograd = None
         self.pack_bfloat16 = pack_bfloat16
-        if not pack_bfloat16 and self.weight is not None and self.weight.dtype == torch.bfloat16:
+        if not self._keeps_packed():
             self._packed = None
 
     def kernel(self, *, reuse: bool = False) -> torch.Tensor:
@@ -283,12 +283,16 @@ class Conv3x3(nn.Module):
             self._winograd = winograd_kernel(self.weight)
         return self._winograd
 
+    def _keeps_packed(self) -> bool:
+        """Whether this kernel is kept in oneDNN's layout: a float one, bfloat16 only with
+        ``pack_bfloat16`` (compact kernels are rebuilt at each use anyway)."""
+        return self.indices is None and (self.pack_bfloat16 or self.weight.dtype != torch.bfloat16)
+
     def _packed_kernels(self) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
         """The kernel and :meth:`kernel_t` in oneDNN's layout, made at the first use and kept for
         every size; None for compact kernels (rebuilt at each use anyway), bfloat16 ones without
         ``pack_bfloat16``, or where torch lacks the ops."""
-        wanted = self.indices is None and (self.pack_bfloat16 or self.weight.dtype != torch.bfloat16)
-        if self._packed is None and _ONEDNN_PACKED and wanted:
+        if self._packed is None and _ONEDNN_PACKED and self._keeps_packed():
             self._packed = _pack(self.weight), _pack(self.kernel_t())
         return self._packed
 
