@@ -83,7 +83,7 @@ def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optiona
         progress: bool = False) -> StyleTransfer:
     """Step ``job`` through ``schedule`` (or just N steps at its current size), resizing between
     levels. ``callback(job)`` after each step may return a true value to stop early. ``progress`` shows a
-    tqdm bar (notebook-aware) with the loss and the time left."""
+    tqdm bar (notebook-aware) with the step, the loss, the level's size and the time left."""
     if not isinstance(job, StyleTransfer):
         raise PasticheError(f"run steps a pastiche.StyleTransfer, got {type(job).__name__}")
     schedule = (_checked(schedule) if isinstance(schedule, (list, tuple))
@@ -92,15 +92,22 @@ def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optiona
         raise PasticheError(f"callback must be a function of the job, got {callback!r}")
     from tqdm.auto import tqdm
 
-    with tqdm(total=sum(n for _, n in schedule), disable=not progress, unit="step",
-              dynamic_ncols=True) as bar:
+    # The bar counts pixels stepped, not steps: a step's time grows with its pixel count. Counted
+    # in steps, the default schedule's coarse levels (230 of 355 steps at 577x433 px, 11 % of the
+    # pixels stepped and 12 % of the time) filled most of the bar: at 256 px it read 47 % and 6 s
+    # left at 3 s into a 30 s run.
+    total, done = sum(n for _, n in schedule), 0
+    with tqdm(total=sum(w * h * n for (w, h), n in schedule), disable=not progress, dynamic_ncols=True,
+              bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]") as bar:
         for size, steps in schedule:
             if size != job.size:
                 job.resize(*size)
             for _ in range(steps):
                 job.step()
-                bar.set_postfix(loss=f"{job.loss:.4g}", size=f"{size[0]}x{size[1]}", refresh=False)
-                bar.update()
+                done += 1
+                bar.set_postfix_str(f"step {done}/{total}, loss={job.loss:.4g}, size={size[0]}x{size[1]}",
+                                    refresh=False)
+                bar.update(size[0] * size[1])
                 if callback is not None and callback(job):
                     return job
     return job

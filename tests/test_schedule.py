@@ -86,6 +86,25 @@ def test_run_goes_through_each_level_at_its_size(content_path, style_path):
     assert sizes == [(48, 40)] * 3 + [(96, 80)] * 2 and job.step_count == 5
 
 
+def test_the_progress_bar_counts_pixels_stepped_and_names_the_step(content_path, style_path, monkeypatch):
+    import tqdm.auto
+
+    seen = []  # (fraction of the bar, its text after the time) after each step
+
+    class Recorder(tqdm.auto.tqdm):
+        def update(self, n=1):
+            super().update(n)
+            seen.append((self.n / self.total, self.postfix))
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    run(StyleTransfer(content_path, style_path, **TINY), [((24, 20), 2), ((48, 40), 2)], progress=True)
+    # a 48x40 px step counts 4 of a 24x20 one: the coarse level is 960 of 4,800 px stepped, where
+    # counting steps would fill half the bar
+    assert [round(fraction, 3) for fraction, _ in seen] == [0.1, 0.2, 0.6, 1.0]
+    assert [text.split(", loss=")[0] for _, text in seen] == ["step 1/4", "step 2/4", "step 3/4", "step 4/4"]
+    assert [text.split(", size=")[1] for _, text in seen] == ["24x20", "24x20", "48x40", "48x40"]
+
+
 def test_plan_takes_any_sequence_of_step_counts():
     expected = plan((256, 192), 5, [3, 2])
     assert plan((256, 192), 5, range(3, 1, -1)) == expected == plan((256, 192), 5, np.array([3, 2]))
