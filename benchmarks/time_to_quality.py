@@ -2,7 +2,8 @@
 
 Both tools run as command-line programs on the same content, style and size, one after the
 other, dumping --workspace frames; every frame is scored by benchmarks/judge.py (a fixed objective
-on the saved 8-bit image, upsampled to the output size for our coarse levels). For each judge
+on the saved 8-bit image, at the output size: our coarse levels' frames come upsampled to it, and
+frames of an older pastiche, saved at their level's size, are upsampled here). For each judge
 level that pastiche 1.6.0 reaches at its checkpoints, the table gives the wall time each tool
 needs to first reach it. The times come from a second run of each tool without the frames (the
 same seed gives the same losses step by step, which is checked): writing a frame every 2 steps
@@ -68,7 +69,7 @@ def curve(judge: Judge, workspace: Path, times: Dict[int, float], size: Tuple[in
         if step not in times:
             continue
         image = Image.open(frame).convert("RGB")
-        if image.size != size:  # a coarse level: judge what it would give at the output size
+        if image.size != size:  # an older pastiche's coarse level: judge it at the output size
             image = image.resize(size, Image.BICUBIC)
             # beside the workspace, not in it: a second curve() over it must see only frames
             frame = workspace.parent / f"judge-{workspace.name}-{frame.name}"

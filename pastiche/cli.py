@@ -313,7 +313,9 @@ def _run(args: argparse.Namespace, output: Path) -> int:
         step = job.step_count
         if args.workspace and step % args.workspace_step == 0:
             path = Path(args.workspace) / f"{args.workspace_prefix}{step:0{width}d}.png"
-            frames.append((step, save_image(job.image_tensor(), path)))
+            # At the output size on every level, as all of pastiche 1.6.0's frames are: a video
+            # tool joining them (ffmpeg's image2) needs one size for the whole sequence.
+            frames.append((step, save_image(job.image_tensor(size=job.full_size), path)))
         if step % args.info_step == 0:
             say(f"{step: <4} {time.perf_counter() - start: <7.1f} {job.loss:.2f}")
 

@@ -277,6 +277,15 @@ def test_workspace_frames_are_named_like_pastiche_1_6_0(images, tmp_path, prefix
     assert np.abs(frames[0].astype(int) - start).max() <= 1
 
 
+def test_workspace_frames_of_every_level_are_at_the_output_size(images):
+    content, style = images  # 80x67 px, after one coarse level at 40x34
+    assert cli("-c", content, "-s", style, "-o", "out.png", "--size", 80, "--schedule", 4, "--num-steps", 4,
+               "--no-verbose", "--workspace", "ws", "--workspace-step", 2, *SHALLOW) == 0
+    names = sorted(os.listdir("ws"))
+    assert names == ["0.png", "2.png", "4.png", "6.png", "8.png"]
+    assert [Image.open(os.path.join("ws", n)).size for n in names] == [Image.open("out.png").size] * 5 == [(80, 67)] * 5
+
+
 def test_list_layers_prints_37_numbered_names(capsys):
     assert cli("--list-layers") == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
