@@ -20,7 +20,7 @@ from . import __version__
 from .devices import PRECISIONS, available_devices, default_device, seed_everything
 from .engine import DEFAULT_CONTENT_LAYERS, DEFAULT_SIZE_PIXELS, DEFAULT_STYLE_LAYERS, StyleTransfer
 from .errors import PasticheError
-from .imageio import SUPPORTED_EXTENSIONS, check_output_path, save_image
+from .imageio import SUPPORTED_EXTENSIONS, check_output_path, check_output_size, save_image
 from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, default_coarse_steps, plan, run
 from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES
 from .video import (check_fps, check_video_output, default_frames_dir, frames_to_video, has_finished_frames,
@@ -294,6 +294,7 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     start = time.perf_counter()
     seed = seed_everything(args.seed, deterministic=args.deterministic)
     job = StyleTransfer(args.content, args.styles, **_options(args))
+    check_output_size(output, job.full_size)  # now that the size is known, before any work
     # A bar for people at a terminal; pastiche 1.6.0's text rows for logs (and above the bar).
     bar = args.verbose and sys.stderr.isatty()
     say = _printer((tqdm.write if bar else print) if args.verbose else None)  # tqdm's keeps rows above it

@@ -37,6 +37,10 @@ SUPPORTED_EXTENSIONS: Dict[str, str] = {
     ".bmp": "BMP",
 }
 _SUPPORTED = ", ".join(sorted(SUPPORTED_EXTENSIONS))
+# The formats whose encoders refuse larger sides (libjpeg's JPEG_MAX_DIMENSION, libwebp's
+# WEBP_MAX_DIMENSION): checked before a run (check_output_size), where the encoder would fail
+# only at its end, with the picture lost.
+MAX_SIDE: Dict[str, int] = {"JPEG": 65500, "WEBP": 16383}
 # Errors PIL plugins raise while decoding damaged data (struct.error: short headers).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 
@@ -346,6 +350,17 @@ def check_output_path(
     return check_writable(path, inputs=inputs, kind="output", input_kind="input image")
 
 
+def check_output_size(path: Union[str, os.PathLike], size: Tuple[int, int]) -> None:
+    """PasticheError unless ``path``'s format (see :func:`check_output_path`) holds an image of
+    ``size`` = (width, height)."""
+    ext = pathlib.Path(os.fspath(path)).suffix.lower()
+    limit = MAX_SIDE.get(SUPPORTED_EXTENSIONS.get(ext, ""))
+    if limit and max(size) > limit:
+        raise PasticheError(f"cannot write output '{os.fspath(path)}': a {ext} file holds at most {limit} px a"
+                            f" side and the image is {size[0]}x{size[1]} px; choose a .png or .tif --output,"
+                            " or a smaller --size or --size-pixels")
+
+
 def check_writable(path: Union[str, os.PathLike], *, inputs: Sequence[object], kind: str,
                    input_kind: str, option: str = "--output") -> pathlib.Path:
     """``path`` can be created or replaced, and is none of the path entries of ``inputs``; the
@@ -447,6 +462,7 @@ def save_image(
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
         raise PasticheError(f"invalid quality {quality!r}; use a whole number from 1 to 100")
     im = open_image(image, name="output image")
+    check_output_size(p, im.size)
     fmt = SUPPORTED_EXTENSIONS[p.suffix.lower()]
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     try:

@@ -474,6 +474,20 @@ def test_a_closed_stdout_loses_the_progress_not_the_run(images, tmp_path, monkey
                                                      " without it"]
 
 
+def test_an_output_format_too_small_for_the_image_is_refused_before_the_run(tmp_path, style_path, monkeypatch,
+                                                                            capsys):
+    """WebP holds 16,383 px a side: a 16,400 px wide run to .webp used to fail at its end, in
+    the encoder, with the picture lost."""
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (16400, 4), "gray").save("wide.png")
+    monkeypatch.setattr(StyleTransfer, "step", lambda job: pytest.fail("a step ran"))
+    assert cli("-c", "wide.png", "-s", style_path, "-o", "wide.webp", "--size", 16400, *SHALLOW) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "pastiche: error: cannot write output 'wide.webp': a .webp file holds at most 16383 px a side and the"
+        " image is 16400x4 px; choose a .png or .tif --output, or a smaller --size or --size-pixels"]
+    assert sorted(os.listdir()) == sorted(["wide.png", os.path.basename(style_path)])  # nothing written
+
+
 def test_an_unwritable_workspace_is_named_before_the_run(images, tmp_path, monkeypatch, capsys):
     (tmp_path / "ws").mkdir()
     access = os.access

@@ -14,6 +14,7 @@ from pastiche.errors import PasticheError
 from pastiche.imageio import (
     SUPPORTED_EXTENSIONS,
     check_output_path,
+    check_output_size,
     load_image,
     open_image,
     resized_dims,
@@ -488,6 +489,21 @@ def test_failed_save_keeps_old_file(tmp_path, monkeypatch):
     _check_error(e, "out.png", "disk is full")
     assert path.read_bytes() == b"old bytes"
     assert os.listdir(tmp_path) == ["out.png"]  # temp file removed
+
+
+def test_an_image_too_wide_for_its_format_is_refused_before_encoding(tmp_path):
+    """JPEG and WebP bound a side (65,500 and 16,383 px); their encoders fail only when asked,
+    libjpeg with a line of its own on stderr."""
+    for ext, limit in ((".webp", 16383), (".jpg", 65500)):
+        save_image(torch.rand(3, 1, limit), tmp_path / f"widest{ext}")  # the limit itself is fine
+        with pytest.raises(PasticheError) as e:
+            save_image(torch.rand(3, 1, limit + 1), tmp_path / f"wide{ext}")
+        assert str(e.value) == (f"cannot write output '{tmp_path / f'wide{ext}'}': a {ext} file holds at most"
+                                f" {limit} px a side and the image is {limit + 1}x1 px; choose a .png or .tif"
+                                " --output, or a smaller --size or --size-pixels")
+    check_output_size(tmp_path / "tall.png", (1, 70000))  # PNG and TIFF bound only what memory does
+    check_output_size(tmp_path / "tall.TIF", (1, 70000))
+    assert sorted(os.listdir(tmp_path)) == ["widest.jpg", "widest.webp"]
 
 
 def test_an_output_that_is_a_symbolic_link_is_written_through(tmp_path):
