@@ -8,6 +8,7 @@ import os
 import platform
 import signal
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager, suppress
@@ -327,20 +328,38 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     try:
         run(job, schedule, callback=frame, progress=bar)
     except KeyboardInterrupt:
-        save_image(job.image_tensor(size=job.full_size), output)
-        print(f"pastiche: interrupted at step {job.step_count}; saved {output}", file=sys.stderr)
+        print(f"pastiche: interrupted at step {job.step_count}; saved {_keep(job, output)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except PasticheError as e:  # e.g. a NaN loss: keep the last good image, then report
         if job.step_count == 0:  # the starting image is all there is: not a result to write
             raise PasticheError(f"{e}; nothing written") from None
-        save_image(job.image_tensor(size=job.full_size), output)
-        raise PasticheError(f"{e}; saved {output}") from None
-    save_image(job.image_tensor(size=job.full_size), output)
+        try:
+            saved = _keep(job, output)
+        except PasticheError as failed:
+            raise PasticheError(f"{e}; {failed}") from None
+        raise PasticheError(f"{e}; saved {saved}") from None
+    _keep(job, output)
     say(f"wrote {output}")
     if args.video:  # this run's frames, not others in the folder, ending on the result
         last = [] if frames and frames[-1][0] == job.step_count else [output]
         say(f"wrote {frames_to_video([path for _, path in frames] + last, args.video, fps=args.fps or 30)}")
     return 0
+
+
+def _keep(job: StyleTransfer, output: Path) -> Path:
+    """Save the job's picture at full size to ``output``, and return where it went. If that fails
+    when the work is done (the disk filled up, the folder went away), save it in the temporary
+    folder instead and raise the error naming that file: the run's work is not lost."""
+    image = job.image_tensor(size=job.full_size)
+    try:
+        return save_image(image, output)
+    except PasticheError as e:
+        spare = Path(tempfile.gettempdir()) / f"pastiche-{os.getpid()}-{output.stem}.png"
+        try:
+            save_image(image, spare)
+        except PasticheError:  # nowhere to put it: the first error is the one to fix
+            raise e from None
+        raise PasticheError(f"{e}; the picture is kept in {spare}") from None
 
 
 def _make_workspace(folder: str) -> None:

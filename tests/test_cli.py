@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -486,6 +487,32 @@ def test_an_output_format_too_small_for_the_image_is_refused_before_the_run(tmp_
         "pastiche: error: cannot write output 'wide.webp': a .webp file holds at most 16383 px a side and the"
         " image is 16400x4 px; choose a .png or .tif --output, or a smaller --size or --size-pixels"]
     assert sorted(os.listdir()) == sorted(["wide.png", os.path.basename(style_path)])  # nothing written
+
+
+@pytest.mark.parametrize("interrupt", [False, True])
+def test_a_result_that_cannot_be_written_at_the_end_is_kept_in_the_temporary_folder(images, tmp_path, monkeypatch,
+                                                                                   capsys, interrupt):
+    """The disk fills up during the run: the finished (or interrupted) picture goes to a file in
+    the temporary folder, which the error names, instead of being lost."""
+    spares = tmp_path / "spares"
+    spares.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spares))
+    save = Image.Image.save
+
+    def full_disk(self, fp, *args, **kwargs):
+        if os.path.dirname(fp.name) == os.path.realpath(tmp_path):  # the output's folder, not the spares'
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    if interrupt:
+        _record_steps(monkeypatch, interrupt_at=2)
+    assert cli(*_argv({"--num-steps": "3"})) == 1
+    spare = spares / f"pastiche-{os.getpid()}-out.png"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"pastiche: error: cannot write output 'out.png': the disk is full; free some space or choose another"
+        f" --output; the picture is kept in {spare}")
+    assert Image.open(spare).size == (32, 27) and not (tmp_path / "out.png").exists()
 
 
 def test_an_unwritable_workspace_is_named_before_the_run(images, tmp_path, monkeypatch, capsys):
