@@ -232,12 +232,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             _check_args(args)
             if is_video(args.content):
                 return _run_video(args)
-            output = check_output_path(args.output or default_output(args.content, args.styles),
-                                       inputs=[args.content, *args.styles, *([args.init] if args.init else [])])
+            inputs = [args.content, *args.styles, *([args.init] if args.init else [])]
+            output = check_output_path(args.output or default_output(args.content, args.styles), inputs=inputs)
             if args.video and not args.workspace:
                 raise PasticheError("--video joins the --workspace frames; give --workspace DIR too")
             if args.video:
-                check_video_output(args.video, inputs=[args.content, *args.styles], option="--video")
+                check_video_output(args.video, inputs=inputs, option="--video")
             return _run(args, output)
     except PasticheError as e:
         print(f"pastiche: error: {e}", file=sys.stderr)
@@ -301,20 +301,23 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     say = _printer((tqdm.write if bar else print) if args.verbose else None)  # tqdm's keeps rows above it
     schedule = plan(job.full_size, args.num_steps, args.coarse_steps)
     job.resize(*schedule[0][0])  # targets at the first level; errors like "too small" show here
+    total = sum(n for _, n in schedule)
+
+    def frame_name(step: int) -> str:  # pastiche 1.6.0's: zero-padded to the total, so names sort
+        return f"{args.workspace_prefix}{step:0{len(str(total))}d}.png"
+
     if args.workspace:  # only now that every input has been checked
-        _make_workspace(args.workspace)
+        _make_workspace(args, output, [frame_name(k) for k in range(0, total + 1, args.workspace_step)])
     dtype = str(job.dtype).replace("torch.", "")
     say(f"device: {job.device} ({dtype})\nseed: {seed}\nsize: {job.full_size[0]}x{job.full_size[1]}")
     say("schedule: " + ", ".join(f"{w}x{h} px {n} steps" for (w, h), n in schedule))
-    total = sum(n for _, n in schedule)
-    width = len(str(total))
 
     frames: List[Tuple[int, Path]] = []  # this run's (step, file), for --video
 
     def frame(job: StyleTransfer) -> None:
         step = job.step_count
         if args.workspace and step % args.workspace_step == 0:
-            path = Path(args.workspace) / f"{args.workspace_prefix}{step:0{width}d}.png"
+            path = Path(args.workspace) / frame_name(step)
             # At the output size on every level, as all of pastiche 1.6.0's frames are: a video
             # tool joining them (ffmpeg's image2) needs one size for the whole sequence.
             frames.append((step, save_image(job.image_tensor(size=job.full_size), path)))
@@ -362,7 +365,21 @@ def _keep(job: StyleTransfer, output: Path) -> Path:
         raise PasticheError(f"{e}; the picture is kept in {spare}") from None
 
 
-def _make_workspace(folder: str) -> None:
+def _make_workspace(args: argparse.Namespace, output: Path, names: List[str]) -> None:
+    """Create the --workspace folder, once it is known to be neither the output nor the video, and
+    that none of the frames ``names`` it will get is an input or the output: one would replace
+    the other."""
+    folder = args.workspace
+    for path, option in ((output, "--output"), (args.video, "--video")):
+        if path and os.path.realpath(folder) == os.path.realpath(path):
+            raise PasticheError(f"--workspace '{folder}' is also the {option} file; choose another folder")
+    files = [(args.content, "content image"), *((s, "style image") for s in args.styles),
+             *([(args.init, "init image")] if args.init else []), (output, "--output")]
+    for path, what in files:
+        path = Path(path)
+        if path.name in names and os.path.realpath(path.parent) == os.path.realpath(folder):
+            raise PasticheError(f"a --workspace frame would be the same file as {what} '{path}'; choose"
+                                " another --workspace or --workspace-prefix")
     try:
         os.makedirs(folder, exist_ok=True)
     except FileExistsError:  # exist_ok covers folders only

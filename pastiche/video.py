@@ -25,7 +25,7 @@ from PIL import Image
 
 from . import color
 from .checks import check_flag, whole
-from .engine import StyleTransfer
+from .engine import INIT_KEYWORDS, StyleTransfer
 from .errors import PasticheError
 from .flow import warp_previous
 from .imageio import (SUPPORTED_EXTENSIONS, ImageLike, atomic_file, check_readable, check_writable, open_image,
@@ -294,7 +294,9 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     if max_frames is not None and not whole(max_frames):
         raise PasticheError(f"max_frames must be a whole number of frames, at least 1, got {max_frames!r}")
     style_list = list(styles) if isinstance(styles, (list, tuple)) else [styles]
-    output = check_video_output(output, inputs=[content_video, *style_list])
+    init = style_options.get("init")
+    starts = [] if init is None or isinstance(init, str) and init in INIT_KEYWORDS else [init]
+    output = check_video_output(output, inputs=[content_video, *style_list, *starts])
     info = probe(content_video)
     total = min(info.frames, max_frames) if max_frames else info.frames
     # Every option and style image checked before the frames directory and its record exist, so

@@ -337,6 +337,9 @@ def bad_files(tmp_path):
     Image.new("RGB", (1000, 1), "red").save(tmp_path / "sliver.png")  # 1 px high at any size
     os.symlink("loop2", tmp_path / "loop1")
     os.symlink("loop1", tmp_path / "loop2")
+    Image.new("RGB", (40, 30), "gray").save(tmp_path / "start.gif")  # an init image, nothing else
+    (tmp_path / "frames").mkdir()
+    Image.new("RGB", (40, 30), "gray").save(tmp_path / "frames" / "0.png")  # named as a frame
     return tmp_path
 
 
@@ -396,6 +399,15 @@ BAD_INPUTS = {
     "workspace, absent device": ({"--workspace": "ws", "--device": "cuda:99"}, ["cuda:99"]),
     "layer deeper than the weights hold": ({"--weights": "vgg19-4bit", "--style-layers": ["block5_relu2"]},
                                            ["vgg19-4bit", "block5_relu2", "vgg19-8bit"]),
+    # an input or output that a frame, the video or the workspace itself would replace
+    "video is the init": ({"--init": "start.gif", "--workspace": "ws", "--video": "start.gif"},
+                          ["refusing to overwrite input 'start.gif'", "--video"]),
+    "a frame is the content": ({"-c": "frames/0.png", "--workspace": "frames"},
+                               ["a --workspace frame would be the same file as content image 'frames/0.png'"]),
+    "a frame is the output": ({"-o": "adir/0.png", "--workspace": "adir"}, ["--output 'adir/0.png'"]),
+    "workspace is the output": ({"--workspace": "out.png"}, ["--workspace 'out.png' is also the --output file"]),
+    "workspace is the video": ({"--workspace": "v.gif", "--video": "v.gif"},
+                               ["--workspace 'v.gif' is also the --video file"]),
 }
 
 

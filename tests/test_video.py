@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -134,6 +135,14 @@ def test_unwritable_outputs_fail_before_work(tmp_path):
     (tmp_path / "dir.mp4").mkdir()
     with pytest.raises(PasticheError, match="dir.mp4.*is a directory"):
         video.frames_to_video([tmp_path / "ws"], tmp_path / "dir.mp4")
+
+
+def test_a_video_output_that_is_the_init_image_is_refused(tmp_path):
+    Image.new("RGB", (16, 16)).save(tmp_path / "start.gif")
+    with pytest.raises(PasticheError, match="refusing to overwrite input '.*start.gif'"):
+        video.stylize_video(tmp_path / "clip.mp4", tmp_path / "style.png", tmp_path / "start.gif",
+                            init=tmp_path / "start.gif", **OPTIONS)
+    assert os.listdir(tmp_path) == ["start.gif"]
 
 
 def test_missing_pyav_says_how_to_install(monkeypatch, tmp_path):
