@@ -1,13 +1,15 @@
 """Reading, resizing and writing images, with one-line PasticheErrors for bad files.
 
 Everything that enters the engine goes through :func:`open_image`, so the network only
-ever sees upright 8-bit RGB, whatever the file's mode, bit depth, orientation or alpha.
+ever sees upright 8-bit sRGB, whatever the file's mode, bit depth, orientation, colour profile
+or alpha.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import math
 import numbers
 import os
@@ -20,7 +22,7 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .devices import fits_in_ram
 from .errors import PasticheError
@@ -194,6 +196,23 @@ def _upright(im: Image.Image) -> Image.Image:
     return upright
 
 
+def _to_srgb(im: Image.Image) -> Image.Image:
+    """``im`` with the colours of its embedded ICC profile (a phone's Display P3, a scan's Adobe
+    RGB) turned into sRGB, which the network's training images, the losses and every output
+    assume: read as they are, a wide-gamut photo's colours come out duller. As it is without a
+    profile, with a profile that cannot be used, or in a mode other than RGB and RGBA."""
+    profile = im.info.get("icc_profile")
+    if not profile or im.mode not in ("RGB", "RGBA") or "transparency" in im.info:
+        return im
+    try:
+        converted = ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                              ImageCms.createProfile("sRGB"), outputMode=im.mode)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):  # a damaged or unusual profile
+        return im
+    converted.info.pop("icc_profile", None)  # done: a second pass must not convert it again
+    return converted
+
+
 def _open_path(path: str, label: str) -> Image.Image:
     check_readable(path, label)
     try:
@@ -217,7 +236,7 @@ def _open_path(path: str, label: str) -> Image.Image:
             raise
         raise PasticheError(f"cannot read {label}: {why}") from None
     assert upright is not None
-    return _pil_to_rgb(upright, label)
+    return _pil_to_rgb(_to_srgb(upright), label)
 
 
 def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
@@ -244,7 +263,7 @@ def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
                                 " pass the path") from None
         except _DECODE_ERRORS as exc:
             raise PasticheError(f"cannot use {label}: {_first_line(exc)}; reopen the image") from None
-        return _pil_to_rgb(upright, label)
+        return _pil_to_rgb(_to_srgb(upright), label)
     if isinstance(source, torch.Tensor):
         if source.device.type == "meta":
             raise PasticheError(f"cannot use {label}: a tensor on the meta device holds no values; pass one with data")

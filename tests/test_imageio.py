@@ -491,6 +491,49 @@ def test_failed_save_keeps_old_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["out.png"]  # temp file removed
 
 
+def _rgb_profile(colorants, gamma=2.2):
+    """A minimal ICC v2 display profile (matrix and gamma curves): ``colorants`` are the D50 XYZ
+    of the file's full red, green and blue."""
+    def fixed(values):  # s15Fixed16 numbers
+        return b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+    xyz = [b"XYZ " + b"\0" * 4 + fixed(c) for c in colorants]
+    curve = b"curv" + b"\0" * 4 + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    desc = b"desc" + b"\0" * 4 + struct.pack(">I", 5) + b"test\0" + b"\0" * 78
+    white = b"XYZ " + b"\0" * 4 + fixed((0.9642, 1.0, 0.8249))
+    tags = [(b"desc", desc), (b"wtpt", white), (b"rXYZ", xyz[0]), (b"gXYZ", xyz[1]), (b"bXYZ", xyz[2]),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for signature, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    header = (struct.pack(">I", offset + len(data)) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + b"\0" * 12 + b"acsp" + b"\0" * 28 + fixed((0.9642, 1.0, 0.8249)) + b"\0" * 48)
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+SRGB_COLORANTS = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+# A file whose "red" is sRGB's green and "green" sRGB's red: read as it is, red stays red.
+SWAPPED = _rgb_profile((SRGB_COLORANTS[1], SRGB_COLORANTS[0], SRGB_COLORANTS[2]))
+
+
+def test_colours_are_read_through_the_files_icc_profile(tmp_path):
+    """A profile's colours become sRGB (a phone's Display P3, a scan's Adobe RGB), once: the
+    image open_image returns carries no profile, so reading it again changes nothing."""
+    for name, mode, colour in (("p.png", "RGB", (255, 0, 0)), ("p.jpg", "RGB", (255, 0, 0)),
+                               ("a.png", "RGBA", (255, 0, 0, 255))):
+        Image.new(mode, (8, 8), colour).save(tmp_path / name, icc_profile=SWAPPED)
+        for source in (tmp_path / name, Image.open(tmp_path / name)):
+            im = open_image(source)
+            r, g, b = im.getpixel((0, 0))
+            assert r <= 2 and g >= 250 and b <= 2, (name, im.getpixel((0, 0)))
+            assert "icc_profile" not in im.info and open_image(im).getpixel((0, 0)) == (r, g, b)
+    Image.new("RGB", (8, 8), (200, 100, 50)).save(tmp_path / "s.png", icc_profile=_rgb_profile(SRGB_COLORANTS))
+    assert np.abs(np.subtract(open_image(tmp_path / "s.png").getpixel((0, 0)), (200, 100, 50))).max() <= 5
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "bad.png", icc_profile=b"not a profile")
+    assert open_image(tmp_path / "bad.png").getpixel((0, 0)) == (255, 0, 0)  # unusable: the pixels as they are
+
+
 def test_an_image_too_wide_for_its_format_is_refused_before_encoding(tmp_path):
     """JPEG and WebP bound a side (65,500 and 16,383 px); their encoders fail only when asked,
     libjpeg with a line of its own on stderr."""
