@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     vid.add_argument("--video", metavar="FILE", help="after the run, join the --workspace frames"
                      " into this .mp4 or .gif")
     vid.add_argument("--fps", type=float, help="frame rate of --video, 0.1 to 1000 (default 30; a video"
-                     " --content keeps its own)")
+                     " --content keeps its own; a GIF holds 50 a second at most, in whole hundredths)")
     vid.add_argument("--frame-steps", type=int, default=100,
                      help="video content: steps per frame after the first (which gets the whole schedule)")
     vid.add_argument("--no-flow", action="store_true",

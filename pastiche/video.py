@@ -364,7 +364,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         " or image files) into an MP4 (H.264) or a GIF.")
     parser.add_argument("frames", nargs="+", metavar="WORKSPACE", help="frame directory or image file")
     parser.add_argument("--output", "-o", required=True, help="output video (.mp4, .mov, .mkv, .gif)")
-    parser.add_argument("--fps", type=float, default=30, help="frames per second (0.1 to 1000)")
+    parser.add_argument("--fps", type=float, default=30, help="frames per second (0.1 to 1000; a GIF"
+                        " holds 50 a second at most, in whole hundredths)")
     args = parser.parse_args(argv)
     try:
         path = frames_to_video(args.frames, args.output, fps=args.fps)
