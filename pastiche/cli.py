@@ -331,16 +331,12 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     try:
         run(job, schedule, callback=frame, progress=bar)
     except KeyboardInterrupt:
-        print(f"pastiche: interrupted at step {job.step_count}; saved {_keep(job, output)}", file=sys.stderr)
+        print(f"pastiche: interrupted at step {job.step_count}; {_kept(job, output)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except PasticheError as e:  # e.g. a NaN loss: keep the last good image, then report
         if job.step_count == 0:  # the starting image is all there is: not a result to write
             raise PasticheError(f"{e}; nothing written") from None
-        try:
-            saved = _keep(job, output)
-        except PasticheError as failed:
-            raise PasticheError(f"{e}; {failed}") from None
-        raise PasticheError(f"{e}; saved {saved}") from None
+        raise PasticheError(f"{e}; {_kept(job, output)}") from None
     _keep(job, output)
     say(f"wrote {output}")
     if args.video:  # this run's frames, not others in the folder, ending on the result
@@ -352,17 +348,28 @@ def _run(args: argparse.Namespace, output: Path) -> int:
 def _keep(job: StyleTransfer, output: Path) -> Path:
     """Save the job's picture at full size to ``output``, and return where it went. If that fails
     when the work is done (the disk filled up, the folder went away), save it in the temporary
-    folder instead and raise the error naming that file: the run's work is not lost."""
+    folder instead, in a new file of its own, and raise the error naming that file: the run's
+    work is not lost."""
     image = job.image_tensor(size=job.full_size)
     try:
         return save_image(image, output)
     except PasticheError as e:
-        spare = Path(tempfile.gettempdir()) / f"pastiche-{os.getpid()}-{output.stem}.png"
-        try:
+        try:  # mkstemp: a name no other file has, not a link someone could have laid there
+            fd, spare = tempfile.mkstemp(prefix=f"pastiche-{output.stem[:64]}-", suffix=".png")
+            os.close(fd)
             save_image(image, spare)
-        except PasticheError:  # nowhere to put it: the first error is the one to fix
+        except (OSError, PasticheError):  # nowhere to put it: the first error is the one to fix
             raise e from None
         raise PasticheError(f"{e}; the picture is kept in {spare}") from None
+
+
+def _kept(job: StyleTransfer, output: Path) -> str:
+    """"saved OUTPUT", or :func:`_keep`'s error, which names where the picture went instead: for
+    a run that stops with a message of its own (Ctrl-C, a NaN loss)."""
+    try:
+        return f"saved {_keep(job, output)}"
+    except PasticheError as e:
+        return str(e)
 
 
 def _make_workspace(args: argparse.Namespace, output: Path, names: List[str]) -> None:
@@ -375,9 +382,12 @@ def _make_workspace(args: argparse.Namespace, output: Path, names: List[str]) ->
             raise PasticheError(f"--workspace '{folder}' is also the {option} file; choose another folder")
     files = [(args.content, "content image"), *((s, "style image") for s in args.styles),
              *([(args.init, "init image")] if args.init else []), (output, "--output")]
-    for path, what in files:
-        path = Path(path)
-        if path.name in names and os.path.realpath(path.parent) == os.path.realpath(folder):
+    # Through links, as save_image writes: a frame that is a link to an input, an input that is a
+    # link to a frame, a folder reached by two paths
+    real = {os.path.realpath(path): (path, what) for path, what in files}
+    for name in names:
+        if os.path.realpath(os.path.join(folder, name)) in real:
+            path, what = real[os.path.realpath(os.path.join(folder, name))]
             raise PasticheError(f"a --workspace frame would be the same file as {what} '{path}'; choose"
                                 " another --workspace or --workspace-prefix")
     try:

@@ -1,8 +1,8 @@
 """Reading, resizing and writing images, with one-line PasticheErrors for bad files.
 
 Everything that enters the engine goes through :func:`open_image`, so the network only
-ever sees upright 8-bit sRGB, whatever the file's mode, bit depth, orientation, colour profile
-or alpha.
+ever sees upright 8-bit RGB, whatever the file's mode, bit depth, orientation or alpha, and
+RGB files' colour profiles are turned into sRGB.
 """
 
 from __future__ import annotations
@@ -197,19 +197,21 @@ def _upright(im: Image.Image) -> Image.Image:
 
 
 def _to_srgb(im: Image.Image) -> Image.Image:
-    """``im`` with the colours of its embedded ICC profile (a phone's Display P3, a scan's Adobe
-    RGB) turned into sRGB, which the network's training images, the losses and every output
-    assume: read as they are, a wide-gamut photo's colours come out duller. As it is without a
-    profile, with a profile that cannot be used, or in a mode other than RGB and RGBA."""
-    profile = im.info.get("icc_profile")
+    """``im`` (this module's own copy: its ``info`` changes) with the colours of an embedded RGB
+    ICC profile (a phone's Display P3, a scan's Adobe RGB) turned into sRGB, which the network's
+    training images, the losses and every output assume: read as they are, a wide-gamut photo's
+    colours come out duller. Other modes (CMYK, grey, palettes), a damaged profile or a Pillow
+    without LittleCMS leave the pixels as they are. The profile is dropped either way, so that
+    what open_image returns carries none and reading it again changes nothing."""
+    profile = im.info.pop("icc_profile", None)
     if not profile or im.mode not in ("RGB", "RGBA") or "transparency" in im.info:
         return im
     try:
         converted = ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
                                               ImageCms.createProfile("sRGB"), outputMode=im.mode)
-    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):  # a damaged or unusual profile
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError, ImportError):  # ImportError: no LittleCMS
         return im
-    converted.info.pop("icc_profile", None)  # done: a second pass must not convert it again
+    converted.info.pop("icc_profile", None)  # the sRGB profile it was given: sRGB is assumed
     return converted
 
 

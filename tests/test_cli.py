@@ -501,13 +501,15 @@ def test_an_output_format_too_small_for_the_image_is_refused_before_the_run(tmp_
     assert sorted(os.listdir()) == sorted(["wide.png", os.path.basename(style_path)])  # nothing written
 
 
-@pytest.mark.parametrize("interrupt", [False, True])
+@pytest.mark.parametrize("stop", ["end", "ctrl-c", "nan", "no spare"])
 def test_a_result_that_cannot_be_written_at_the_end_is_kept_in_the_temporary_folder(images, tmp_path, monkeypatch,
-                                                                                   capsys, interrupt):
-    """The disk fills up during the run: the finished (or interrupted) picture goes to a file in
-    the temporary folder, which the error names, instead of being lost."""
-    spares = tmp_path / "spares"
-    spares.mkdir()
+                                                                                   capsys, stop):
+    """The disk fills up during the run: the finished (interrupted, stopped) picture goes to a new
+    file in the temporary folder, which the message names, instead of being lost; where that
+    fails too, the first error stands."""
+    spares = tmp_path / ("spares" if stop != "no spare" else "missing")
+    (tmp_path / "spares").mkdir()
+    (tmp_path / "spares" / "pastiche-out-x.png").symlink_to(tmp_path / "content.png")  # left alone
     monkeypatch.setattr(tempfile, "tempdir", str(spares))
     save = Image.Image.save
 
@@ -517,14 +519,50 @@ def test_a_result_that_cannot_be_written_at_the_end_is_kept_in_the_temporary_fol
         return save(self, fp, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "save", full_disk)
-    if interrupt:
+    if stop == "ctrl-c":
         _record_steps(monkeypatch, interrupt_at=2)
-    assert cli(*_argv({"--num-steps": "3"})) == 1
-    spare = spares / f"pastiche-{os.getpid()}-out.png"
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        f"pastiche: error: cannot write output 'out.png': the disk is full; free some space or choose another"
-        f" --output; the picture is kept in {spare}")
+    if stop == "nan":
+        objective = StyleTransfer.objective
+        monkeypatch.setattr(StyleTransfer, "objective",
+                            lambda job, x: objective(job, x) * (float("nan") if job.step_count >= 1 else 1))
+    content = (tmp_path / "content.png").read_bytes()
+    code = cli(*_argv({"--num-steps": "3"}))
+    failure = "cannot write output 'out.png': the disk is full; free some space or choose another --output"
+    new = sorted(set(os.listdir(tmp_path / "spares")) - {"pastiche-out-x.png"})
+    if stop == "no spare":
+        assert code == 1 and new == []
+        assert capsys.readouterr().err.splitlines() == [f"pastiche: error: {failure}"]
+        return
+    assert len(new) == 1 and re.fullmatch(r"pastiche-out-\w+\.png", new[0])
+    spare = tmp_path / "spares" / new[0]
     assert Image.open(spare).size == (32, 27) and not (tmp_path / "out.png").exists()
+    assert (tmp_path / "content.png").read_bytes() == content  # the link laid there was not followed
+    first = {"end": "pastiche: error: ", "ctrl-c": "pastiche: interrupted at step 1; ",
+             "nan": "pastiche: error: the loss or its step became nan at step 2; kept the last good image — try"
+                    " smaller weights or --learning-rate; "}[stop]
+    assert capsys.readouterr().err.splitlines() == [f"{first}{failure}; the picture is kept in {spare}"]
+    assert code == (130 if stop == "ctrl-c" else 1)
+
+
+@pytest.mark.parametrize("link", ["a frame links to the style", "the style links to a frame",
+                                  "the output links to a frame"])
+def test_links_do_not_let_a_workspace_frame_replace_an_input_or_the_output(images, tmp_path, capsys, link):
+    (tmp_path / "ws").mkdir()
+    if link == "a frame links to the style":
+        (tmp_path / "ws" / "0.png").symlink_to(tmp_path / "style.png")
+        argv, what = _argv({"--workspace": "ws"}), "style image 'style.png'"
+    elif link == "the style links to a frame":
+        Image.open(tmp_path / "style.png").save(tmp_path / "ws" / "0.png")
+        (tmp_path / "mine.png").symlink_to(tmp_path / "ws" / "0.png")
+        argv, what = _argv({"--workspace": "ws", "-s": ["mine.png"]}), "style image 'mine.png'"
+    else:
+        (tmp_path / "out.png").symlink_to(tmp_path / "ws" / "0.png")
+        argv, what = _argv({"--workspace": "ws"}), "--output 'out.png'"
+    before = snapshot(tmp_path)
+    assert cli(*argv) == 1
+    assert capsys.readouterr().err.splitlines() == [f"pastiche: error: a --workspace frame would be the same file as"
+                                                    f" {what}; choose another --workspace or --workspace-prefix"]
+    assert snapshot(tmp_path) == before
 
 
 def test_an_unwritable_workspace_is_named_before_the_run(images, tmp_path, monkeypatch, capsys):

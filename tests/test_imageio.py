@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageCms
 
 from pastiche.errors import PasticheError
 from pastiche.imageio import (
@@ -532,6 +532,22 @@ def test_colours_are_read_through_the_files_icc_profile(tmp_path):
     assert np.abs(np.subtract(open_image(tmp_path / "s.png").getpixel((0, 0)), (200, 100, 50))).max() <= 5
     Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "bad.png", icc_profile=b"not a profile")
     assert open_image(tmp_path / "bad.png").getpixel((0, 0)) == (255, 0, 0)  # unusable: the pixels as they are
+
+
+def test_an_icc_profile_keeps_alpha_and_is_dropped_where_it_is_not_used(tmp_path, monkeypatch):
+    rgba = Image.new("RGBA", (2, 1), (255, 0, 0, 255))
+    rgba.putpixel((1, 0), (255, 0, 0, 0))  # transparent: white once composited
+    rgba.save(tmp_path / "a.png", icc_profile=SWAPPED)
+    read = open_image(tmp_path / "a.png")
+    assert [read.getpixel((0, 0)), read.getpixel((1, 0))] == [(0, 255, 0), (255, 255, 255)]
+    palette = Image.new("RGB", (8, 8), (255, 0, 0)).convert("P")  # a mode left unconverted
+    palette.info["icc_profile"] = SWAPPED
+    once = open_image(palette)
+    assert once.getpixel((0, 0)) == open_image(once).getpixel((0, 0)) == (255, 0, 0)
+    assert "icc_profile" not in once.info and palette.info["icc_profile"] == SWAPPED  # the caller's image as it was
+    monkeypatch.setattr(ImageCms, "profileToProfile", lambda *a, **k: (_ for _ in ()).throw(
+        ImportError("The _imagingcms C module is not installed")))  # a Pillow built without LittleCMS
+    assert open_image(tmp_path / "a.png").getpixel((0, 0)) == (255, 0, 0)
 
 
 def test_an_image_too_wide_for_its_format_is_refused_before_encoding(tmp_path):
