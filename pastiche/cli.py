@@ -272,6 +272,8 @@ def _run_video(args: argparse.Namespace) -> int:
     if args.fps is not None:
         raise PasticheError("--fps is for --video; a video --content keeps its own frame rate (and its"
                             " sound in step)")
+    if args.init:  # a file given as --init is an input even where --random-init overrides it, as for images
+        check_video_output(args.output, inputs=[args.init])
     seed = seed_everything(args.seed, deterministic=args.deterministic)
     if args.frame_steps < 1:
         raise PasticheError(f"--frame-steps must be at least 1, got {args.frame_steps}")

@@ -408,6 +408,8 @@ BAD_INPUTS = {
     "workspace is the output": ({"--workspace": "out.png"}, ["--workspace 'out.png' is also the --output file"]),
     "workspace is the video": ({"--workspace": "v.gif", "--video": "v.gif"},
                                ["--workspace 'v.gif' is also the --video file"]),
+    "a video's output is the unused init": ({"-c": "clip.mp4", "--random-init": None, "--init": "start.gif",
+                                             "-o": "start.gif"}, ["refusing to overwrite input 'start.gif'"]),
 }
 
 
