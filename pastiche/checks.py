@@ -1,7 +1,7 @@
 """Checks of the engine's options, shared by its callers: each names the option in a PasticheError.
 
 numpy's scalars count as numbers (they register as ``numbers.Real``), bools do not: ``True``
-steps or weights are a mistake, not 1.
+steps or weights are a mistake, not 1. Weight lists may also be numpy arrays or torch tensors.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import numbers
 from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
 from .errors import PasticheError
 
@@ -19,11 +20,18 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def _plain(values: object) -> object:
+    """A tensor as Python numbers (a list, or one number for 0 dimensions), a 0-dimensional array
+    as its number; anything else as it is."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().tolist()
+    return values.item() if isinstance(values, np.ndarray) and values.ndim == 0 else values
+
+
 def weight_list(values: Union[None, float, Sequence[float]], count: int, default: Callable[[int], float],
                 option: str, what: str) -> List[float]:
     """One weight per ``what`` (a single number counts as a list of one), or the defaults."""
-    if isinstance(values, np.ndarray) and values.ndim == 0:
-        values = values.item()
+    values = _plain(values)
     values = [values] if isinstance(values, numbers.Real) else values
     if values is not None and (isinstance(values, (str, bytes, dict, set, frozenset)) or not hasattr(values, "__len__")):
         raise PasticheError(f"{option} must be a list of numbers, one per {what}, got {values!r}")
@@ -36,7 +44,8 @@ def weight_list(values: Union[None, float, Sequence[float]], count: int, default
 
 
 def given(values: Union[None, float, Sequence[float]]) -> bool:
-    """Whether a weights option holds values (a number, or a non-empty list or array)."""
+    """Whether a weights option holds values (a number, or a non-empty list, array or tensor)."""
+    values = _plain(values)
     return values is not None and (isinstance(values, numbers.Real) or len(values) > 0)
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from pastiche.checks import check_positive, given, nonnegative, weight_list, whole
 from pastiche.errors import PasticheError
@@ -37,6 +38,10 @@ def test_weight_list_takes_one_bare_number_a_list_or_the_defaults():
     assert weight_list([], 1, lambda i: 1.0, "--style-weights", "style image") == [1.0]
     assert weight_list(0.3, 1, lambda i: 1.0, "--style-weights", "style image") == [0.3]
     assert weight_list(np.array([1, 2]), 2, lambda i: 1.0, "--style-weights", "style image") == [1.0, 2.0]
+    assert weight_list(torch.tensor([1.0, 2.0]), 2, lambda i: 1.0, "--style-weights", "style image") == [1.0, 2.0]
+    assert weight_list(torch.tensor(0.5), 1, lambda i: 1.0, "--style-weights", "style image") == [0.5]
+    with pytest.raises(PasticheError, match=r"--style-weights must be a number, got True"):
+        weight_list(torch.tensor([True]), 1, lambda i: 1.0, "--style-weights", "style image")
     with pytest.raises(PasticheError) as info:
         weight_list([1, 2], 3, lambda i: 1.0, "--style-layer-weights", "style layer")
     assert str(info.value) == ("--style-layer-weights has 2 values for 3 style layers; give one per"
@@ -46,5 +51,5 @@ def test_weight_list_takes_one_bare_number_a_list_or_the_defaults():
 
 
 def test_given_tells_an_empty_option_from_one_with_values():
-    assert given(0.0) and given([1]) and given(np.array([0.5]))
-    assert not given(None) and not given([]) and not given(np.array([]))
+    assert given(0.0) and given([1]) and given(np.array([0.5])) and given(torch.tensor([0.5])) and given(torch.tensor(0.5))
+    assert not given(None) and not given([]) and not given(np.array([])) and not given(torch.tensor([]))
