@@ -232,7 +232,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             _check_args(args)
             if is_video(args.content):
                 return _run_video(args)
-            inputs = [args.content, *args.styles, *([args.init] if args.init else [])]
+            inputs = [path for path, _ in _inputs(args)]
             output = check_output_path(args.output or default_output(args.content, args.styles), inputs=inputs)
             if args.video and not args.workspace:
                 raise PasticheError("--video joins the --workspace frames; give --workspace DIR too")
@@ -374,6 +374,12 @@ def _kept(job: StyleTransfer, output: Path) -> str:
         return str(e)
 
 
+def _inputs(args: argparse.Namespace) -> List[Tuple[str, str]]:
+    """(path, what it is) for each image file the run reads, which nothing it writes may replace."""
+    return [(args.content, "content image"), *((s, "style image") for s in args.styles),
+            *([(args.init, "init image")] if args.init else [])]
+
+
 def _make_workspace(args: argparse.Namespace, output: Path, names: List[str]) -> None:
     """Create the --workspace folder, once it is known to be neither the output nor the video, and
     that none of the frames ``names`` it will get is an input or the output: one would replace
@@ -382,14 +388,12 @@ def _make_workspace(args: argparse.Namespace, output: Path, names: List[str]) ->
     for path, option in ((output, "--output"), (args.video, "--video")):
         if path and os.path.realpath(folder) == os.path.realpath(path):
             raise PasticheError(f"--workspace '{folder}' is also the {option} file; choose another folder")
-    files = [(args.content, "content image"), *((s, "style image") for s in args.styles),
-             *([(args.init, "init image")] if args.init else []), (output, "--output")]
     # Through links, as save_image writes: a frame that is a link to an input, an input that is a
     # link to a frame, a folder reached by two paths
-    real = {os.path.realpath(path): (path, what) for path, what in files}
+    real = {os.path.realpath(path): (path, what) for path, what in [*_inputs(args), (output, "--output")]}
     for name in names:
-        if os.path.realpath(os.path.join(folder, name)) in real:
-            path, what = real[os.path.realpath(os.path.join(folder, name))]
+        path, what = real.get(os.path.realpath(os.path.join(folder, name)), (None, None))
+        if path is not None:
             raise PasticheError(f"a --workspace frame would be the same file as {what} '{path}'; choose"
                                 " another --workspace or --workspace-prefix")
     try:
