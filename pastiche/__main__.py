@@ -2,14 +2,17 @@
 
 Loading torch takes about a second, before a command's own Ctrl-C handling exists: an interrupt
 then would end in a traceback through the import machinery. This module imports no torch, so it
-takes over SIGINT first: an interrupt while loading exits 130 with one line.
+takes over SIGINT first: an interrupt while loading exits 130 with one line. Each command's main()
+then treats SIGTERM as Ctrl-C (:func:`termination_as_interrupt`).
 """
 
 import importlib
 import os
 import signal
 import sys
-from typing import NoReturn
+import threading
+from contextlib import contextmanager
+from typing import Iterator, NoReturn
 
 
 def _start(prog: str, module: str, function: str) -> NoReturn:
@@ -55,6 +58,21 @@ def _exit(code: int) -> NoReturn:
         except OSError:  # e.g. a full disk under a redirect; Python's own exit says 120
             code = code or 120
     os._exit(code)
+
+
+@contextmanager
+def termination_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (kill, a job scheduler's time limit) as Ctrl-C within a command's main(), so
+    it stops the same way: the latest image saved, temporary files removed, exit 130. Signal
+    handlers belong to the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main() -> NoReturn:

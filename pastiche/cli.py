@@ -6,18 +6,17 @@ import argparse
 import ctypes
 import os
 import platform
-import signal
 import sys
 import tempfile
-import threading
 import time
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from tqdm.auto import tqdm
 
 from . import __version__
+from .__main__ import termination_as_interrupt
 from .devices import PRECISIONS, available_devices, default_device, seed_everything
 from .engine import DEFAULT_CONTENT_LAYERS, DEFAULT_SIZE_PIXELS, DEFAULT_STYLE_LAYERS, StyleTransfer
 from .errors import PasticheError
@@ -208,20 +207,6 @@ def release_freed_memory(*, low_memory: bool) -> None:
         if not low_memory:
             libc.mallopt(M_TRIM_THRESHOLD, 32 * 1024 * 1024)
             libc.mallopt(M_ARENA_MAX, 1)
-
-
-@contextmanager
-def termination_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (kill, a job scheduler's time limit) as Ctrl-C, so the run stops the same
-    way: the latest image saved, exit 130. Signal handlers belong to the main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

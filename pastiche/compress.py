@@ -23,6 +23,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import __version__
+from .__main__ import termination_as_interrupt
 from .calibrate import CALIBRATION_SIZES, calibrated_quantize, calibration_images
 from .checks import whole
 from .errors import PasticheError
@@ -46,8 +47,10 @@ def _quantize_job(job: Tuple[str, np.ndarray, np.ndarray, int]) -> Tuple[str, Qu
 
 def _ignore_ctrl_c() -> None:
     """In a worker: Ctrl-C is the parent's to handle (it stops the workers); a worker that took it
-    too would hand it back as a result and go on to the next layer."""
+    too would hand it back as a result and go on to the next layer. SIGTERM ends a worker, as the
+    pool's terminate() expects, not as the Ctrl-C the parent's main() makes of it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 # ---------------------------------------------------------------------------- sources
@@ -312,11 +315,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         start = time.perf_counter()
-        reports = compress(args.source, args.output, bits=parse_bits(args.bits),
-                           preprocessing=args.preprocessing, jobs=args.jobs,
-                           calibrate=args.calibrate, calibration_sizes=args.calibration_sizes,
-                           positions=args.positions, damp=args.damp, refit=args.refit, seed=args.seed,
-                           up_to=args.up_to)
+        with termination_as_interrupt():
+            reports = compress(args.source, args.output, bits=parse_bits(args.bits),
+                               preprocessing=args.preprocessing, jobs=args.jobs,
+                               calibrate=args.calibrate, calibration_sizes=args.calibration_sizes,
+                               positions=args.positions, damp=args.damp, refit=args.refit, seed=args.seed,
+                               up_to=args.up_to)
     except PasticheError as e:
         print(f"pastiche-compress: error: {e}", file=sys.stderr)
         return 2

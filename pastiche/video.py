@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from . import color
+from .__main__ import termination_as_interrupt
 from .checks import check_flag, whole
 from .engine import INIT_KEYWORDS, StyleTransfer
 from .errors import PasticheError
@@ -368,7 +369,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         " holds 50 a second at most, in whole hundredths)")
     args = parser.parse_args(argv)
     try:
-        path = frames_to_video(args.frames, args.output, fps=args.fps)
+        with termination_as_interrupt():
+            path = frames_to_video(args.frames, args.output, fps=args.fps)
     except PasticheError as e:
         print(f"pastiche-video: error: {e}", file=sys.stderr)
         return 1

@@ -3,6 +3,8 @@ source, calibrated compression end to end, and the bundled files."""
 
 import hashlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -493,6 +495,11 @@ def test_ctrl_c_during_compression_is_one_line_and_130(tmp_path, capsys, monkeyp
         raise KeyboardInterrupt
 
     monkeypatch.setattr(compress_module, "read_source", interrupted)
+    assert main([str(src), str(tmp_path / "o.pqw")]) == 130
+    assert capsys.readouterr().err.splitlines() == ["pastiche-compress: interrupted; nothing written"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.pth"]
+    # SIGTERM (kill, a scheduler's time limit) the same way; it used to end the process with 143
+    monkeypatch.setattr(compress_module, "read_source", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
     assert main([str(src), str(tmp_path / "o.pqw")]) == 130
     assert capsys.readouterr().err.splitlines() == ["pastiche-compress: interrupted; nothing written"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.pth"]

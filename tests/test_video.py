@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -164,6 +165,25 @@ def test_main_exit_codes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("pastiche-video: error: ") and "nope" in err and err.count("\n") == 1
     assert video.main([str(tmp_path / "ws"), "-o", str(tmp_path / "p.mp4"), "--fps", "0"]) == 1
+
+
+def test_sigterm_while_joining_frames_is_ctrl_c(tmp_path, capsys, monkeypatch):
+    """kill (a scheduler's time limit) used to end pastiche-video with status 143 and leave its
+    hidden temporary file beside the output."""
+    write_frames(tmp_path / "ws", [(16, 16)] * 4)
+    opened, open_image = [], video.open_image
+
+    def open_then_terminate(*args, **kwargs):
+        opened.append(1)
+        if len(opened) == 3:  # while the GIF is being written
+            os.kill(os.getpid(), signal.SIGTERM)
+        return open_image(*args, **kwargs)
+
+    monkeypatch.setattr(video, "open_image", open_then_terminate)
+    before = signal.getsignal(signal.SIGTERM)
+    assert video.main([str(tmp_path / "ws"), "-o", str(tmp_path / "film.gif")]) == 130
+    assert capsys.readouterr().err.splitlines() == ["pastiche-video: interrupted; nothing written"]
+    assert os.listdir(tmp_path) == ["ws"] and signal.getsignal(signal.SIGTERM) is before
 
 
 def count_steps(monkeypatch, fail_at: int = 0) -> list:
