@@ -254,11 +254,25 @@ def has_finished_frames(folder: Path) -> bool:
 
 
 def _describe(value: object) -> object:
+    """``value`` as the settings record holds it: a file as its path, size and modification time
+    (a clip or image replaced at the same path is another input, whose frames are not these)."""
     if isinstance(value, (str, os.PathLike)):
-        return str(Path(value).resolve()) if os.path.exists(value) else os.fspath(value)
+        if not os.path.exists(value):
+            return os.fspath(value)
+        stat = os.stat(value)
+        return [str(Path(value).resolve()), stat.st_size, stat.st_mtime_ns]
     if isinstance(value, (list, tuple)):
         return [_describe(v) for v in value]
     return value if isinstance(value, (int, float, bool, type(None))) else type(value).__name__
+
+
+def _changed(recorded: object, settings: dict) -> str:
+    """The names of the settings (and options) that differ from the ``recorded`` ones."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("options"), dict):
+        return "an unreadable record"
+    options, now = recorded["options"], settings["options"]
+    return ", ".join([k for k in settings if k != "options" and recorded.get(k) != settings[k]]
+                     + [k for k in sorted(set(options) | set(now)) if options.get(k) != now.get(k)])
 
 
 def _tensor(image: ImageLike, size: Tuple[int, int]) -> torch.Tensor:
@@ -314,9 +328,10 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
         record = folder / "settings.json"
         # Settings matter only to finished frames: a record without any (a run stopped in its first
         # frame) is replaced, not held against the next run.
-        if record.exists() and json.loads(record.read_text()) != settings and has_finished_frames(folder):
-            raise PasticheError(f"frames in '{folder}' were made with other settings; delete that"
-                                " directory to start over, or choose another --output")
+        recorded = json.loads(record.read_text()) if record.exists() else settings
+        if recorded != settings and has_finished_frames(folder):
+            raise PasticheError(f"frames in '{folder}' were made with other settings ({_changed(recorded, settings)});"
+                                " delete that directory to start over, or choose another --output")
         record.write_text(json.dumps(settings, indent=1))
     except (OSError, ValueError) as e:
         raise PasticheError(f"cannot use frames directory '{folder}': {getattr(e, 'strerror', None) or e};"

@@ -298,8 +298,17 @@ def test_a_resumed_video_keeps_its_step_counts(tmp_path):
     Image.fromarray(texture(40, 40, seed=1)).save(style)
     out = video.stylize_video(clip, style, tmp_path / "out.mp4", **OPTIONS)
     for changed in (dict(num_steps_per_frame=2), dict(num_steps_first=3), dict(coarse_steps=[4])):
-        with pytest.raises(PasticheError, match="other settings"):
+        with pytest.raises(PasticheError, match=r"other settings \(steps\)"):
             video.stylize_video(clip, style, out, **{**OPTIONS, **changed})
+    with pytest.raises(PasticheError, match=r"other settings \(tv_weight\)"):
+        video.stylize_video(clip, style, out, **{**OPTIONS, "tv_weight": 1.0})
+    # Another clip at the same path: its frames are not these (they were reused, unseen)
+    make_clip(clip, frames=3)
+    with pytest.raises(PasticheError, match=r"other settings \(content\)"):
+        video.stylize_video(clip, style, out, **OPTIONS)
+    os.utime(style)  # a style image touched since: named too
+    with pytest.raises(PasticheError, match=r"other settings \(content, styles\)"):
+        video.stylize_video(clip, style, out, **OPTIONS)
 
 
 @needs_av
