@@ -102,14 +102,21 @@ def probe(path: PathLike) -> VideoInfo:
                          stream.codec_context.name)
 
 
+# A frame's display rotation (PyAV's VideoFrame.rotation: av_display_rotation_get, degrees
+# counter-clockwise) as the turn that shows it upright, as ffmpeg's own autorotate turns it: a
+# phone's portrait clip is stored sideways with such a rotation.
+_UPRIGHT = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+
+
 def read_frames(path: PathLike) -> Iterator[Image.Image]:
-    """Decode the first video stream as RGB PIL frames; PasticheError if none can be decoded."""
+    """Decode the first video stream as upright RGB PIL frames; PasticheError if none can be decoded."""
     av, count = _av(), 0
     with _opened(path) as (container, stream):
         try:
             for frame in container.decode(stream):
                 count += 1
-                yield frame.to_image()
+                turn = _UPRIGHT.get(round(getattr(frame, "rotation", 0) or 0) % 360)
+                yield frame.to_image() if turn is None else frame.to_image().transpose(turn)
         except av.error.FFmpegError as e:
             raise PasticheError(f"cannot read video '{os.fspath(path)}': decoding failed after {count}"
                                 f" frames ({e.strerror}); re-encode it") from None

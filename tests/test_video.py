@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -29,8 +30,10 @@ def texture(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.asarray(Image.fromarray(small).resize((width + 8, height + 8), Image.BICUBIC))[:height, :width]
 
 
-def make_clip(path: Path, frames: int = 3, size=(48, 32), fps: int = 12, audio: str = "") -> Path:
-    """A clip panning 2 px per frame across a texture; ``audio``: '' (none), 'aac' or 'pcm_s16le'."""
+def make_clip(path: Path, frames: int = 3, size=(48, 32), fps: int = 12, audio: str = "", sideways: bool = False) -> Path:
+    """A clip panning 2 px per frame across a texture; ``audio``: '' (none), 'aac' or 'pcm_s16le';
+    ``sideways``: to be shown turned a quarter anticlockwise, as a phone stores a portrait clip
+    (MP4 only: the track header's matrix, from which players and ffmpeg read the display rotation)."""
     w, h = size
     big = texture(w + 2 * frames, h)
     with av.open(str(path), "w") as out:
@@ -50,6 +53,12 @@ def make_clip(path: Path, frames: int = 3, size=(48, 32), fps: int = 12, audio: 
             chunk.sample_rate = 8000
             out.mux(sound.encode(chunk))
             out.mux(sound.encode(None))
+    if sideways:
+        data = path.read_bytes()
+        identity, turned = (struct.pack(">9i", *m) for m in ((1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30),
+                                                              (0, -1 << 16, 0, 1 << 16, 0, 0, 0, 0, 1 << 30)))
+        at = data.index(identity, data.index(b"tkhd"))
+        path.write_bytes(data[:at] + turned + data[at + len(identity):])
     return path
 
 
@@ -100,6 +109,23 @@ def test_mixed_sizes_follow_last_frame(tmp_path):
     assert (mp4.frames, mp4.width, mp4.height) == (3, 46, 32)  # H.264 yuv420p needs even sides
     with Image.open(video.frames_to_video([tmp_path / "ws"], tmp_path / "o.gif")) as gif:
         assert (gif.n_frames, gif.size) == (3, (47, 33))
+
+
+@needs_av
+def test_a_clip_stored_sideways_is_read_and_stylised_upright(tmp_path):
+    """A phone's portrait clip is stored sideways with a display rotation, which players (and
+    ffmpeg's autorotate) apply; its frames were read, stylised and written sideways."""
+    plain = [np.asarray(im) for im in video.read_frames(make_clip(tmp_path / "plain.mp4"))]
+    turned = [np.asarray(im) for im in video.read_frames(make_clip(tmp_path / "turned.mp4", sideways=True))]
+    assert next(av.open(str(tmp_path / "turned.mp4")).decode(video=0)).rotation == 90  # the matrix is there
+    assert [t.shape for t in turned] == [(48, 32, 3)] * 3  # upright: 32 px wide, 48 high
+    assert all(np.array_equal(t, np.rot90(p)) for t, p in zip(turned, plain))  # a quarter turn anticlockwise
+    style = tmp_path / "style.png"
+    Image.fromarray(texture(40, 40, seed=1)).save(style)
+    out = video.stylize_video(tmp_path / "turned.mp4", style, tmp_path / "out.mp4", **OPTIONS)
+    info = video.probe(out)
+    assert (info.width, info.height) == (20, 32)  # portrait: 21x32 at OPTIONS' size, cropped to even
+    assert next(av.open(str(out)).decode(video=0)).rotation == 0
 
 
 @needs_av
