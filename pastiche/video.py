@@ -256,8 +256,9 @@ def default_frames_dir(output: PathLike) -> Path:
 
 
 def has_finished_frames(folder: Path) -> bool:
-    """Whether a frames folder holds any finished frame (its record alone is not one)."""
-    return any(folder.glob("*.png"))
+    """Whether a frames folder holds any finished frame (its record alone is not one, nor a hidden
+    temporary file that a killed save left)."""
+    return any(not p.name.startswith(".") for p in folder.glob("*.png"))
 
 
 def _describe(value: object) -> object:

@@ -111,6 +111,16 @@ def test_mixed_sizes_follow_last_frame(tmp_path):
         assert (gif.n_frames, gif.size) == (3, (47, 33))
 
 
+def test_a_killed_saves_temporary_file_is_not_a_finished_frame(tmp_path):
+    """A hidden temporary PNG (a save cut short by SIGKILL or a power cut) had counted, so the
+    next run with other settings was refused, and Ctrl-C said frames were kept."""
+    (tmp_path / "settings.json").write_text("{}")
+    (tmp_path / ".pastiche-abc123.png").write_bytes(b"x")
+    assert not video.has_finished_frames(tmp_path)
+    Image.new("RGB", (4, 4)).save(tmp_path / "000001.png")
+    assert video.has_finished_frames(tmp_path)
+
+
 @needs_av
 def test_a_clip_stored_sideways_is_read_and_stylised_upright(tmp_path):
     """A phone's portrait clip is stored sideways with a display rotation, which players (and
