@@ -23,8 +23,8 @@ from .errors import PasticheError
 from .imageio import SUPPORTED_EXTENSIONS, check_output_path, check_output_size, save_image
 from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, default_coarse_steps, plan, run
 from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES
-from .video import (check_fps, check_video_output, default_frames_dir, frames_to_video, has_finished_frames,
-                    is_video, stylize_video)
+from .video import (FRAME_STEPS, check_fps, check_video_output, default_frames_dir, frames_to_video,
+                    has_finished_frames, is_video, stylize_video)
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--schedule", metavar="STEPS,...",
                      help="steps at each coarser level, coarsest first; each level is half the size"
                           f" of the next (coarse-to-fine; default {','.join(map(str, DEFAULT_COARSE_STEPS))},"
-                          " none with --init)")
+                          " none with --init; 'none' for none)")
     opt.add_argument("--single-scale", action="store_true",
                      help="no coarse levels: --num-steps at the output size only (pastiche 1.6.0)")
     opt.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="L-BFGS or Adam")
@@ -135,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                      " into this .mp4 or .gif")
     vid.add_argument("--fps", type=float, help="frame rate of --video, 0.1 to 1000 (default 30; a video"
                      " --content keeps its own; a GIF holds 50 a second at most, in whole hundredths)")
-    vid.add_argument("--frame-steps", type=int, default=100,
-                     help="video content: steps per frame after the first (which gets the whole schedule)")
+    vid.add_argument("--frame-steps", type=int,
+                     help="video content: steps per frame after the first (which gets the whole schedule;"
+                          f" default {FRAME_STEPS})")
     vid.add_argument("--no-flow", action="store_true",
                      help="video content: start each frame from the previous result as is, not moved"
                           " by optical flow")
@@ -161,8 +162,9 @@ def _check_args(args: argparse.Namespace) -> None:
             raise PasticheError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     args.start = "random" if args.random_init else Path(args.init) if args.init else "content"  # the init
     try:
-        coarse_steps = ([int(n) for n in args.schedule.split(",")] if args.schedule.strip() else []) \
-            if args.schedule is not None else list(default_coarse_steps(args.start))
+        given = args.schedule.strip() if args.schedule is not None else None
+        coarse_steps = ([] if given in ("", "none") else [int(n) for n in given.split(",")]) \
+            if given is not None else list(default_coarse_steps(args.start))
     except ValueError:
         raise PasticheError(f"--schedule '{args.schedule}' is not a comma-separated list of step"
                             " counts, e.g. --schedule 150,100") from None
@@ -221,6 +223,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             output = check_output_path(args.output or default_output(args.content, args.styles), inputs=inputs)
             if args.video and not args.workspace:
                 raise PasticheError("--video joins the --workspace frames; give --workspace DIR too")
+            if args.fps is not None and not args.video:
+                raise PasticheError("--fps is the frame rate of --video; give --video FILE too")
+            if args.frame_steps is not None or args.no_flow:
+                raise PasticheError(f"--{'frame-steps' if args.frame_steps is not None else 'no-flow'} is for a"
+                                    " video --content (.mp4, .mov, ...); an image --content gets --num-steps")
             if args.video:
                 check_video_output(args.video, inputs=inputs, option="--video")
             return _run(args, output)
@@ -260,12 +267,13 @@ def _run_video(args: argparse.Namespace) -> int:
     if args.init:  # a file given as --init is an input even where --random-init overrides it, as for images
         check_video_output(args.output, inputs=[args.init])
     seed = seed_everything(args.seed, deterministic=args.deterministic)
-    if args.frame_steps < 1:
-        raise PasticheError(f"--frame-steps must be at least 1, got {args.frame_steps}")
+    frame_steps = FRAME_STEPS if args.frame_steps is None else args.frame_steps
+    if frame_steps < 1:
+        raise PasticheError(f"--frame-steps must be at least 1, got {frame_steps}")
     try:
         path = stylize_video(args.content, args.styles, args.output,
                              num_steps_first=args.num_steps, coarse_steps=args.coarse_steps,
-                             num_steps_per_frame=args.frame_steps, flow=not args.no_flow,
+                             num_steps_per_frame=frame_steps, flow=not args.no_flow,
                              progress=args.verbose and sys.stderr.isatty(), **_options(args))  # a bar at a terminal
     except KeyboardInterrupt:
         folder = default_frames_dir(args.output)
@@ -318,7 +326,9 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     try:
         run(job, schedule, callback=frame, progress=bar)
     except KeyboardInterrupt:
-        print(f"pastiche: interrupted at step {job.step_count}; {_kept(job, output)}", file=sys.stderr)
+        unmade = (f"; no --video made (pastiche-video {args.workspace} -o {args.video} joins the frames)"
+                  if args.video else "")
+        print(f"pastiche: interrupted at step {job.step_count}; {_kept(job, output)}{unmade}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except PasticheError as e:  # e.g. a NaN loss: keep the last good image, then report
         if job.step_count == 0:  # the starting image is all there is: not a result to write

@@ -222,6 +222,7 @@ def frame_files(sources: Sequence[PathLike]) -> List[Path]:
     return files
 
 
+FRAME_STEPS = 100  # steps for each frame of a video after the first, by default
 FPS_RANGE = (0.1, 1000.0)  # a frame every 10 s (GIF's longest is 655 s) to 1000 a second
 
 
@@ -291,7 +292,7 @@ def _tensor(image: ImageLike, size: Tuple[int, int]) -> torch.Tensor:
 
 def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[ImageLike]], output: PathLike,
                   *, num_steps_first: int = DEFAULT_NUM_STEPS, coarse_steps: Optional[Sequence[int]] = None,
-                  num_steps_per_frame: int = 100, frames_dir: Optional[PathLike] = None, flow: bool = True, progress: bool = True,
+                  num_steps_per_frame: int = FRAME_STEPS, frames_dir: Optional[PathLike] = None, flow: bool = True, progress: bool = True,
                   max_frames: Optional[int] = None, **style_options: Any) -> Path:
     """Stylise every frame of ``content_video`` and write ``output`` (.mp4/.mov/.mkv/.gif).
 

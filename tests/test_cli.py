@@ -287,6 +287,12 @@ def test_workspace_frames_of_every_level_are_at_the_output_size(images):
     assert [Image.open(os.path.join("ws", n)).size for n in names] == [Image.open("out.png").size] * 5 == [(80, 67)] * 5
 
 
+def test_schedule_none_runs_the_output_size_only(images, capsys):
+    argv = [a for a in _argv({"--size": "80", "--schedule": "none"}) if a != "--no-verbose"]
+    assert cli(*argv) == 0
+    assert "schedule: 80x67 px 2 steps\n" in capsys.readouterr().out
+
+
 def test_list_layers_prints_37_numbered_names(capsys):
     assert cli("--list-layers") == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
@@ -410,6 +416,10 @@ BAD_INPUTS = {
                                ["--workspace 'v.gif' is also the --video file"]),
     "a video's output is the unused init": ({"-c": "clip.mp4", "--random-init": None, "--init": "start.gif",
                                              "-o": "start.gif"}, ["refusing to overwrite input 'start.gif'"]),
+    # options that would do nothing here (they were ignored without a word)
+    "fps without video": ({"--fps": "5"}, ["--fps is the frame rate of --video; give --video FILE too"]),
+    "frame steps for an image": ({"--frame-steps": "5"}, ["--frame-steps is for a video --content"]),
+    "no flow for an image": ({"--no-flow": None}, ["--no-flow is for a video --content"]),
 }
 
 
@@ -621,6 +631,15 @@ def test_ctrl_c_saves_the_latest_image_and_exits_130(images, tmp_path, monkeypat
     assert np.array_equal(pixels(out), frames[-1])
     assert "Traceback" not in captured.err
     assert "interrupt" in captured.err.lower()
+
+
+def test_ctrl_c_with_video_says_how_to_join_the_frames(images, tmp_path, monkeypatch, capsys):
+    _record_steps(monkeypatch, interrupt_at=3)
+    assert cli(*_argv({"--num-steps": "5", "--workspace": "ws", "--workspace-step": "1", "--video": "film.gif"})) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "pastiche: interrupted at step 2; saved out.png; no --video made (pastiche-video ws -o film.gif joins the"
+        " frames)"]
+    assert sorted(os.listdir("ws")) == ["0.png", "1.png", "2.png"] and not os.path.exists("film.gif")
 
 
 def test_sigterm_saves_the_latest_image_like_ctrl_c(images, tmp_path, monkeypatch, capsys):
