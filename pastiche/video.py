@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import operator
 import os
 import re
 import sys
@@ -148,10 +149,21 @@ def _atomic(path: Path) -> Iterator[str]:
                             " choose another --output") from None
 
 
+def frame_times(path: PathLike) -> List[Fraction]:
+    """Each decoded frame's presentation time in seconds (as read_frames yields them): a clip's
+    frames need not start at 0 beside its sound, nor come at a steady rate (phones record a
+    variable one)."""
+    with _opened(path) as (container, stream):
+        return [Fraction(frame.pts) * frame.time_base for frame in container.decode(stream)
+                if frame.pts is not None and frame.time_base is not None]
+
+
 def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, fps: Fraction,
-           audio_from: Optional[PathLike] = None) -> None:
+           audio_from: Optional[PathLike] = None, times: Optional[Sequence[Fraction]] = None) -> None:
     """Encode RGB ``frames`` (resized to ``size`` if needed) into ``output`` atomically. MP4, MOV,
-    MKV: H.264 yuv420p (size cropped to even), audio from ``audio_from`` (copied, or AAC)."""
+    MKV: H.264 yuv420p (size cropped to even), audio from ``audio_from`` (copied, or AAC).
+    ``times``: each frame's time in ``audio_from`` (frame_times), kept for the frames and, moved by
+    the first one, for the sound, so both stay in step; else a steady ``fps`` from 0."""
     if output.suffix.lower() == ".gif":
         fitted = (im if im.size == size else im.resize(size, Image.LANCZOS) for im in frames)
         first = next(fitted, None)
@@ -167,6 +179,11 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
     with _atomic(output) as tmp, av.open(tmp, "w", options=options) as out:
         stream = out.add_stream("libx264", rate=fps.limit_denominator(100000), options={"crf": "18"})
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        start = times[0] if times else Fraction(0)  # the source's time of the output's 0
+        # a steady rate stays one (a container's millisecond clock rounds 1/12 s to 83 and 84 ms)
+        varying = bool(times) and any(abs(b - a - 1 / fps) > Fraction(1, 1000) for a, b in zip(times, times[1:]))
+        if varying:
+            stream.codec_context.time_base = _TIME_BASE
         source = av.open(os.fspath(audio_from)) if audio_from else None
         try:
             a_in = source.streams.audio[0] if source and source.streams.audio else None
@@ -176,17 +193,26 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
             for im in frames:
                 im = im if im.size == size else im.resize(size, Image.LANCZOS)
                 frame = av.VideoFrame.from_image(im.crop((0, 0, w, h)) if (w, h) != size else im)
-                frame.pts, count = count, count + 1
+                if varying:
+                    frame.pts, frame.time_base = round((times[count] - start) / _TIME_BASE), _TIME_BASE
+                else:
+                    frame.pts = count
+                count += 1
                 out.mux(stream.encode(frame))
             if not count:
                 raise PasticheError(f"cannot write video '{output}': no frames to write")
             out.mux(stream.encode(None))
-            if a_in is not None:  # audio up to the video's end
-                end = count / fps
+            if a_in is not None:  # the sound from the first frame's time to the video's end
+                end = (times[count - 1] - start + 1 / fps) if varying else count / fps
                 for packet in source.demux(a_in):
-                    if packet.pts is None or packet.pts * packet.time_base >= end:
+                    if packet.pts is None:
+                        continue
+                    at = Fraction(packet.pts) * packet.time_base - start
+                    if at < 0 or at >= end:
                         continue
                     if copy:
+                        shift = round(start / packet.time_base)
+                        packet.pts, packet.dts = packet.pts - shift, None if packet.dts is None else packet.dts - shift
                         packet.stream = a_out
                         out.mux(packet)
                     else:
@@ -223,6 +249,7 @@ def frame_files(sources: Sequence[PathLike]) -> List[Path]:
 
 
 FRAME_STEPS = 100  # steps for each frame of a video after the first, by default
+_TIME_BASE = Fraction(1, 90000)  # the output's clock where frames keep their source times (MPEG's)
 FPS_RANGE = (0.1, 1000.0)  # a frame every 10 s (GIF's longest is 655 s) to 1000 a second
 
 
@@ -375,8 +402,10 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
             bar.update()
     paths = [folder / f"{i + 1:06d}.png" for i in range(count)]
     size = open_image(paths[-1], name="frame").size
+    times = frame_times(content_video)[:count]
     _write((open_image(p, name="frame") for p in paths), size, output, info.fps,
-           audio_from=content_video if info.has_audio and output.suffix.lower() != ".gif" else None)
+           audio_from=content_video if info.has_audio and output.suffix.lower() != ".gif" else None,
+           times=times if len(times) == count and all(map(operator.lt, times, times[1:])) else None)
     return output
 
 

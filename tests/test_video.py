@@ -122,6 +122,39 @@ def test_a_killed_saves_temporary_file_is_not_a_finished_frame(tmp_path):
 
 
 @needs_av
+def test_a_clip_keeps_its_frame_times_and_its_sound_in_step(tmp_path):
+    """The frames were re-timed at the average rate from 0 and the sound copied as it was: a clip
+    whose picture starts after its sound, or whose rate varies (phones record so), came out of
+    step with it."""
+    clip = tmp_path / "clip.mp4"
+    hundredths = [50, 60, 70, 120, 130, 140]  # the picture starts 0.5 s in, with a gap after 0.7 s
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 100)
+        sound = out.add_stream("aac", rate=8000, layout="mono")
+        for i, t in enumerate(hundredths):
+            frame = av.VideoFrame.from_ndarray(texture(48, 32, seed=i), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 100)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+        t = np.arange(8000 * 16 // 10) / 8000  # 1.6 s: silent until the picture starts, then a tone
+        chunk = av.AudioFrame.from_ndarray((0.5 * np.sin(2 * np.pi * 440 * t) * (t >= 0.5))[None].astype(np.float32),
+                                           format="fltp", layout="mono")
+        chunk.sample_rate = 8000
+        out.mux(sound.encode(chunk))
+        out.mux(sound.encode(None))
+    assert video.frame_times(clip) == [Fraction(t, 100) for t in hundredths]
+    style = tmp_path / "style.png"
+    Image.fromarray(texture(40, 40, seed=1)).save(style)
+    out = video.stylize_video(clip, style, tmp_path / "out.mp4", **OPTIONS)
+    assert [round(float(t), 3) for t in video.frame_times(out)] == [0, 0.1, 0.2, 0.7, 0.8, 0.9]
+    with av.open(str(out)) as container:
+        samples = np.concatenate([f.to_ndarray().ravel() for f in container.decode(audio=0)])
+    assert np.sqrt(np.mean(samples[400:2400] ** 2)) > 0.2  # the tone from 0.05 s on, not the silence
+
+
+@needs_av
 def test_a_clip_stored_sideways_is_read_and_stylised_upright(tmp_path):
     """A phone's portrait clip is stored sideways with a display rotation, which players (and
     ffmpeg's autorotate) apply; its frames were read, stylised and written sideways."""
