@@ -111,13 +111,21 @@ _UPRIGHT = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270:
 
 def read_frames(path: PathLike) -> Iterator[Image.Image]:
     """Decode the first video stream as upright RGB PIL frames; PasticheError if none can be decoded."""
+    return (image for _, image in timed_frames(path))
+
+
+def timed_frames(path: PathLike) -> Iterator[Tuple[Optional[Fraction], Image.Image]]:
+    """:func:`read_frames`' frames, each with its presentation time in seconds (None where the
+    stream gives none): a clip's frames need not start at 0 beside its sound, nor come at a
+    steady rate (phones record a variable one)."""
     av, count = _av(), 0
     with _opened(path) as (container, stream):
         try:
             for frame in container.decode(stream):
                 count += 1
                 turn = _UPRIGHT.get(round(getattr(frame, "rotation", 0) or 0) % 360)
-                yield frame.to_image() if turn is None else frame.to_image().transpose(turn)
+                time = None if frame.pts is None or frame.time_base is None else Fraction(frame.pts) * frame.time_base
+                yield time, frame.to_image() if turn is None else frame.to_image().transpose(turn)
         except av.error.FFmpegError as e:
             raise PasticheError(f"cannot read video '{os.fspath(path)}': decoding failed after {count}"
                                 f" frames ({e.strerror}); re-encode it") from None
@@ -149,20 +157,11 @@ def _atomic(path: Path) -> Iterator[str]:
                             " choose another --output") from None
 
 
-def frame_times(path: PathLike) -> List[Fraction]:
-    """Each decoded frame's presentation time in seconds (as read_frames yields them): a clip's
-    frames need not start at 0 beside its sound, nor come at a steady rate (phones record a
-    variable one)."""
-    with _opened(path) as (container, stream):
-        return [Fraction(frame.pts) * frame.time_base for frame in container.decode(stream)
-                if frame.pts is not None and frame.time_base is not None]
-
-
 def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, fps: Fraction,
            audio_from: Optional[PathLike] = None, times: Optional[Sequence[Fraction]] = None) -> None:
     """Encode RGB ``frames`` (resized to ``size`` if needed) into ``output`` atomically. MP4, MOV,
     MKV: H.264 yuv420p (size cropped to even), audio from ``audio_from`` (copied, or AAC).
-    ``times``: each frame's time in ``audio_from`` (frame_times), kept for the frames and, moved by
+    ``times``: each frame's time in ``audio_from`` (timed_frames), kept for the frames and, moved by
     the first one, for the sound, so both stay in step; else a steady ``fps`` from 0."""
     if output.suffix.lower() == ".gif":
         fitted = (im if im.size == size else im.resize(size, Image.LANCZOS) for im in frames)
@@ -373,8 +372,10 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
         raise PasticheError(f"cannot use frames directory '{folder}': {getattr(e, 'strerror', None) or e};"
                             " choose another --output") from None
     job, prev, prev_content, size, count = None, None, None, (0, 0), 0  # prev: (1, 3, H, W) in [0, 1]
+    times: List[Optional[Fraction]] = []  # each frame's time in the clip, for _write
     with tqdm(total=total, unit="frame", desc=output.name, disable=not progress) as bar:
-        for count, frame in enumerate(itertools.islice(read_frames(content_video), total), 1):
+        for count, (time, frame) in enumerate(itertools.islice(timed_frames(content_video), total), 1):
+            times.append(time)
             path = folder / f"{count:06d}.png"
             if job is None and path.exists():  # finished by an earlier run
                 prev, prev_content = path, frame
@@ -402,10 +403,10 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
             bar.update()
     paths = [folder / f"{i + 1:06d}.png" for i in range(count)]
     size = open_image(paths[-1], name="frame").size
-    times = frame_times(content_video)[:count]
+    timed = None not in times and all(map(operator.lt, times, times[1:]))
     _write((open_image(p, name="frame") for p in paths), size, output, info.fps,
            audio_from=content_video if info.has_audio and output.suffix.lower() != ".gif" else None,
-           times=times if len(times) == count and all(map(operator.lt, times, times[1:])) else None)
+           times=times if timed else None)
     return output
 
 
