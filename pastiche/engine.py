@@ -167,6 +167,11 @@ class StyleTransfer:
         self._graph: Optional[Tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple]] = None
 
         deepest = max(LAYER_INDEX[n] for n in self.content_layers + self.style_layers)
+        for _, index in supplemental:
+            if index > deepest:  # the device would hold nothing: the network is cut after `deepest`
+                raise PasticheError(f"--supplemental-device layer index {index} is past {LAYER_NAMES[deepest]}"
+                                    f" ({deepest}), the deepest layer this run uses, so that device would"
+                                    f" do nothing; give an index from 1 to {deepest}")
         self.dtype = compute_dtype(precision, self._devices)
         self.vgg: VGG19 = vgg19(weights=weights, pooling=pooling, up_to=LAYER_NAMES[deepest], compact=low_memory,
                                 dtype=self.dtype)

@@ -382,6 +382,8 @@ BAD_INPUTS = {
     "workspace is a file": ({"--workspace": "content.png"}, ["--workspace", "content.png", "not a folder"]),
     "supplemental index out of range": ({"--supplemental-device": ["cpu", "99"]}, ["--supplemental-device", "99"]),
     "supplemental index a superscript": ({"--supplemental-device": ["cpu", "²"]}, ["--supplemental-device", "²"]),
+    "supplemental index past the deepest layer": ({"--supplemental-device": ["cpu", "36"]},
+                                                  ["layer index 36 is past block2_relu1 (6)", "1 to 6"]),
     "supplemental index 0": ({"--supplemental-device": ["cpu", "0"]}, ["layer 0 is where --device starts"]),
     "supplemental index twice": ({"--supplemental-device": ["cpu", "3", "--supplemental-device", "cpu", "3"]},
                                  ["--supplemental-device layer index 3 is given twice"]),

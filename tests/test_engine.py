@@ -526,6 +526,8 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory(content_path, styl
     (dict(learning_rate=float("inf")), ["--learning-rate", "inf"]),
     (dict(learning_rate=1e39), ["--learning-rate", "too large for float32"]),  # not an overflow at step 1
     (dict(supplemental_devices=[("cpu", 99)]), ["--supplemental-device", "99", "1 to 36"]),
+    (dict(supplemental_devices=[("cpu", 7)]),  # TINY's layers stop at block2_relu1, layer 6
+     ["--supplemental-device layer index 7 is past block2_relu1 (6)", "an index from 1 to 6"]),
     (dict(content_weight=0, style_layer_weights=[0, 0]), ["every loss term is weighted 0"]),
     (dict(content_layer_weights=[0], style_weights=[0]), ["every loss term is weighted 0"]),
 ])
