@@ -67,17 +67,17 @@ if "torch" not in _sys.modules:
 # not load torch: the command (pastiche.__main__) handles Ctrl-C from its first instant, before
 # torch's second of loading.
 _EXPORTS = {"StyleTransfer": "engine", "run": "schedule", "transfer": "schedule", "PasticheError": "errors",
-            "load_image": "imageio", "save_image": "imageio", "LAYER_NAMES": "vgg", "VGG19": "vgg",
+            "PasticheWarning": "errors", "load_image": "imageio", "save_image": "imageio", "LAYER_NAMES": "vgg", "VGG19": "vgg",
             "vgg19": "vgg"}
 _SUBMODULES = ("calibrate", "checks", "cli", "color", "compress", "conv", "devices", "engine", "errors", "flow",
                "imageio", "kmeans", "losses", "optim", "quantized", "schedule", "vgg", "video")
 
-__all__ = ["LAYER_NAMES", "PasticheError", "StyleTransfer", "VGG19", "__version__", "load_image",
+__all__ = ["LAYER_NAMES", "PasticheError", "PasticheWarning", "StyleTransfer", "VGG19", "__version__", "load_image",
            "run", "save_image", "transfer", "vgg19"]
 
 if _TYPE_CHECKING:
     from .engine import StyleTransfer
-    from .errors import PasticheError
+    from .errors import PasticheError, PasticheWarning
     from .imageio import load_image, save_image
     from .schedule import run, transfer
     from .vgg import LAYER_NAMES, VGG19, vgg19

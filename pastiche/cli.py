@@ -9,9 +9,10 @@ import platform
 import sys
 import tempfile
 import time
-from contextlib import suppress
+import warnings
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from tqdm.auto import tqdm
 
@@ -19,12 +20,12 @@ from . import __version__
 from .__main__ import termination_as_interrupt
 from .devices import PRECISIONS, available_devices, default_device, seed_everything
 from .engine import DEFAULT_CONTENT_LAYERS, DEFAULT_SIZE_PIXELS, DEFAULT_STYLE_LAYERS, StyleTransfer
-from .errors import PasticheError
+from .errors import PasticheError, PasticheWarning
 from .imageio import SUPPORTED_EXTENSIONS, check_output_path, check_output_size, save_image
 from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, default_coarse_steps, plan, run
 from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES
-from .video import (FRAME_STEPS, check_fps, check_video_output, default_frames_dir, frames_to_video,
-                    has_finished_frames, is_video, stylize_video)
+from .video import (FRAME_STEPS, OUTPUT_EXTENSIONS, check_fps, check_video_output, default_frames_dir,
+                    frames_to_video, has_finished_frames, is_video, stylize_video)
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
@@ -126,10 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run layers from INDEX on (see --list-layers) on DEVICE; repeatable")
     out = p.add_argument_group("progress and frames")
     out.add_argument("--no-verbose", action="store_false", dest="verbose", help="print nothing")
-    out.add_argument("--info-step", type=int, default=100, help="print a 'step elapsed loss' row every N steps")
+    # Defaults None, set by _check_args: a video --content, which has no use for them, refuses them given
+    out.add_argument("--info-step", type=int, help="print a 'step elapsed loss' row every N steps (default 100)")
     out.add_argument("--workspace", help="directory for intermediate frames")
-    out.add_argument("--workspace-step", type=int, default=10, help="save a frame every N steps")
-    out.add_argument("--workspace-prefix", default="", help="prefix of frame file names")
+    out.add_argument("--workspace-step", type=int, help="save a frame every N steps (default 10)")
+    out.add_argument("--workspace-prefix", help="prefix of frame file names (default none)")
     vid = p.add_argument_group("video (all but GIF need PyAV: pip install 'pastiche[video]')")
     vid.add_argument("--video", metavar="FILE", help="after the run, join the --workspace frames"
                      " into this .mp4 or .gif")
@@ -153,10 +155,20 @@ def default_output(content: str, styles: Sequence[str]) -> Path:
     return path
 
 
+IMAGE_ONLY = {"info_step": 100, "workspace_step": 10, "workspace_prefix": ""}  # options of an image run, defaults
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if not args.content or not args.styles:
         raise PasticheError("both --content and --style are required, e.g."
                             " pastiche --content photo.jpg --style painting.jpg")
+    args.is_video = is_video(args.content) or (  # an animated GIF becomes one where it is to be one
+        Path(args.content).suffix.lower() == ".gif" and Path(args.output or "").suffix.lower() in OUTPUT_EXTENSIONS)
+    for option, default in IMAGE_ONLY.items():
+        if args.is_video and getattr(args, option) is not None:
+            raise PasticheError(f"--{option.replace('_', '-')} is for an image --content; a video --content"
+                                " prints a row per frame and keeps every frame")
+        setattr(args, option, default if getattr(args, option) is None else getattr(args, option))
     for option in ("num_steps", "info_step", "workspace_step"):
         if getattr(args, option) < 1:
             raise PasticheError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
@@ -211,13 +223,30 @@ def release_freed_memory(*, low_memory: bool) -> None:
             libc.mallopt(M_ARENA_MAX, 1)
 
 
+@contextmanager
+def notes(prog: str, *, quiet: bool = False) -> Iterator[None]:
+    """Print each :class:`PasticheWarning` raised within as one line on stderr, "PROG: note: ..."
+    (none if ``quiet``); other warnings as Python prints them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if quiet else "always", PasticheWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, *rest, **options) -> None:
+            if issubclass(category, PasticheWarning):
+                print(f"{prog}: note: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *rest, **options)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     release_freed_memory(low_memory=args.low_memory)
     try:
-        with termination_as_interrupt():
+        with termination_as_interrupt(), notes("pastiche", quiet=not args.verbose):
             _check_args(args)
-            if is_video(args.content):
+            if args.is_video:
                 return _run_video(args)
             inputs = [path for path, _ in _inputs(args)]
             output = check_output_path(args.output or default_output(args.content, args.styles), inputs=inputs)
@@ -270,11 +299,18 @@ def _run_video(args: argparse.Namespace) -> int:
     frame_steps = FRAME_STEPS if args.frame_steps is None else args.frame_steps
     if frame_steps < 1:
         raise PasticheError(f"--frame-steps must be at least 1, got {frame_steps}")
+    bar = args.verbose and sys.stderr.isatty()  # a bar at a terminal; rows for a log
+    say, start = _printer(print if args.verbose and not bar else None), time.perf_counter()
+
+    def row(frame: int, total: int, loss: Optional[float]) -> None:
+        if frame == 1:
+            say(f"seed: {seed}\n\nframe   elapsed loss\n------- ------- ----")
+        say(f"{frame: <7} {time.perf_counter() - start: <7.1f} " + ("kept" if loss is None else f"{loss:.2f}"))
     try:
         path = stylize_video(args.content, args.styles, args.output,
                              num_steps_first=args.num_steps, coarse_steps=args.coarse_steps,
                              num_steps_per_frame=frame_steps, flow=not args.no_flow,
-                             progress=args.verbose and sys.stderr.isatty(), **_options(args))  # a bar at a terminal
+                             progress=bar, on_frame=row, **_options(args))
     except KeyboardInterrupt:
         folder = default_frames_dir(args.output)
         print(f"pastiche: interrupted; finished frames are kept in {folder}, run again to resume"

@@ -15,10 +15,11 @@ import operator
 import os
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -28,10 +29,10 @@ from . import color
 from .__main__ import termination_as_interrupt
 from .checks import check_flag, whole
 from .engine import INIT_KEYWORDS, StyleTransfer
-from .errors import PasticheError
+from .errors import PasticheError, PasticheWarning
 from .flow import warp_previous
-from .imageio import (SUPPORTED_EXTENSIONS, ImageLike, atomic_file, check_readable, check_writable, open_image,
-                      save_image)
+from .imageio import (SUPPORTED_EXTENSIONS, ImageLike, atomic_file, check_readable, check_writable, describe_source,
+                      open_image, save_image)
 from .schedule import DEFAULT_NUM_STEPS, default_coarse_steps, plan, run
 
 PathLike = Union[str, os.PathLike]
@@ -160,20 +161,26 @@ def _atomic(path: Path) -> Iterator[str]:
 def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, fps: Fraction,
            audio_from: Optional[PathLike] = None, times: Optional[Sequence[Fraction]] = None) -> None:
     """Encode RGB ``frames`` (resized to ``size`` if needed) into ``output`` atomically. MP4, MOV,
-    MKV: H.264 yuv420p (size cropped to even), audio from ``audio_from`` (copied, or AAC).
-    ``times``: each frame's time in ``audio_from`` (timed_frames), kept for the frames and, moved by
-    the first one, for the sound, so both stay in step; else a steady ``fps`` from 0."""
+    MKV: H.264 yuv420p (size cropped to even, with a :class:`PasticheWarning`), audio from
+    ``audio_from`` (copied, or AAC). ``times``: each frame's time in ``audio_from``
+    (timed_frames), kept for the frames (a GIF's last one lasts 1/``fps``) and, moved by the first
+    one, for the sound, so both stay in step; else a steady ``fps`` from 0."""
     if output.suffix.lower() == ".gif":
         fitted = (im if im.size == size else im.resize(size, Image.LANCZOS) for im in frames)
         first = next(fitted, None)
         if first is None:
             raise PasticheError(f"cannot write video '{output}': no frames to write")
-        with _atomic(output) as tmp:  # PIL picks an adaptive palette per frame; 10 ms time steps
-            first.save(tmp, format="GIF", save_all=True, append_images=fitted, loop=0,
-                       duration=max(20, 10 * round(100 / fps)))
+        # GIF's clock ticks in hundredths, and players show 10 ms or less as 100 ms: 20 ms at least
+        ticks = [b - a for a, b in zip(times, times[1:])] + [1 / fps] if times else 1 / fps
+        duration = [max(20, 10 * round(100 * t)) for t in ticks] if times else max(20, 10 * round(100 * ticks))
+        with _atomic(output) as tmp:  # PIL picks an adaptive palette per frame
+            first.save(tmp, format="GIF", save_all=True, append_images=fitted, loop=0, duration=duration)
         return
     av, count = _av(), 0
     w, h = max(2, size[0] - size[0] % 2), max(2, size[1] - size[1] % 2)
+    if (w, h) != size:
+        warnings.warn(f"'{output}' is {w}x{h} px, the frames' {size[0]}x{size[1]} cropped to even sides,"
+                      " which H.264 needs (a .gif keeps every pixel)", PasticheWarning, stacklevel=2)
     options = {"movflags": "faststart"} if output.suffix.lower() != ".mkv" else {}
     with _atomic(output) as tmp, av.open(tmp, "w", options=options) as out:
         stream = out.add_stream("libx264", rate=fps.limit_denominator(100000), options={"crf": "18"})
@@ -319,7 +326,8 @@ def _tensor(image: ImageLike, size: Tuple[int, int]) -> torch.Tensor:
 def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[ImageLike]], output: PathLike,
                   *, num_steps_first: int = DEFAULT_NUM_STEPS, coarse_steps: Optional[Sequence[int]] = None,
                   num_steps_per_frame: int = FRAME_STEPS, frames_dir: Optional[PathLike] = None, flow: bool = True, progress: bool = True,
-                  max_frames: Optional[int] = None, **style_options: Any) -> Path:
+                  max_frames: Optional[int] = None, on_frame: Optional[Callable[[int, int, Optional[float]], None]] = None,
+                  **style_options: Any) -> Path:
     """Stylise every frame of ``content_video`` and write ``output`` (.mp4/.mov/.mkv/.gif).
 
     The first frame is made coarse to fine, as :func:`~pastiche.schedule.transfer` makes a picture:
@@ -329,7 +337,9 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     stylised frame, moved onto it by block-matching optical flow (``flow=False``: unmoved, so the
     picture lags the motion), and gets ``num_steps_per_frame``. Finished frames are kept as
     ``frames_dir/000001.png`` … (default :func:`default_frames_dir`), so an interrupted run
-    (KeyboardInterrupt propagates) resumes where it stopped. Audio is carried over.
+    (KeyboardInterrupt propagates) resumes where it stopped. Audio is carried over (not into a
+    GIF, which warns). ``on_frame(n, total, loss)`` is called as frame ``n`` (from 1) is done,
+    with ``loss`` None for one an earlier run finished: for a log where no bar shows.
     ``style_options`` go to :class:`~pastiche.engine.StyleTransfer`. Returns the output path.
     """
     from tqdm.auto import tqdm
@@ -351,13 +361,22 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     total = min(info.frames, max_frames) if max_frames else info.frames
     # Every option and style image checked before the frames directory and its record exist, so
     # a mistake does not leave a record that refuses the corrected run.
-    first = StyleTransfer(next(read_frames(content_video)), style_list, **style_options)
-    first.resize(*plan(first.full_size, num_steps_first, coarse_steps)[0][0])  # "too small" shows here
+    try:
+        first = StyleTransfer(next(read_frames(content_video)), style_list, **style_options)
+        first.resize(*plan(first.full_size, num_steps_first, coarse_steps)[0][0])  # "too small" shows here
+    except PasticheError as e:  # the frame is a PIL image to the engine; to the user, their clip's
+        raise PasticheError(str(e).replace(describe_source(Image.Image(), "content image"),
+                                           f"frame 1 of '{os.fspath(content_video)}'")) from None
     del first
+    if info.has_audio and output.suffix.lower() == ".gif":
+        warnings.warn(f"'{output}' will have no sound: a GIF holds none (write an .mp4 to keep the clip's)",
+                      PasticheWarning, stacklevel=2)
     folder = Path(frames_dir) if frames_dir else default_frames_dir(output)
+    unused = {"size_pixels": "size", "style_size_pixels": "style_size"}  # overridden: not what made the frames
     settings = {"content": _describe(content_video), "styles": _describe(style_list), "flow": flow,
                 "steps": [list(coarse_steps), num_steps_first, num_steps_per_frame],
-                "options": {k: _describe(v) for k, v in sorted(style_options.items())}}
+                "options": {k: _describe(v) for k, v in sorted(style_options.items())
+                            if style_options.get(unused.get(k, "")) is None}}
     try:
         folder.mkdir(exist_ok=True)
         record = folder / "settings.json"
@@ -401,6 +420,8 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
                 prev, prev_content, size = job.pixels.detach().cpu().float() / 255, frame, job.size
                 bar.set_postfix(loss=f"{job.loss:.4g}")
             bar.update()
+            if on_frame is not None:
+                on_frame(count, total, None if job is None else job.loss)
     paths = [folder / f"{i + 1:06d}.png" for i in range(count)]
     size = open_image(paths[-1], name="frame").size
     timed = None not in times and all(map(operator.lt, times, times[1:]))
@@ -412,7 +433,7 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
 
 def main(argv: Optional[List[str]] = None) -> int:
     """``pastiche-video WORKSPACE... -o out.mp4 --fps 30``: frames → MP4 or GIF."""
-    from .cli import OneLineParser  # here: cli imports this module
+    from .cli import OneLineParser, notes  # here: cli imports this module
 
     parser = OneLineParser(
         prog="pastiche-video", description="Join frames (pastiche --workspace directories, in order,"
@@ -423,7 +444,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         " holds 50 a second at most, in whole hundredths)")
     args = parser.parse_args(argv)
     try:
-        with termination_as_interrupt():
+        with termination_as_interrupt(), notes("pastiche-video"):
             path = frames_to_video(args.frames, args.output, fps=args.fps)
     except PasticheError as e:
         print(f"pastiche-video: error: {e}", file=sys.stderr)

@@ -15,13 +15,16 @@ from PIL import Image
 
 from pastiche import video
 from pastiche.engine import StyleTransfer
-from pastiche.errors import PasticheError
+from pastiche.errors import PasticheError, PasticheWarning
 
 try:
     import av
 except ImportError:  # only the tests that need no PyAV run
     av = None
 needs_av = pytest.mark.skipif(av is None, reason="needs PyAV: pip install av")
+# Most clips here come out with an odd side (48x32 at size 32: 32x21), which an MP4 crops with a
+# note; the tests of that note catch it with pytest.warns
+pytestmark = pytest.mark.filterwarnings("ignore::pastiche.errors.PasticheWarning")
 
 
 def texture(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -321,7 +324,8 @@ def test_stylize_video_with_flow_and_pcm_audio(tmp_path, monkeypatch):
     assert (info.frames, info.has_audio, info.fps) == (2, True, Fraction(12))
     with av.open(str(out)) as container:
         assert container.streams.audio[0].codec_context.name == "aac"  # PCM re-encoded for MP4
-    gif = video.stylize_video(clip, style, tmp_path / "o.gif", max_frames=2, **OPTIONS)
+    with pytest.warns(PasticheWarning, match="^'.*o.gif' will have no sound: a GIF holds none"):
+        gif = video.stylize_video(clip, style, tmp_path / "o.gif", max_frames=2, **OPTIONS)
     with Image.open(gif) as im:  # PIL merges identical frames, adding up their durations
         assert sum(im.seek(i) or im.info["duration"] for i in range(im.n_frames)) == 2 * 80
 
@@ -439,11 +443,77 @@ def test_the_command_s_video_content_refuses_fps_and_says_when_nothing_was_kept(
              "--style-layers", "block1_relu1"]
     verbose = [a if a != "out.mp4" else "run.mp4" for a in argv if a != "--no-verbose"]
     assert pastiche.cli.main(verbose + quick) == 0
-    captured = capsys.readouterr()  # not a terminal: no bar, and the seed to repeat the run
-    assert captured.out == "wrote run.mp4 (seed 7)\n" and captured.err == ""
+    captured = capsys.readouterr()  # not a terminal: no bar but a row per frame, and the seed to repeat the run
+    lines = captured.out.splitlines()
+    assert lines[:4] == ["seed: 7", "", "frame   elapsed loss", "------- ------- ----"] and captured.err == ""
+    assert [line.split()[0] for line in lines[4:6]] == ["1", "2"] and lines[6:] == ["wrote run.mp4 (seed 7)"]
+    (tmp_path / "run.mp4").unlink()  # resumed: the finished frames are said to be kept
+    assert pastiche.cli.main(verbose + quick) == 0
+    assert [line.split()[::2] for line in capsys.readouterr().out.splitlines()[4:6]] == [["1", "kept"], ["2", "kept"]]
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
     monkeypatch.setattr(pastiche.cli, "stylize_video", interrupted)
     assert pastiche.cli.main(argv) == 130
     assert capsys.readouterr().err == "pastiche: interrupted before the first frame was finished; nothing kept\n"
+
+
+@needs_av
+@pytest.mark.parametrize("option", [["--info-step", "5"], ["--workspace-step", "2"], ["--workspace-prefix", "f"]])
+def test_the_command_s_video_content_refuses_image_only_options(tmp_path, monkeypatch, capsys, option):
+    """pastiche 1.6.0's options for an image run did nothing for a video --content, unsaid."""
+    import pastiche.cli
+
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(texture(40, 40, seed=1)).save("style.png")
+    argv = ["-c", str(make_clip(tmp_path / "clip.mp4", frames=2)), "-s", "style.png", "-o", "out.mp4", *option]
+    assert pastiche.cli.main(argv) == 1
+    assert capsys.readouterr().err == (f"pastiche: error: {option[0]} is for an image --content; a video --content"
+                                       " prints a row per frame and keeps every frame\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "style.png"]
+
+
+@needs_av
+def test_an_animated_gif_content_with_a_video_output_is_stylised_as_a_video(tmp_path, monkeypatch, capsys):
+    """Before, it was taken as an image (its first frame), whose output cannot be a .gif or .mp4."""
+    import pastiche.cli
+
+    monkeypatch.chdir(tmp_path)
+    frames = [Image.fromarray(texture(45, 33, seed=i)) for i in range(3)]  # odd sides: H.264 needs even ones
+    frames[0].save("anim.gif", save_all=True, append_images=frames[1:], duration=[100, 300, 100], loop=0)
+    Image.fromarray(texture(40, 40, seed=1)).save("style.png")
+    quick = ["-c", "anim.gif", "-s", "style.png", "--size", "45", "--num-steps", "2", "--schedule", "none",
+             "--content-layers", "block2_relu1", "--style-layers", "block1_relu1"]
+    assert pastiche.cli.main(quick + ["-o", "out.gif", "--frame-steps", "1", "--no-verbose"]) == 0
+    with Image.open("out.gif") as gif:  # every frame, at its own time and size
+        assert gif.size == (45, 33) and gif.n_frames == 3
+        assert [gif.seek(i) or gif.info["duration"] for i in range(3)] == [100, 300, 160]  # the last: 1/fps
+    capsys.readouterr()
+    assert pastiche.cli.main(quick + ["-o", "out.mp4", "--frame-steps", "1"]) == 0
+    assert capsys.readouterr().err == ("pastiche: note: 'out.mp4' is 44x32 px, the frames' 45x33 cropped to even"
+                                       " sides, which H.264 needs (a .gif keeps every pixel)\n")
+    assert video.probe("out.mp4").frames == 3
+    assert pastiche.cli.main(quick + ["-o", "first.png", "--no-verbose"]) == 0  # an image output: its first frame
+    assert Image.open("first.png").size == (45, 33)
+
+
+@needs_av
+def test_a_too_small_video_frame_is_named_as_the_clip_s(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", frames=2)
+    style = tmp_path / "style.png"
+    Image.fromarray(texture(40, 40, seed=1)).save(style)
+    with pytest.raises(PasticheError, match=f"^frame 1 of '{clip}' is too small: 12x8 px"):
+        video.stylize_video(clip, style, tmp_path / "out.mp4", **{**OPTIONS, "size": 12})
+
+
+@needs_av
+def test_a_resume_with_size_is_not_refused_over_size_pixels(tmp_path):
+    """--size overrides --size-pixels (and --style-size --style-size-pixels): the record held the
+    overridden one, and refused a resume over a setting that made no difference."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=2)
+    style = tmp_path / "style.png"
+    Image.fromarray(texture(40, 40, seed=1)).save(style)
+    out = video.stylize_video(clip, style, tmp_path / "out.mp4", **OPTIONS, style_size=32)
+    video.stylize_video(clip, style, out, **OPTIONS, style_size=32, size_pixels=999, style_size_pixels=5)
+    with pytest.raises(PasticheError, match=r"other settings \(size, size_pixels\)"):
+        video.stylize_video(clip, style, out, **{**OPTIONS, "size": None}, size_pixels=32 * 21, style_size=32)
