@@ -28,6 +28,7 @@ from typing import Dict, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
+from .errors import PasticheError
 from .kmeans import DP_MAX_DISTINCT, LayerReport, layer_report, quantize, weighted_kmeans
 from .quantized import QuantizedLayer
 from .vgg import CONV_NAMES, PREPROCESSING, normalize, preprocessing_affine
@@ -157,6 +158,9 @@ def _calibrated_layer(weight: np.ndarray, bias: np.ndarray, bits: int, inputs, t
         ysum += out.double().sum(0)
         count += len(py)
     spread = yy - float((ysum ** 2).sum()) / count  # ‖Y - per-channel mean‖²
+    if not spread > 0:  # nothing to match, and no error to report relative to it
+        raise PasticheError("the calibration pixels' outputs do not vary (flat images, or too few"
+                            " --positions); calibrate on varied images with more --positions")
     lam = damp * float(hessian.diagonal()[:d].mean())
     source = torch.cat([torch.from_numpy(weight).reshape(m, d), torch.from_numpy(bias)[:, None]], 1).double()
     damped = hessian + lam * torch.eye(d + 1, dtype=torch.float64)
@@ -256,9 +260,16 @@ def calibrated_quantize(layers: Mapping[str, Tuple[np.ndarray, np.ndarray]], bit
                 rel = None
                 outs_q = outs_f if quants is floats else [F.conv2d(x, wf, bf, padding=1) for x in quants]
             else:
-                layer, rel = _calibrated_layer(weight, bias, bits[name], quants, outs_f,
-                                               positions=positions, damp=damp, refit=refit,
-                                               generator=generator)
+                try:
+                    layer, rel = _calibrated_layer(weight, bias, bits[name], quants, outs_f,
+                                                   positions=positions, damp=damp, refit=refit,
+                                                   generator=generator)
+                except PasticheError as e:
+                    raise PasticheError(f"cannot calibrate {name}: {e}") from None
+                except torch.linalg.LinAlgError as e:  # a --damp too small for these statistics
+                    raise PasticheError(f"cannot calibrate {name}: its statistics are singular"
+                                        f" ({str(e).splitlines()[0]}); give a larger --damp or more"
+                                        " --positions") from None
                 method = "gptq"
                 wq, bq = torch.from_numpy(layer.dequantize()), torch.from_numpy(layer.bias)
                 outs_q = [F.conv2d(x, wq, bq, padding=1) for x in quants]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -68,11 +69,12 @@ def read_source(path: Union[str, os.PathLike]) -> Layers:
     in_channels = 3
     for name in CONV_NAMES:
         weight, bias = layers[name]
-        out = weight.shape[0] if weight.ndim == 4 else -1
+        out = weight.shape[0] if weight.ndim == 4 else 0
         if out < 1 or weight.shape != (out, in_channels, 3, 3) or bias.shape != (out,):
+            wanted = f"({out}, {in_channels}, 3, 3) and ({out},)" if out else f"(N, {in_channels}, 3, 3) and (N,)"
             raise PasticheError(f"source weights '{path}': {name} is {weight.shape} with bias {bias.shape},"
-                                f" where ({out}, {in_channels}, 3, 3) and ({out},) would follow the layer"
-                                " before; expected VGG19's convolutions in order")
+                                f" where {wanted} would follow the layer before; expected VGG19's"
+                                " convolutions in order")
         in_channels = out
         if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
             raise PasticheError(f"source weights '{path}': {name} holds NaN or infinite values;"
@@ -189,8 +191,10 @@ def compress(source: Union[str, os.PathLike], output: Union[str, os.PathLike], *
     for value, option in ((positions, "--positions"), (refit + 1, "--refit")):
         if not (isinstance(value, int) and value >= 1):
             raise PasticheError(f"{option} must be a whole number ≥ {1 if option == '--positions' else 0}")
-    if not damp > 0:
-        raise PasticheError(f"--damp must be positive, got {damp}")
+    if not (isinstance(damp, (int, float)) and 0 < damp < math.inf):  # inf: a Cholesky of infinities
+        raise PasticheError(f"--damp must be a positive number, got {damp}")
+    if preprocessing not in PREPROCESSING:
+        raise PasticheError(f"--preprocessing '{preprocessing}' is not one of {', '.join(sorted(PREPROCESSING))}")
     if any(not (isinstance(s, int) and s >= 16) for s in calibration_sizes) or not calibration_sizes:
         raise PasticheError(f"--calibration-sizes {list(calibration_sizes)}: give long edges ≥ 16 px")
     layers = read_source(source)
@@ -313,7 +317,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        help="rounds of centroid refitting and re-rounding (default 1)")
     group.add_argument("--seed", type=int, default=0, help="seed for pixel sampling (default 0)")
     args = parser.parse_args(argv)
+    tuning = [a for a in group._group_actions if a.dest != "calibrate" and getattr(args, a.dest) != a.default]
     try:
+        if tuning and not args.calibrate:  # they tune the data-aware method only: k-means would ignore them
+            raise PasticheError(f"{tuning[0].option_strings[0]} tunes --calibrate's quantization; give"
+                                " --calibrate IMAGE... too, or leave it out")
         start = time.perf_counter()
         with termination_as_interrupt():
             reports = compress(args.source, args.output, bits=parse_bits(args.bits),

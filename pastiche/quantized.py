@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -205,12 +206,16 @@ def read_header(path: PathLike, *, header_sha256: Optional[str] = None) -> Tuple
                              "rebuild it with pastiche-compress or reinstall pastiche")
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a pipe would be waited on, maybe forever
+            raise bad("it is not a regular file")
         with open(path, "rb", buffering=0) as f:  # unbuffered: the payload is read once, not copied
             prefix, size = f.read(_PREFIX), os.fstat(f.fileno()).st_size
             if len(prefix) < _PREFIX or prefix[: len(MAGIC)] != MAGIC:
                 raise bad("not a pastiche weights file (bad magic bytes)")
             (length,) = struct.unpack_from("<Q", prefix, len(MAGIC))
-            if length > _MAX_HEADER or _PREFIX + length > size:
+            if length > _MAX_HEADER:
+                raise bad(f"header length {length} is over the {_MAX_HEADER} bytes any pastiche header takes")
+            if _PREFIX + length > size:
                 raise bad(f"header length {length} does not fit the file's {size} bytes (truncated?)")
             text = f.read(length)
             if header_sha256 and hashlib.sha256(text).hexdigest() != header_sha256:

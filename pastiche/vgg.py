@@ -19,6 +19,7 @@ from torch import nn
 from .conv import PACK_MAX_PIXELS, Conv3x3
 from .devices import onednn_float32, require_bfloat16, resolve_device
 from .errors import PasticheError
+from .imageio import check_readable
 from .quantized import load_dequantized
 
 # torchvision's cfg "E": channel counts of 3x3 convolutions, "M" for a 2x2 pooling.
@@ -105,11 +106,10 @@ def weights_path(weights: Union[str, os.PathLike, None] = None) -> Path:
     if not os.fspath(weights).strip():  # Path('') is '.', a directory: the message would name that
         raise PasticheError(f"weights is empty; give one of {', '.join(BUNDLED)} or a .pqw file made by"
                             " pastiche-compress")
-    path = Path(weights)
-    if not os.path.isfile(path):
-        what = "is a directory" if os.path.isdir(path) else "is neither a bundled name nor a file"
-        raise PasticheError(f"weights '{path}' {what}; give one of {', '.join(BUNDLED)} or a .pqw file"
-                            " made by pastiche-compress")
+    path, expected = Path(weights), f"one of {', '.join(BUNDLED)} or a .pqw file made by pastiche-compress"
+    if not os.path.lexists(path):
+        raise PasticheError(f"weights '{path}' is neither a bundled name nor a file; give {expected}")
+    check_readable(path, f"weights '{path}'", expected=expected)  # a loop of links, a folder, a pipe: said so
     return path
 
 

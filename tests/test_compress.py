@@ -398,9 +398,30 @@ def test_calibration_errors(dense_source, calibration_photo, tmp_path, capsys):
     out = tmp_path / "o.pqw"
     assert main([str(dense_source), str(out), "--bits", "4", "--calibrate", str(tmp_path / "nope.jpg")]) == 2
     assert "nope.jpg" in capsys.readouterr().err and not out.exists()
-    for option in (["--damp", "0"], ["--positions", "0"], ["--refit", "-1"], ["--calibration-sizes", "8"]):
+    for option in (["--damp", "0"], ["--damp", "inf"], ["--positions", "0"], ["--refit", "-1"],
+                   ["--calibration-sizes", "8"]):
         assert main([str(dense_source), str(out), "--calibrate", str(calibration_photo), *option]) == 2
         assert "pastiche-compress: error:" in capsys.readouterr().err and not out.exists()
+    # They tune --calibrate's method; without it they did nothing, unsaid
+    for option in (["--damp", "7"], ["--positions", "5"], ["--refit", "3"], ["--seed", "2"],
+                   ["--calibration-sizes", "999"]):
+        assert main([str(dense_source), str(out), "--bits", "4", *option]) == 2
+        assert capsys.readouterr().err == (f"pastiche-compress: error: {option[0]} tunes --calibrate's quantization;"
+                                           " give --calibrate IMAGE... too, or leave it out\n") and not out.exists()
+
+
+def test_calibration_that_cannot_be_solved_is_one_line(dense_source, calibration_photo, tmp_path, capsys):
+    """Before: a ZeroDivisionError (one sampled pixel, a flat image) or torch's LinAlgError
+    (--damp inf), each a traceback."""
+    out = tmp_path / "o.pqw"
+    assert main([str(dense_source), str(out), "--bits", "block1_conv1=2", "--jobs", "1", "--calibrate",
+                 str(calibration_photo), "--calibration-sizes", "48", "--positions", "1"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (  # after the bar's lines
+        "pastiche-compress: error: cannot calibrate block1_conv1: the calibration pixels' outputs do not vary"
+        " (flat images, or too few --positions); calibrate on varied images with more --positions")
+    assert not out.exists()
+    with pytest.raises(PasticheError, match="^--preprocessing 'Caffe' is not one of caffe, "):
+        compress(dense_source, out, preprocessing="Caffe", jobs=1, progress=False)  # before the work, not after
 
 
 # ---------------------------------------------------------------------------- the bundled vgg19-4bit

@@ -1,6 +1,7 @@
 """Tests for pastiche.quantized: exact round trips, pinned bytes, and one clear error per bad file."""
 
 import json
+import os
 import struct
 import zlib
 
@@ -216,7 +217,15 @@ def test_header_length_beyond_file(tmp_path):
     path.write_bytes(data[:8] + struct.pack("<Q", len(data)) + data[16:])
     _expect_error(path, "header length")
     path.write_bytes(data[:8] + struct.pack("<Q", 2 ** 63) + data[16:])
-    _expect_error(path, "header length")
+    _expect_error(path, "header length 9223372036854775808 is over the 1048576 bytes any pastiche header takes")
+    path.write_bytes(data[:8] + struct.pack("<Q", (1 << 20) + 8) + data[16:] + bytes(2 << 20))  # not truncated
+    _expect_error(path, "is over the 1048576 bytes")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_is_refused_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "w.pqw")
+    _expect_error(tmp_path / "w.pqw", "it is not a regular file")
 
 
 def test_header_not_json(tmp_path):

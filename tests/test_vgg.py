@@ -1,5 +1,6 @@
 """Tests for pastiche.vgg: names, shapes, laziness, preprocessing and bad weights files."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,20 @@ def test_a_checkout_imported_ahead_of_the_installed_package_finds_its_own_weight
 def test_empty_weights_are_named_as_such(weights):
     with pytest.raises(PasticheError, match="^weights is empty; give one of vgg19-8bit, vgg19-4bit or a .pqw"):
         weights_path(weights)
+
+
+def test_a_weights_path_that_cannot_be_read_says_why(tmp_path):
+    """Before, a loop of links or a pipe was 'neither a bundled name nor a file'."""
+    (tmp_path / "a.pqw").symlink_to(tmp_path / "b.pqw")
+    (tmp_path / "b.pqw").symlink_to(tmp_path / "a.pqw")
+    with pytest.raises(PasticheError, match="^cannot read weights '.*a.pqw': its symbolic links form a loop"):
+        weights_path(tmp_path / "a.pqw")
+    with pytest.raises(PasticheError, match="^weights '.*nope.pqw' is neither a bundled name nor a file; give"):
+        weights_path(tmp_path / "nope.pqw")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.pqw")
+        with pytest.raises(PasticheError, match="it is a pipe or a socket, not a file; pass one of vgg19-8bit"):
+            weights_path(tmp_path / "pipe.pqw")
 
 
 def _bundled_copy(monkeypatch, tmp_path, data: bytes) -> Path:
