@@ -44,14 +44,24 @@ def weight_list(values: Union[None, float, Sequence[float]], count: int, default
 
 
 def given(values: Union[None, float, Sequence[float]]) -> bool:
-    """Whether a weights option holds values (a number, or a non-empty list, array or tensor)."""
+    """Whether a weights option holds values (a number, or a non-empty list, array or tensor; or
+    anything else, which :func:`weight_list` then refuses)."""
     values = _plain(values)
-    return values is not None and (isinstance(values, numbers.Real) or len(values) > 0)
+    return values is not None and (isinstance(values, numbers.Real) or not hasattr(values, "__len__")
+                                   or len(values) > 0)
 
 
 def whole(value: object) -> bool:
     """Whether ``value`` is a whole number of at least 1 (not a bool)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+MAX_PIXELS = 2 ** 31 - 1  # a side or pixel count past it is no image (and 10**400 overflows a float)
+
+
+def pixel_count(value: object) -> bool:
+    """Whether ``value`` is a whole number of pixels from 1 to MAX_PIXELS."""
+    return whole(value) and value <= MAX_PIXELS
 
 
 def check_flag(value: object, option: str) -> None:
@@ -72,7 +82,10 @@ def nonnegative(value: float, option: str) -> float:
     unbounded below, so the optimiser would blow up instead of stylising."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise PasticheError(f"{option} must be a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # a Python int past float's range
+        raise PasticheError(f"{option} must be a finite number, got one too large for a float") from None
     if not (math.isfinite(value) and value >= 0):
         raise PasticheError(f"{option} must be zero or positive, got {value}")
     return value

@@ -20,7 +20,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from . import color
-from .checks import check_flag, check_positive, given, nonnegative, weight_list, whole
+from .checks import MAX_PIXELS, check_flag, check_positive, given, nonnegative, pixel_count, weight_list, whole
 from .devices import compute_dtype, default_device, device_memory, fits_in_ram, resolve_device
 from .errors import PasticheError
 from .imageio import ImageLike, describe_source, load_image, open_image, resized_dims, to_pil
@@ -55,6 +55,12 @@ class Targets:
     content: Dict[str, torch.Tensor]  # layer → (1, C, H, W)
     styles: List[Dict[str, torch.Tensor]]  # per style image: layer → (1, C, C)
     style_sizes: List[Tuple[int, int]]  # per style image: (width, height) used
+
+
+# The job's tensors are made and stepped outside torch.inference_mode(), also when a caller's code
+# runs in it: the image is optimised by its gradient, which inference mode turns off (and a
+# tensor made in it cannot take part in autograd afterwards)
+_OUTSIDE_INFERENCE_MODE = torch.inference_mode(False)
 
 
 def _supplemental(pairs: Sequence[Tuple[str, int]]) -> List[Tuple[torch.device, int]]:
@@ -99,6 +105,7 @@ class StyleTransfer:
     Running out of memory later also raises PasticheError, with the image kept as it was.
     """
 
+    @_OUTSIDE_INFERENCE_MODE
     def __init__(self, content: ImageLike, styles: Union[ImageLike, Sequence[ImageLike]], *,
                  content_layers: Sequence[str] = DEFAULT_CONTENT_LAYERS,
                  style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
@@ -130,8 +137,9 @@ class StyleTransfer:
                                          "--style-weights", "style image")
         for value, option in ((size, "--size"), (size_pixels, "--size-pixels"),
                               (style_size, "--style-size"), (style_size_pixels, "--style-size-pixels")):
-            if value is not None and not whole(value):
-                raise PasticheError(f"{option} must be a whole number of pixels, at least 1, got {value!r}")
+            if value is not None and not pixel_count(value):
+                raise PasticheError(f"{option} must be a whole number of pixels, from 1 to {MAX_PIXELS},"
+                                    f" got {value!r}")
         check_positive(learning_rate, "--learning-rate", optional=False)
         for value, option in ((preserve_color, "preserve_color"), (luminance_only, "luminance_only"),
                               (low_memory, "low_memory")):
@@ -207,11 +215,13 @@ class StyleTransfer:
         if self.pixels is None:
             self.resize(*self.full_size)
 
+    @_OUTSIDE_INFERENCE_MODE
     def resize(self, width: int, height: int) -> None:
         """Optimise at (width, height) from now on: recompute targets, resample the current image
         (or create the initial one), and restart the optimiser (coarse-to-fine uses this)."""
-        if not (whole(width) and whole(height)):
-            raise PasticheError(f"resize needs whole numbers of pixels, at least 1, got {width!r} x {height!r}")
+        if not (pixel_count(width) and pixel_count(height)):
+            raise PasticheError(f"resize needs whole numbers of pixels, from 1 to {MAX_PIXELS}, got"
+                                f" {width!r} x {height!r}")
         if width * height > self.full_size[0] * self.full_size[1]:  # the constructor checked up to that
             self._check_memory((width, height))
         start = lbfgs_scale = None
@@ -228,6 +238,7 @@ class StyleTransfer:
                 lbfgs_scale = self.optimizer.scale * width * height / (self.size[0] * self.size[1])
         self._retarget(width, height, start, lbfgs_scale=lbfgs_scale)
 
+    @_OUTSIDE_INFERENCE_MODE
     def set_content(self, content: ImageLike, *, init: Union[str, ImageLike, None] = None) -> None:
         """Switch to a new content image of the same size (a video's next frame), keeping the style
         targets' settings. Optimisation continues from the current image, or from ``init``
@@ -301,12 +312,20 @@ class StyleTransfer:
         sizes += [("style image", self._style_dims(image), STYLE_BYTES_PER_PIXEL, "--style-size",
                    "--style-size-pixels") for image in self._style_images]
         needs = [w * h * per_pixel for _, (w, h), per_pixel, _, _ in sizes]
-        need = needs[0] + max(needs[1:])  # the styles' targets are made one style at a time
+        # BYTES_PER_PIXEL counts 20 L-BFGS pairs; each more holds two float32 images, and the
+        # pairs' inner products a (2 history)² float64 matrix
+        extra = (max(0, self.lbfgs_history - 20) * 24 * size[0] * size[1] + 32 * self.lbfgs_history ** 2
+                 if self.optimizer_name == "lbfgs" else 0)
+        need = needs[0] + max(needs[1:]) + extra  # the styles' targets are made one style at a time
         if need <= total:
             return
-        what, (w, h), _, size_flag, pixels_flag = sizes[needs.index(max(needs))]
         where = ("this machine" if all(d.type != "cuda" for d in self._devices)
                  else " + ".join(str(d) for d in dict.fromkeys(self._devices)))
+        if need - extra <= total:
+            raise PasticheError(f"lbfgs_history {self.lbfgs_history} pairs at {size[0]}x{size[1]} px need at least"
+                                f" {need / 2 ** 30:,.1f} GB of memory and {where} has {total / 2 ** 30:,.1f} GB;"
+                                " keep fewer (20 by default, 100 in pastiche 1.6.0)")
+        what, (w, h), _, size_flag, pixels_flag = sizes[needs.index(max(needs))]
         raise PasticheError(f"the {what} would be {w}x{h} px, which needs at least"
                             f" {need / 2 ** 30:,.1f} GB of memory and {where} has"
                             f" {total / 2 ** 30:,.1f} GB; choose a smaller {size_flag} or {pixels_flag}")
@@ -388,6 +407,7 @@ class StyleTransfer:
             loss = loss + 0.5 * self.tv_weight * tv_loss(pixels)
         return loss
 
+    @_OUTSIDE_INFERENCE_MODE
     @torch.no_grad()
     def evaluate(self) -> float:
         """The loss of the current image, without stepping (sets ``self.loss``)."""
@@ -395,6 +415,7 @@ class StyleTransfer:
         self.loss = float(self.objective(self.pixels))
         return self.loss
 
+    @_OUTSIDE_INFERENCE_MODE
     def step(self) -> float:
         """One optimiser step (one loss evaluation); returns the loss before the step.
 

@@ -55,7 +55,8 @@ def describe_source(source: object, name: str) -> str:
     """How messages refer to an image source: ``image 'x.png'`` for paths, ``image (numpy array)`` else."""
     if isinstance(source, (str, os.PathLike)):
         return f"{name} '{os.fspath(source)}'"
-    kind = {np.ndarray: "numpy array", torch.Tensor: "tensor"}.get(type(source), "PIL image")
+    kind = ("numpy array" if isinstance(source, np.ndarray) else "tensor" if isinstance(source, torch.Tensor)
+            else "PIL image" if isinstance(source, Image.Image) else type(source).__name__)
     return f"{name} ({kind})"
 
 
@@ -85,7 +86,8 @@ def _from_array(a: np.ndarray, label: str) -> Image.Image:
         # e.g. np.random.randint's int64: 8-bit values in a wider type, as PIL's mode "I" reads them
         if a.min() < 0 or a.max() > 255:
             raise PasticheError(f"cannot use {label}: {a.dtype} values must be in 0..255, this one spans"
-                                f" {a.min()}..{a.max()}; pass uint16 for 16-bit data")
+                                f" {a.min()}..{a.max()}; " + ("pass uint16 for 16-bit data" if a.min() >= 0 else
+                                                             "shift or scale it into 0..255"))
         x = a.astype(np.float32) / 255.0
     elif np.issubdtype(a.dtype, np.floating):
         x = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
@@ -269,6 +271,8 @@ def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
     if isinstance(source, torch.Tensor):
         if source.device.type == "meta":
             raise PasticheError(f"cannot use {label}: a tensor on the meta device holds no values; pass one with data")
+        if source.is_nested:
+            raise PasticheError(f"cannot use {label}: a nested tensor; pass one of its images")
         if source.layout != torch.strided:
             raise PasticheError(f"cannot use {label}: a {str(source.layout).replace('torch.', '')} tensor;"
                                 " pass t.to_dense()")
@@ -480,8 +484,9 @@ def save_image(
     ``quality`` (1..100) applies to JPEG and WebP. ``path`` is never left partially written.
     """
     p = check_output_path(path)
-    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+    if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
         raise PasticheError(f"invalid quality {quality!r}; use a whole number from 1 to 100")
+    quality = int(quality)  # numpy's too, as Pillow takes Python's
     im = open_image(image, name="output image")
     check_output_size(p, im.size)
     fmt = SUPPORTED_EXTENSIONS[p.suffix.lower()]

@@ -8,11 +8,12 @@ previous level's image, upsampled (:meth:`StyleTransfer.resize`).
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image
 
-from .checks import check_flag, whole
+from .checks import MAX_PIXELS, check_flag, pixel_count, whole
 from .devices import seeded
 from .engine import INIT_KEYWORDS, OUT_OF_MEMORY, StyleTransfer
 from .errors import PasticheError
@@ -49,8 +50,9 @@ def plan(full: Tuple[int, int], num_steps: int, coarse_steps: Sequence[int] = ()
     if isinstance(coarse_steps, (str, bytes)) or not isinstance(coarse_steps, Iterable):
         raise PasticheError(f"coarse_steps must be a sequence of step counts, one per coarser level, got"
                             f" {coarse_steps!r}")
-    if not (isinstance(full, (tuple, list)) and len(full) == 2 and all(map(whole, full))):
-        raise PasticheError(f"plan needs the full size as (width, height) in whole pixels, got {full!r}")
+    if not (isinstance(full, (tuple, list)) and len(full) == 2 and all(map(pixel_count, full))):
+        raise PasticheError(f"plan needs the full size as (width, height) in whole pixels, from 1 to"
+                            f" {MAX_PIXELS}, got {full!r}")
     if isinstance(coarse_steps, (set, frozenset, dict)):
         raise PasticheError(f"coarse_steps must be in order, coarsest first; got a {type(coarse_steps).__name__}")
     steps = list(coarse_steps) + [num_steps]
@@ -86,6 +88,7 @@ def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optiona
     tqdm bar (notebook-aware) with the step, the loss, the level's size and the time left."""
     if not isinstance(job, StyleTransfer):
         raise PasticheError(f"run steps a pastiche.StyleTransfer, got {type(job).__name__}")
+    check_flag(progress, "progress")
     schedule = (_checked(schedule) if isinstance(schedule, (list, tuple))
                 else plan(job.size or job.full_size, schedule))
     if callback is not None and not callable(callback):
@@ -115,8 +118,9 @@ def run(job: StyleTransfer, schedule: Union[int, Schedule], *, callback: Optiona
 
 def _image_so_far(job: Optional[StyleTransfer]) -> Optional[Image.Image]:
     """The job's latest good image at full size, for an error on its way out; None if there is no
-    picture yet, or if making it fails too (memory), which must not hide the first error."""
-    if job is None or job.size is None:
+    picture yet (no step done: the starting image is not a result), or if making it fails too
+    (memory), which must not hide the first error."""
+    if job is None or job.size is None or job.step_count == 0:
         return None
     try:
         return job.image(size=job.full_size)
@@ -141,7 +145,8 @@ def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *
     settings are as they were afterwards (they are process-wide, so seeded calls in two threads at
     once do not repeat). Work is not lost: a KeyboardInterrupt (Ctrl-C, a notebook's stop) or a
     PasticheError from this call has an ``image`` attribute, the latest good picture at full size
-    once stepping has begun (None before, or if no memory was left to make it).
+    once a step is done (None before, or if no memory was left to make it); so has any other
+    exception (one a ``callback`` raised: a notebook's display code).
     """
     check_flag(deterministic, "deterministic")
     check_flag(progress, "progress")
@@ -153,8 +158,10 @@ def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *
             job = StyleTransfer(content, style, **options)
             run(job, plan(job.full_size, num_steps, coarse_steps), callback=callback, progress=progress)
             return job.image(size=job.full_size)  # full size even if a callback stopped a coarse level
-    except (KeyboardInterrupt, PasticheError) as e:
-        e.image = _image_so_far(job)
-        if e.image is not None and isinstance(e, PasticheError) and len(e.args) == 1:
+    except (KeyboardInterrupt, Exception) as e:
+        image = _image_so_far(job)
+        with suppress(AttributeError, TypeError):  # an exception type that takes no attributes
+            e.image = image
+        if image is not None and isinstance(e, PasticheError) and len(e.args) == 1:
             e.args = (f"{e} (the image so far is this error's .image)",)
         raise

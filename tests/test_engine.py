@@ -576,7 +576,15 @@ def test_no_style_and_bad_num_steps(content_path, style_path):
     (dict(style_weights={1: 2}), "^--style-weights must be a list of numbers, one per style image"),
     (dict(size=48.5), "^--size must be a whole number of pixels"), (dict(style_size=48.5), "^--style-size must be"),
     (dict(init="noise"), "^init 'noise' is not 'content', 'random' or an image file that exists"),
-    (dict(init=np.zeros((2, 2, 5), np.uint8)), "^cannot use init image")])
+    (dict(init=np.zeros((2, 2, 5), np.uint8)), "^cannot use init image"),
+    # Python ints past float's range: before, OverflowError from float() or from a division
+    (dict(content_weight=10 ** 400), "^--content-weight must be a finite number, got one too large for a float$"),
+    (dict(style_weights=[10 ** 400]), "^--style-weights must be a finite number"),
+    (dict(size=10 ** 400), "^--size must be a whole number of pixels, from 1 to 2147483647, got 1000"),
+    (dict(style_size_pixels=2 ** 31), "^--style-size-pixels must be a whole number of pixels, from 1 to 2147483647"),
+    (dict(style_layer_weights=(w for w in [1.0])), "^--style-layer-weights must be a list of numbers"),  # TypeError
+    (dict(lbfgs_history=10 ** 9), "^lbfgs_history 1000000000 pairs at 48x40 px need at least .* keep fewer"),
+])
 def test_arguments_of_the_wrong_kind_are_pastiche_errors(content_path, style_path, options, needle):
     """Not a ZeroDivisionError at step 2, a TypeError from float(), or a layer name read letter
     by letter: one PasticheError naming the argument, at construction."""

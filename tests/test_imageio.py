@@ -3,6 +3,7 @@
 import errno
 import os
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -292,6 +293,18 @@ def test_tensors():
         _check_error(e, f"content (tensor): unsupported tensor shape {shape};")  # its own shape
     with pytest.raises(PasticheError):
         open_image(torch.zeros(3, 2, 2, dtype=torch.int32))
+    # subclasses are named by what they are (before: "PIL image"); a nested tensor is refused
+    with pytest.raises(PasticheError, match=r"^cannot use content \(tensor\): unsupported tensor shape"):
+        open_image(torch.nn.Parameter(torch.rand(2, 3, 4)), name="content")
+    with pytest.raises(PasticheError, match=r"^cannot use content \(numpy array\): unsupported array shape"):
+        open_image(np.ma.masked_array(np.zeros((5, 5, 7))), name="content")
+    with warnings.catch_warnings():  # torch: nested tensors are a prototype
+        warnings.simplefilter("ignore")
+        nested = torch.nested.nested_tensor([torch.rand(3, 4, 4)])
+    with pytest.raises(PasticheError, match=r"^cannot use content \(tensor\): a nested tensor; pass one of its"):
+        open_image(nested, name="content")
+    with pytest.raises(PasticheError, match=r"spans -3\.\.-3; shift or scale it into 0\.\.255$"):
+        open_image(np.full((8, 8), -3, np.int8), name="content")  # not "pass uint16"
 
 
 # --- bad files -----------------------------------------------------------------------------
@@ -441,6 +454,8 @@ def test_jpeg_quality_is_used(tmp_path):
     low = save_image(t, tmp_path / "low.jpg", quality=10).stat().st_size
     high = save_image(t, tmp_path / "high.jpg", quality=95).stat().st_size
     assert low < high
+    numpy = save_image(t, tmp_path / "numpy.jpg", quality=np.int64(10))  # numpy's integers count
+    assert numpy.read_bytes() == (tmp_path / "low.jpg").read_bytes()
 
 
 def test_unknown_extension_lists_supported(tmp_path):

@@ -128,9 +128,16 @@ def test_hand_written_schedules_and_plans_are_checked(content_path, style_path):
 def test_transfer_keeps_the_image_so_far_on_an_error_or_ctrl_c(content_path, style_path):
     with pytest.raises(PasticheError) as info:  # the loss overflows float32 at once
         transfer(content_path, style_path, num_steps=3, coarse_steps=(), content_weight=1e308, **TINY)
-    assert str(info.value).endswith("(the image so far is this error's .image)")
-    start = transfer(content_path, style_path, num_steps=1, coarse_steps=(), learning_rate=1e-30, seed=0, **TINY)
-    assert np.array_equal(info.value.image, start)  # nothing good came after the start
+    # no step done: the starting image is no result (the command writes nothing either)
+    assert info.value.image is None and not str(info.value).endswith(".image)")
+
+    def broken_display(job):  # a callback's own bug, minutes into a run
+        if job.step_count == 2:
+            raise ValueError("bad format")
+    with pytest.raises(ValueError, match="^bad format$") as info:
+        transfer(content_path, style_path, num_steps=3, coarse_steps=(), callback=broken_display, seed=0, **TINY)
+    two = transfer(content_path, style_path, num_steps=2, coarse_steps=(), seed=0, **TINY)
+    assert np.array_equal(info.value.image, two)  # before, the exception had no image: the work was lost
 
     def stop(job):
         if job.step_count == 3:
@@ -146,10 +153,28 @@ def test_transfer_keeps_the_image_so_far_on_an_error_or_ctrl_c(content_path, sty
 def test_an_error_that_leaves_no_memory_for_the_image_still_gets_through(content_path, style_path, monkeypatch):
     def no_memory(self, *, size=None):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+
+    def fail(job):
+        if job.step_count == 1:
+            job.content_weight = float("nan")  # the next step's loss is NaN
     monkeypatch.setattr(StyleTransfer, "image_tensor", no_memory)
-    with pytest.raises(PasticheError, match=r"became nan at step 1 \(the first; the image is the starting one\)") as info:
-        transfer(content_path, style_path, num_steps=3, coarse_steps=(), content_weight=1e308, **TINY)
+    with pytest.raises(PasticheError, match=r"became nan at step 2") as info:
+        transfer(content_path, style_path, num_steps=3, coarse_steps=(), callback=fail, **TINY)
     assert info.value.image is None and not str(info.value).endswith(".image)")
+
+
+def test_a_caller_in_inference_mode_gets_a_picture(content_path, style_path):
+    """torch.inference_mode() turns gradients off; before, torch's own error came from backward, and
+    a job made in it could not be stepped outside it."""
+    expected = transfer(content_path, style_path, num_steps=2, coarse_steps=(), seed=0, **TINY)
+    with torch.inference_mode():
+        assert np.array_equal(transfer(content_path, style_path, num_steps=2, coarse_steps=(), seed=0, **TINY),
+                              expected)
+        job = StyleTransfer(content_path, style_path, **TINY)
+        job.evaluate()
+    assert math.isfinite(job.step()) and job.step_count == 1
+    with pytest.raises(PasticheError, match="^progress must be True or False, got 'no'$"):
+        run(job, 1, progress="no")
 
 
 def test_an_init_image_starts_at_full_size_unless_told(content_path, style_path):
