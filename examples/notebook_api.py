@@ -26,6 +26,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="long edge of the result in px")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
+    first = args.output.with_name(f"{args.output.stem}-transfer{args.output.suffix}")
+    try:  # both outputs checked before any work: a missing folder is said now, not after the run
+        for path in (args.output, first):
+            pastiche.imageio.check_output_path(path, inputs=[args.content, args.style])
+    except pastiche.PasticheError as e:
+        parser.error(str(e))
 
     # 1. One call. The callback sees the job after every step; returning True would stop early.
     def report(job: StyleTransfer) -> bool:
@@ -36,8 +42,7 @@ def main() -> None:
     print("pastiche.transfer:")
     image = pastiche.transfer(args.content, args.style, size=args.size, num_steps=args.steps, seed=0,
                               callback=report)
-    first = args.output.with_name(f"{args.output.stem}-transfer{args.output.suffix}")
-    image.save(first)  # a PIL image: show it in a notebook with display(image)
+    pastiche.save_image(image, first)  # a PIL image: show it in a notebook with display(image)
     print(f"  saved {first}")
 
     # 2. By hand: build the job, step it, look at it whenever you like, save it.

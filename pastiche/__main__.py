@@ -2,8 +2,8 @@
 
 Loading torch takes about a second, before a command's own Ctrl-C handling exists: an interrupt
 then would end in a traceback through the import machinery. This module imports no torch, so it
-takes over SIGINT first: an interrupt while loading exits 130 with one line. Each command's main()
-then treats SIGTERM as Ctrl-C (:func:`termination_as_interrupt`).
+takes over SIGINT and SIGTERM first: either while loading exits 130 with one line. Each command's
+main() then treats SIGTERM as Ctrl-C (:func:`termination_as_interrupt`).
 """
 
 import importlib
@@ -24,15 +24,18 @@ def _start(prog: str, module: str, function: str) -> NoReturn:
         sys.stderr.flush()
         os._exit(130)
 
-    # Only where Python would raise KeyboardInterrupt: an ignored SIGINT (a background job) stays so.
-    replace = signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    if replace:
-        signal.signal(signal.SIGINT, interrupted)
+    # Only where Python would raise KeyboardInterrupt, or SIGTERM would kill: an ignored signal (a
+    # background job's SIGINT) stays so. SIGTERM, which main() treats as Ctrl-C, too.
+    replaced = {sig: previous for sig, previous in ((signal.SIGINT, signal.default_int_handler),
+                                                   (signal.SIGTERM, signal.SIG_DFL))
+                if signal.getsignal(sig) is previous}
+    for sig in replaced:
+        signal.signal(sig, interrupted)
     try:
         command = getattr(importlib.import_module(f"pastiche.{module}"), function)
-    finally:  # also when the import fails: Ctrl-C is Python's again
-        if replace:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+    finally:  # also when the import fails: the signals are as they were
+        for sig, previous in replaced.items():
+            signal.signal(sig, previous)
     try:
         code = command()
     except SystemExit as e:  # argparse's own exits (--help, --version, a usage error), said already

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                     action="extend", help="style image(s); repeatable")
     io.add_argument("--output", "-o", help="output image; format from the extension"
                     f" ({', '.join(SUPPORTED_EXTENSIONS)}); default CONTENT_STYLE.png in the current"
-                    " directory (a video --content needs one: .mp4, .gif, ...)")
+                    " directory, numbered -2, -3, ... rather than replace a file (a video --content needs"
+                    f" one: {', '.join(OUTPUT_EXTENSIONS)})")
     io.add_argument("--init", help="image file to start from (default: the content image); runs at"
                     " the output size only, unless --schedule says otherwise")
     io.add_argument("--random-init", action="store_true", help="start from noise (overrides --init)")
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--workspace-prefix", help="prefix of frame file names (default none)")
     vid = p.add_argument_group("video (all but GIF need PyAV: pip install 'pastiche[video]')")
     vid.add_argument("--video", metavar="FILE", help="after the run, join the --workspace frames"
-                     " into this .mp4 or .gif")
+                     f" into this video ({', '.join(OUTPUT_EXTENSIONS)})")
     vid.add_argument("--fps", type=float, help="frame rate of --video, 0.1 to 1000 (default 30; a video"
                      " --content keeps its own; a GIF holds 50 a second at most, in whole hundredths)")
     vid.add_argument("--frame-steps", type=int,

@@ -439,9 +439,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         prog="pastiche-video", description="Join frames (pastiche --workspace directories, in order,"
         " or image files) into an MP4 (H.264) or a GIF.")
     parser.add_argument("frames", nargs="+", metavar="WORKSPACE", help="frame directory or image file")
-    parser.add_argument("--output", "-o", required=True, help="output video (.mp4, .mov, .mkv, .gif)")
-    parser.add_argument("--fps", type=float, default=30, help="frames per second (0.1 to 1000; a GIF"
-                        " holds 50 a second at most, in whole hundredths)")
+    parser.add_argument("--output", "-o", required=True, help=f"output video ({', '.join(OUTPUT_EXTENSIONS)})")
+    parser.add_argument("--fps", type=float, default=30, help="frames per second, 0.1 to 1000 (default 30;"
+                        " a GIF holds 50 a second at most, in whole hundredths)")
     args = parser.parse_args(argv)
     try:
         with termination_as_interrupt(), notes("pastiche-video"):

@@ -160,24 +160,27 @@ def test_a_reader_that_stops_reading_or_a_closed_stdout_is_no_traceback(launcher
     assert closed.returncode == 0 and b"Traceback" not in closed.stderr
 
 
-@pytest.mark.parametrize("command, module, ignored", [
-    ("main", "pastiche.cli", False), ("video", "pastiche.video", False), ("compress", "pastiche.compress", False),
-    ("main", "pastiche.cli", True)], ids=["pastiche", "pastiche-video", "pastiche-compress", "sigint-ignored"])
-def test_ctrl_c_while_torch_loads_is_one_line(command, module, ignored):
-    """The commands' launcher (pastiche.__main__) imports no torch and takes SIGINT first: an
-    interrupt while the command's module (and torch) loads exits 130 with one line, no traceback.
-    Where SIGINT is ignored (a shell's background job) it stays ignored and the command runs."""
+@pytest.mark.parametrize("command, module, ignored, sig", [
+    ("main", "pastiche.cli", False, "SIGINT"), ("video", "pastiche.video", False, "SIGINT"),
+    ("compress", "pastiche.compress", False, "SIGINT"), ("main", "pastiche.cli", True, "SIGINT"),
+    ("main", "pastiche.cli", False, "SIGTERM"), ("main", "pastiche.cli", True, "SIGTERM")],
+    ids=["pastiche", "pastiche-video", "pastiche-compress", "sigint-ignored", "sigterm", "sigterm-ignored"])
+def test_ctrl_c_while_torch_loads_is_one_line(command, module, ignored, sig):
+    """The commands' launcher (pastiche.__main__) imports no torch and takes SIGINT and SIGTERM
+    first: either while the command's module (and torch) loads exits 130 with one line, no
+    traceback (SIGTERM killed the process unsaid, 143). Where the signal is ignored (a shell's
+    background job) it stays ignored and the command runs."""
     import subprocess
     import sys
 
     code = ("import os, signal, sys, time\n"
-            f"if {ignored}: signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            f"if {ignored}: signal.signal(signal.{sig}, signal.SIG_IGN)\n"
             "import pastiche.__main__ as launcher\n"
             "assert 'torch' not in sys.modules\n"
             "class Interrupt:  # the user presses Ctrl-C as the command's module starts loading\n"
             "    def find_spec(self, name, path, target=None):\n"
             f"        if name == {module!r}:\n"
-            "            os.kill(os.getpid(), signal.SIGINT); time.sleep(0.5)\n"
+            f"            os.kill(os.getpid(), signal.{sig}); time.sleep(0.5)\n"
             "sys.meta_path.insert(0, Interrupt())\n"
             "sys.argv = ['pastiche', '--version']\n"
             f"launcher.{command}()\n")
@@ -203,9 +206,11 @@ def test_the_launcher_gives_ctrl_c_back_when_the_import_fails(monkeypatch):
 
     monkeypatch.setattr(importlib, "import_module", failing)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     with pytest.raises(ImportError):
         launcher.video()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_no_verbose_prints_nothing(images, tmp_path, capsys):
