@@ -15,6 +15,7 @@ import operator
 import os
 import re
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -193,7 +194,7 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
         source = av.open(os.fspath(audio_from)) if audio_from else None
         try:
             a_in = source.streams.audio[0] if source and source.streams.audio else None
-            copy = a_in is not None and (a_in.codec_context.name in _MP4_AUDIO or output.suffix.lower() == ".mkv")
+            copy = a_in is not None and _can_copy(a_in, output.suffix)
             a_out = None if a_in is None else out.add_stream_from_template(a_in) if copy else \
                 out.add_stream("aac", rate=a_in.codec_context.sample_rate or 44100)
             for im in frames:
@@ -230,6 +231,24 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
         finally:
             if source is not None:
                 source.close()
+
+
+def _can_copy(stream: Any, suffix: str) -> bool:
+    """Whether the audio ``stream``'s packets can go as they are into a ``suffix`` file: MKV takes
+    any codec, the MP4 family those of _MP4_AUDIO, by the codec's name rather than its decoder's
+    ('mp3float' decodes mp3), and only with parameters its muxer accepts (not an 8 kHz MP3), which a
+    header written to a scratch file shows before the real one is begun."""
+    av, codec = _av(), stream.codec_context.codec
+    if suffix.lower() != ".mkv" and getattr(codec, "canonical_name", codec.name) not in _MP4_AUDIO:
+        return False
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            with av.open(os.path.join(scratch, f"probe{suffix}"), "w") as out:
+                out.add_stream_from_template(stream)
+                out.start_encoding()
+        except (av.error.FFmpegError, ValueError):
+            return False
+    return True
 
 
 def _natural(path: Path) -> List[Union[int, str]]:

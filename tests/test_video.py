@@ -33,8 +33,10 @@ def texture(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.asarray(Image.fromarray(small).resize((width + 8, height + 8), Image.BICUBIC))[:height, :width]
 
 
-def make_clip(path: Path, frames: int = 3, size=(48, 32), fps: int = 12, audio: str = "", sideways: bool = False) -> Path:
-    """A clip panning 2 px per frame across a texture; ``audio``: '' (none), 'aac' or 'pcm_s16le';
+def make_clip(path: Path, frames: int = 3, size=(48, 32), fps: int = 12, audio: str = "", sideways: bool = False,
+              rate: int = 8000) -> Path:
+    """A clip panning 2 px per frame across a texture; ``audio``: '' (none) or an encoder ('aac',
+    'pcm_s16le', 'libmp3lame') of a 440 Hz tone at ``rate`` samples a second;
     ``sideways``: to be shown turned a quarter anticlockwise, as a phone stores a portrait clip
     (MP4 only: the track header's matrix, from which players and ffmpeg read the display rotation)."""
     w, h = size
@@ -42,18 +44,18 @@ def make_clip(path: Path, frames: int = 3, size=(48, 32), fps: int = 12, audio: 
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        sound = out.add_stream(audio, rate=8000, layout="mono") if audio else None
+        sound = out.add_stream(audio, rate=rate, layout="mono") if audio else None
         for i in range(frames):
             out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(big[:, 2 * i:2 * i + w]),
                                                              format="rgb24")))
         out.mux(stream.encode(None))
         if sound is not None:
-            t = np.arange(8000 * frames // fps) / 8000
+            t = np.arange(rate * frames // fps) / rate
             wave = (0.3 * np.sin(2 * np.pi * 440 * t))[None]
             fmt = "s16" if audio == "pcm_s16le" else "fltp"
             data = (wave * 32767).astype(np.int16) if fmt == "s16" else wave.astype(np.float32)
             chunk = av.AudioFrame.from_ndarray(data, format=fmt, layout="mono")
-            chunk.sample_rate = 8000
+            chunk.sample_rate = rate
             out.mux(sound.encode(chunk))
             out.mux(sound.encode(None))
     if sideways:
@@ -517,3 +519,16 @@ def test_a_resume_with_size_is_not_refused_over_size_pixels(tmp_path):
     video.stylize_video(clip, style, out, **OPTIONS, style_size=32, size_pixels=999, style_size_pixels=5)
     with pytest.raises(PasticheError, match=r"other settings \(size, size_pixels\)"):
         video.stylize_video(clip, style, out, **{**OPTIONS, "size": None}, size_pixels=32 * 21, style_size=32)
+
+
+@needs_av
+@pytest.mark.parametrize("rate, decoders", [(44100, {"mp3", "mp3float"}), (8000, {"aac"})])
+def test_mp3_sound_is_copied_where_the_output_takes_it(tmp_path, rate, decoders):
+    """MP3 (decoded as 'mp3float') was re-encoded to AAC; an MP4 takes it as it is, except at 8 kHz,
+    which its muxer refuses: copying that would fail the whole video at its end."""
+    clip = make_clip(tmp_path / "clip.mkv", frames=2, audio="libmp3lame", rate=rate)
+    style = tmp_path / "style.png"
+    Image.fromarray(texture(40, 40, seed=1)).save(style)
+    out = video.stylize_video(clip, style, tmp_path / "out.mp4", **OPTIONS)
+    with av.open(str(out)) as container:
+        assert container.streams.audio[0].codec_context.name in decoders
