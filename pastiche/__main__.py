@@ -37,7 +37,11 @@ def _start(prog: str, module: str, function: str) -> NoReturn:
         for sig, previous in replaced.items():
             signal.signal(sig, previous)
     try:
-        code = command()
+        with termination_as_interrupt():  # from here on; each main() has its own too
+            code = command()
+    except KeyboardInterrupt:  # before a main() took charge of it (building its parser)
+        sys.stderr.write(f"{prog}: interrupted; nothing written\n")
+        code = 130
     except SystemExit as e:  # argparse's own exits (--help, --version, a usage error), said already
         code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
     except BrokenPipeError:  # stdout's reader stopped reading (| head): all it wanted
@@ -68,8 +72,8 @@ def termination_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM (kill, a job scheduler's time limit) as Ctrl-C within a command's main(), so
     it stops the same way: the latest image saved, temporary files removed, exit 130. Signal
     handlers belong to the main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        yield  # an ignored SIGTERM (nohup-like launchers) stays ignored
         return
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--workspace", help="directory for intermediate frames")
     out.add_argument("--workspace-step", type=int, help="save a frame every N steps (default 10)")
     out.add_argument("--workspace-prefix", help="prefix of frame file names (default none)")
-    vid = p.add_argument_group("video (all but GIF need PyAV: pip install 'pastiche[video]')")
+    vid = p.add_argument_group("video (all but a GIF output need PyAV: pip install 'pastiche[video]')")
     vid.add_argument("--video", metavar="FILE", help="after the run, join the --workspace frames"
                      f" into this video ({', '.join(OUTPUT_EXTENSIONS)})")
     vid.add_argument("--fps", type=float, help="frame rate of --video, 0.1 to 1000 (default 30; a video"
@@ -165,10 +165,8 @@ def _check_args(args: argparse.Namespace) -> None:
                             " pastiche --content photo.jpg --style painting.jpg")
     args.is_video = is_video(args.content) or (  # an animated GIF becomes one where it is to be one
         Path(args.content).suffix.lower() == ".gif" and Path(args.output or "").suffix.lower() in OUTPUT_EXTENSIONS)
+    _check_mode(args)
     for option, default in IMAGE_ONLY.items():
-        if args.is_video and getattr(args, option) is not None:
-            raise PasticheError(f"--{option.replace('_', '-')} is for an image --content; a video --content"
-                                " prints a row per frame and keeps every frame")
         setattr(args, option, default if getattr(args, option) is None else getattr(args, option))
     for option in ("num_steps", "info_step", "workspace_step"):
         if getattr(args, option) < 1:
@@ -191,6 +189,31 @@ def _check_args(args: argparse.Namespace) -> None:
         if not index.isdecimal():  # not isdigit: '²' is a digit int() refuses
             raise PasticheError(f"--supplemental-device {device} {index}: INDEX must be a layer number"
                                 " (see --list-layers)")
+
+
+def _check_mode(args: argparse.Namespace) -> None:
+    """Refuse the options that only the other kind of --content uses: they would do nothing."""
+    if not args.is_video:
+        if args.video and not args.workspace:
+            raise PasticheError("--video joins the --workspace frames; give --workspace DIR too")
+        if args.fps is not None and not args.video:
+            raise PasticheError("--fps is the frame rate of --video; give --video FILE too")
+        if args.frame_steps is not None or args.no_flow:
+            raise PasticheError(f"--{'frame-steps' if args.frame_steps is not None else 'no-flow'} is for a"
+                                " video --content (.mp4, .mov, ...); an image --content gets --num-steps")
+        return
+    if not args.output:
+        raise PasticheError("a video --content needs --output, e.g. --output out.mp4")
+    if args.workspace or args.video:
+        raise PasticheError(f"--{'workspace' if args.workspace else 'video'} is for an image --content; a video"
+                            f" --content keeps its finished frames in {default_frames_dir(args.output)}")
+    if args.fps is not None:
+        raise PasticheError("--fps is for --video; a video --content keeps its own frame rate (and its"
+                            " sound in step)")
+    for option in IMAGE_ONLY:
+        if getattr(args, option) is not None:
+            raise PasticheError(f"--{option.replace('_', '-')} is for an image --content; a video --content"
+                                " prints a row per frame and keeps every frame")
 
 
 def release_freed_memory(*, low_memory: bool) -> None:
@@ -251,13 +274,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return _run_video(args)
             inputs = [path for path, _ in _inputs(args)]
             output = check_output_path(args.output or default_output(args.content, args.styles), inputs=inputs)
-            if args.video and not args.workspace:
-                raise PasticheError("--video joins the --workspace frames; give --workspace DIR too")
-            if args.fps is not None and not args.video:
-                raise PasticheError("--fps is the frame rate of --video; give --video FILE too")
-            if args.frame_steps is not None or args.no_flow:
-                raise PasticheError(f"--{'frame-steps' if args.frame_steps is not None else 'no-flow'} is for a"
-                                    " video --content (.mp4, .mov, ...); an image --content gets --num-steps")
             if args.video:
                 check_video_output(args.video, inputs=inputs, option="--video")
             return _run(args, output)
@@ -286,14 +302,6 @@ def _options(args: argparse.Namespace) -> dict:
 
 def _run_video(args: argparse.Namespace) -> int:
     """``--content clip.mp4``: stylise every frame; finished frames survive an interruption."""
-    if not args.output:
-        raise PasticheError("a video --content needs --output, e.g. --output out.mp4")
-    if args.workspace or args.video:
-        raise PasticheError(f"--{'workspace' if args.workspace else 'video'} is for an image --content; a video"
-                            f" --content keeps its finished frames in {default_frames_dir(args.output)}")
-    if args.fps is not None:
-        raise PasticheError("--fps is for --video; a video --content keeps its own frame rate (and its"
-                            " sound in step)")
     if args.init:  # a file given as --init is an input even where --random-init overrides it, as for images
         check_video_output(args.output, inputs=[args.init])
     seed = seed_everything(args.seed, deterministic=args.deterministic)
@@ -363,6 +371,9 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     try:
         run(job, schedule, callback=frame, progress=bar)
     except KeyboardInterrupt:
+        if job.step_count == 0:  # the starting image is all there is: not a result to write
+            print("pastiche: interrupted before the first step was done; nothing written", file=sys.stderr)
+            return EXIT_INTERRUPTED
         unmade = (f"; no --video made (pastiche-video {args.workspace} -o {args.video} joins the frames)"
                   if args.video else "")
         print(f"pastiche: interrupted at step {job.step_count}; {_kept(job, output)}{unmade}", file=sys.stderr)

@@ -305,22 +305,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         " least-squares centroids and biases (same file format)")
     group.add_argument("--calibrate", nargs="+", metavar="IMAGE", default=[],
                        help="calibration images (keep them apart from images you evaluate on)")
-    group.add_argument("--calibration-sizes", type=_sizes, default=list(CALIBRATION_SIZES),
-                       metavar="N,N,...", help="long edges each calibration image is used at"
-                       f" (default {','.join(map(str, CALIBRATION_SIZES))})")
-    group.add_argument("--positions", type=int, default=16384,
-                       help="sampled pixels per layer (default 16384)")
-    group.add_argument("--damp", type=float, default=0.1,
-                       help="ridge toward the source weights, relative to the mean activation"
-                            " energy (default 0.1)")
-    group.add_argument("--refit", type=int, default=1,
-                       help="rounds of centroid refitting and re-rounding (default 1)")
-    group.add_argument("--seed", type=int, default=0, help="seed for pixel sampling (default 0)")
+    # Defaults None, filled in below: given without --calibrate, they would do nothing
+    tuning = {"calibration_sizes": list(CALIBRATION_SIZES), "positions": 16384, "damp": 0.1, "refit": 1, "seed": 0}
+    group.add_argument("--calibration-sizes", type=_sizes, metavar="N,N,...", help="long edges each"
+                       f" calibration image is used at (default {','.join(map(str, CALIBRATION_SIZES))})")
+    group.add_argument("--positions", type=int, help="sampled pixels per layer (default 16384)")
+    group.add_argument("--damp", type=float, help="ridge toward the source weights, relative to the mean"
+                       " activation energy (default 0.1)")
+    group.add_argument("--refit", type=int, help="rounds of centroid refitting and re-rounding (default 1)")
+    group.add_argument("--seed", type=int, help="seed for pixel sampling (default 0)")
     args = parser.parse_args(argv)
-    tuning = [a for a in group._group_actions if a.dest != "calibrate" and getattr(args, a.dest) != a.default]
+    given = [name for name in tuning if getattr(args, name) is not None]
+    for name, default in tuning.items():
+        setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
     try:
-        if tuning and not args.calibrate:  # they tune the data-aware method only: k-means would ignore them
-            raise PasticheError(f"{tuning[0].option_strings[0]} tunes --calibrate's quantization; give"
+        if given and not args.calibrate:  # they tune the data-aware method only: k-means would ignore them
+            raise PasticheError(f"--{given[0].replace('_', '-')} tunes --calibrate's quantization; give"
                                 " --calibrate IMAGE... too, or leave it out")
         start = time.perf_counter()
         with termination_as_interrupt():

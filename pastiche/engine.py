@@ -162,8 +162,9 @@ class StyleTransfer:
         self.optimizer_name, self.learning_rate = optimizer, learning_rate
         self.low_memory = low_memory
         self.lbfgs_history = lbfgs_history if lbfgs_history is not None else 10 if low_memory else 20
-        if not whole(self.lbfgs_history):
-            raise PasticheError(f"lbfgs_history must be a whole number of pairs, at least 1, got {lbfgs_history!r}")
+        if not whole(self.lbfgs_history) or self.lbfgs_history > MAX_PIXELS:
+            raise PasticheError(f"lbfgs_history must be a whole number of pairs, from 1 to {MAX_PIXELS}, got"
+                                f" {lbfgs_history!r}")
         self.preserve_color, self.luminance_only = preserve_color, luminance_only
         self.device = resolve_device(default_device() if device is None else device)
         supplemental = _supplemental(supplemental_devices)
@@ -312,9 +313,11 @@ class StyleTransfer:
         sizes += [("style image", self._style_dims(image), STYLE_BYTES_PER_PIXEL, "--style-size",
                    "--style-size-pixels") for image in self._style_images]
         needs = [w * h * per_pixel for _, (w, h), per_pixel, _, _ in sizes]
-        # BYTES_PER_PIXEL counts 20 L-BFGS pairs; each more holds two float32 images, and the
-        # pairs' inner products a (2 history)² float64 matrix
-        extra = (max(0, self.lbfgs_history - 20) * 24 * size[0] * size[1] + 32 * self.lbfgs_history ** 2
+        # BYTES_PER_PIXEL counts 20 L-BFGS pairs; each more holds two 3-channel images (bfloat16
+        # where VGG19 computes in it, see _new_optimizer), and the pairs' inner products a
+        # (2 history)² float64 matrix
+        pair = 2 * 3 * (2 if self.dtype == torch.bfloat16 else 4)
+        extra = (max(0, self.lbfgs_history - 20) * pair * size[0] * size[1] + 32 * self.lbfgs_history ** 2
                  if self.optimizer_name == "lbfgs" else 0)
         need = needs[0] + max(needs[1:]) + extra  # the styles' targets are made one style at a time
         if need <= total:

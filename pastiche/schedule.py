@@ -160,8 +160,9 @@ def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *
             return job.image(size=job.full_size)  # full size even if a callback stopped a coarse level
     except (KeyboardInterrupt, Exception) as e:
         image = _image_so_far(job)
-        with suppress(AttributeError, TypeError):  # an exception type that takes no attributes
-            e.image = image
+        if isinstance(e, (KeyboardInterrupt, PasticheError)) or not hasattr(e, "image"):  # not a callback's own
+            with suppress(AttributeError, TypeError):  # an exception type that takes no attributes
+                e.image = image
         if image is not None and isinstance(e, PasticheError) and len(e.args) == 1:
             e.args = (f"{e} (the image so far is this error's .image)",)
         raise

@@ -113,21 +113,24 @@ _UPRIGHT = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270:
 
 def read_frames(path: PathLike) -> Iterator[Image.Image]:
     """Decode the first video stream as upright RGB PIL frames; PasticheError if none can be decoded."""
-    return (image for _, image in timed_frames(path))
+    return (image for _, _, image in timed_frames(path))
 
 
-def timed_frames(path: PathLike) -> Iterator[Tuple[Optional[Fraction], Image.Image]]:
-    """:func:`read_frames`' frames, each with its presentation time in seconds (None where the
-    stream gives none): a clip's frames need not start at 0 beside its sound, nor come at a
-    steady rate (phones record a variable one)."""
+def timed_frames(path: PathLike) -> Iterator[Tuple[Optional[Fraction], Optional[Fraction], Image.Image]]:
+    """:func:`read_frames`' frames, each as (start, end, frame): its presentation time and when the
+    next one is due, in seconds (None where the stream does not say). A clip's frames need not
+    start at 0 beside its sound, nor come at a steady rate (phones record a variable one; a GIF
+    holds each frame as long as it likes)."""
     av, count = _av(), 0
     with _opened(path) as (container, stream):
         try:
             for frame in container.decode(stream):
                 count += 1
                 turn = _UPRIGHT.get(round(getattr(frame, "rotation", 0) or 0) % 360)
-                time = None if frame.pts is None or frame.time_base is None else Fraction(frame.pts) * frame.time_base
-                yield time, frame.to_image() if turn is None else frame.to_image().transpose(turn)
+                base, duration = frame.time_base, getattr(frame, "duration", None)  # no .duration before PyAV 14
+                time = None if frame.pts is None or base is None else Fraction(frame.pts) * base
+                end = None if time is None or not duration else time + Fraction(duration) * base
+                yield time, end, frame.to_image() if turn is None else frame.to_image().transpose(turn)
         except av.error.FFmpegError as e:
             raise PasticheError(f"cannot read video '{os.fspath(path)}': decoding failed after {count}"
                                 f" frames ({e.strerror}); re-encode it") from None
@@ -163,19 +166,20 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
            audio_from: Optional[PathLike] = None, times: Optional[Sequence[Fraction]] = None) -> None:
     """Encode RGB ``frames`` (resized to ``size`` if needed) into ``output`` atomically. MP4, MOV,
     MKV: H.264 yuv420p (size cropped to even, with a :class:`PasticheWarning`), audio from
-    ``audio_from`` (copied, or AAC). ``times``: each frame's time in ``audio_from``
-    (timed_frames), kept for the frames (a GIF's last one lasts 1/``fps``) and, moved by the first
-    one, for the sound, so both stay in step; else a steady ``fps`` from 0."""
+    ``audio_from`` (copied, or AAC). ``times``: each frame's start in ``audio_from``
+    (timed_frames) and then the last one's end, kept for the frames and, moved by the first one,
+    for the sound, so both stay in step; else a steady ``fps`` from 0."""
     if output.suffix.lower() == ".gif":
-        fitted = (im if im.size == size else im.resize(size, Image.LANCZOS) for im in frames)
-        first = next(fitted, None)
-        if first is None:
+        fitted = [im if im.size == size else im.resize(size, Image.LANCZOS) for im in frames]  # Pillow holds them all
+        if not fitted:
             raise PasticheError(f"cannot write video '{output}': no frames to write")
-        # GIF's clock ticks in hundredths, and players show 10 ms or less as 100 ms: 20 ms at least
-        ticks = [b - a for a, b in zip(times, times[1:])] + [1 / fps] if times else 1 / fps
-        duration = [max(20, 10 * round(100 * t)) for t in ticks] if times else max(20, 10 * round(100 * ticks))
+        # GIF's clock ticks in hundredths: each frame from the rounded times, so that rounding does
+        # not add up (30 fps: 3, 3 and 4 hundredths); 2 at least, as players show 0 or 1 as 10
+        times = times or [Fraction(i) / fps for i in range(len(fitted) + 1)]
+        ticks = [round(100 * (t - times[0])) for t in times]
         with _atomic(output) as tmp:  # PIL picks an adaptive palette per frame
-            first.save(tmp, format="GIF", save_all=True, append_images=fitted, loop=0, duration=duration)
+            fitted[0].save(tmp, format="GIF", save_all=True, append_images=fitted[1:], loop=0,
+                           duration=[10 * max(2, b - a) for a, b in zip(ticks, ticks[1:])])
         return
     av, count = _av(), 0
     w, h = max(2, size[0] - size[0] % 2), max(2, size[1] - size[1] % 2)
@@ -188,7 +192,7 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         start = times[0] if times else Fraction(0)  # the source's time of the output's 0
         # a steady rate stays one (a container's millisecond clock rounds 1/12 s to 83 and 84 ms)
-        varying = bool(times) and any(abs(b - a - 1 / fps) > Fraction(1, 1000) for a, b in zip(times, times[1:]))
+        varying = bool(times) and any(abs(b - a - 1 / fps) > Fraction(1, 1000) for a, b in zip(times, times[1:-1]))
         if varying:
             stream.codec_context.time_base = _TIME_BASE
         source = av.open(os.fspath(audio_from)) if audio_from else None
@@ -210,7 +214,7 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
                 raise PasticheError(f"cannot write video '{output}': no frames to write")
             out.mux(stream.encode(None))
             if a_in is not None:  # the sound from the first frame's time to the video's end
-                end = (times[count - 1] - start + 1 / fps) if varying else count / fps
+                end = (times[count] - start) if varying else count / fps
                 for packet in source.demux(a_in):
                     if packet.pts is None:
                         continue
@@ -327,6 +331,13 @@ def _describe(value: object) -> object:
     return value if isinstance(value, (int, float, bool, type(None))) else type(value).__name__
 
 
+def _in_use(options: dict) -> dict:
+    """The record's ``options`` less those that others override, which made no difference to the
+    frames: --size-pixels beside --size, --style-size-pixels beside --style-size."""
+    overridden_by = {"size_pixels": "size", "style_size_pixels": "style_size"}
+    return {k: v for k, v in options.items() if k not in overridden_by or options.get(overridden_by[k]) is None}
+
+
 def _changed(recorded: object, settings: dict) -> str:
     """The names of the settings (and options) that differ from the ``recorded`` ones."""
     if not isinstance(recorded, dict) or not isinstance(recorded.get("options"), dict):
@@ -370,6 +381,8 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
                             f" {num_steps_per_frame!r}")
     check_flag(flow, "flow")
     check_flag(progress, "progress")
+    if on_frame is not None and not callable(on_frame):
+        raise PasticheError(f"on_frame must be a function of (frame, total, loss), got {on_frame!r}")
     if max_frames is not None and not whole(max_frames):
         raise PasticheError(f"max_frames must be a whole number of frames, at least 1, got {max_frames!r}")
     style_list = list(styles) if isinstance(styles, (list, tuple)) else [styles]
@@ -391,17 +404,17 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
         warnings.warn(f"'{output}' will have no sound: a GIF holds none (write an .mp4 to keep the clip's)",
                       PasticheWarning, stacklevel=2)
     folder = Path(frames_dir) if frames_dir else default_frames_dir(output)
-    unused = {"size_pixels": "size", "style_size_pixels": "style_size"}  # overridden: not what made the frames
     settings = {"content": _describe(content_video), "styles": _describe(style_list), "flow": flow,
                 "steps": [list(coarse_steps), num_steps_first, num_steps_per_frame],
-                "options": {k: _describe(v) for k, v in sorted(style_options.items())
-                            if style_options.get(unused.get(k, "")) is None}}
+                "options": _in_use({k: _describe(v) for k, v in sorted(style_options.items())})}
     try:
         folder.mkdir(exist_ok=True)
         record = folder / "settings.json"
         # Settings matter only to finished frames: a record without any (a run stopped in its first
         # frame) is replaced, not held against the next run.
         recorded = json.loads(record.read_text()) if record.exists() else settings
+        if isinstance(recorded, dict) and isinstance(recorded.get("options"), dict):  # one an older pastiche wrote
+            recorded["options"] = _in_use(recorded["options"])
         if recorded != settings and has_finished_frames(folder):
             raise PasticheError(f"frames in '{folder}' were made with other settings ({_changed(recorded, settings)});"
                                 " delete that directory to start over, or choose another --output")
@@ -410,9 +423,10 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
         raise PasticheError(f"cannot use frames directory '{folder}': {getattr(e, 'strerror', None) or e};"
                             " choose another --output") from None
     job, prev, prev_content, size, count = None, None, None, (0, 0), 0  # prev: (1, 3, H, W) in [0, 1]
-    times: List[Optional[Fraction]] = []  # each frame's time in the clip, for _write
+    times: List[Optional[Fraction]] = []  # each frame's start in the clip, for _write
+    end: Optional[Fraction] = None  # the last one's end
     with tqdm(total=total, unit="frame", desc=output.name, disable=not progress) as bar:
-        for count, (time, frame) in enumerate(itertools.islice(timed_frames(content_video), total), 1):
+        for count, (time, end, frame) in enumerate(itertools.islice(timed_frames(content_video), total), 1):
             times.append(time)
             path = folder / f"{count:06d}.png"
             if job is None and path.exists():  # finished by an earlier run
@@ -443,6 +457,8 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
                 on_frame(count, total, None if job is None else job.loss)
     paths = [folder / f"{i + 1:06d}.png" for i in range(count)]
     size = open_image(paths[-1], name="frame").size
+    last = times[-1]
+    times.append(end if end is not None and last is not None else None if last is None else last + 1 / info.fps)
     timed = None not in times and all(map(operator.lt, times, times[1:]))
     _write((open_image(p, name="frame") for p in paths), size, output, info.fps,
            audio_from=content_video if info.has_audio and output.suffix.lower() != ".gif" else None,

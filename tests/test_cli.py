@@ -193,6 +193,24 @@ def test_ctrl_c_while_torch_loads_is_one_line(command, module, ignored, sig):
         assert done.stderr == f"{prog}: interrupted while starting; nothing written\n"
 
 
+def test_an_interrupt_before_main_takes_charge_is_one_line(monkeypatch, capsys):
+    """Between the import and main()'s own handling (its parser, which asks for the devices) a
+    Ctrl-C gave a traceback and a SIGTERM killed the process unsaid."""
+    import pastiche.__main__ as launcher
+    import pastiche.cli
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        def build_parser():
+            os.kill(os.getpid(), sig)
+        monkeypatch.setattr(pastiche.cli, "build_parser", build_parser)
+        monkeypatch.setattr(launcher.os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
+        with pytest.raises(SystemExit) as info:
+            launcher.main()
+        assert info.value.code == 130
+        assert capsys.readouterr().err == "pastiche: interrupted; nothing written\n"
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_the_launcher_gives_ctrl_c_back_when_the_import_fails(monkeypatch):
     """A command module that fails to import (a missing dependency) must not leave the
     launcher's quiet exit as the process's Ctrl-C handler."""
@@ -668,6 +686,37 @@ def test_sigterm_saves_the_latest_image_like_ctrl_c(images, tmp_path, monkeypatc
     assert capsys.readouterr().err == f"pastiche: interrupted at step 2; saved {out}\n"
     assert len(frames) == 2 and np.array_equal(pixels(out), frames[-1])
     assert signal.getsignal(signal.SIGTERM) is before  # the command's handler does not outlive it
+
+
+def test_ctrl_c_before_the_first_step_writes_nothing(images, tmp_path, monkeypatch, capsys):
+    """As a NaN at the first step: the starting image is no result (it was written as one)."""
+    def interrupted(self):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(StyleTransfer, "step", interrupted)
+    (tmp_path / "out.png").write_bytes(b"an earlier result")
+    code = cli("-c", "content.png", "-s", "style.png", "-o", tmp_path / "out.png", "--num-steps", 3, "--size", 32,
+               "--no-verbose", *SHALLOW)
+    assert code == 130 and (tmp_path / "out.png").read_bytes() == b"an earlier result"
+    assert capsys.readouterr().err == "pastiche: interrupted before the first step was done; nothing written\n"
+
+
+def test_an_ignored_sigterm_stays_ignored(images, tmp_path, monkeypatch, capsys):
+    """A launcher that ignores SIGTERM (as nohup ignores SIGHUP) means the run to go on."""
+    original = StyleTransfer.step
+
+    def step(self):
+        if self.step_count == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self)
+    monkeypatch.setattr(StyleTransfer, "step", step)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        code = cli("-c", "content.png", "-s", "style.png", "-o", tmp_path / "out.png", "--num-steps", 3,
+                   "--size", 32, "--no-verbose", *SHALLOW)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 0 and capsys.readouterr().err == ""
 
 
 def test_nan_loss_fails_and_keeps_the_last_good_image(images, tmp_path, monkeypatch, capsys):

@@ -404,7 +404,7 @@ def test_calibration_errors(dense_source, calibration_photo, tmp_path, capsys):
         assert "pastiche-compress: error:" in capsys.readouterr().err and not out.exists()
     # They tune --calibrate's method; without it they did nothing, unsaid
     for option in (["--damp", "7"], ["--positions", "5"], ["--refit", "3"], ["--seed", "2"],
-                   ["--calibration-sizes", "999"]):
+                   ["--calibration-sizes", "999"], ["--damp", "0.1"], ["--seed", "0"]):  # given at the default too
         assert main([str(dense_source), str(out), "--bits", "4", *option]) == 2
         assert capsys.readouterr().err == (f"pastiche-compress: error: {option[0]} tunes --calibrate's quantization;"
                                            " give --calibrate IMAGE... too, or leave it out\n") and not out.exists()

@@ -584,6 +584,7 @@ def test_no_style_and_bad_num_steps(content_path, style_path):
     (dict(style_size_pixels=2 ** 31), "^--style-size-pixels must be a whole number of pixels, from 1 to 2147483647"),
     (dict(style_layer_weights=(w for w in [1.0])), "^--style-layer-weights must be a list of numbers"),  # TypeError
     (dict(lbfgs_history=10 ** 9), "^lbfgs_history 1000000000 pairs at 48x40 px need at least .* keep fewer"),
+    (dict(lbfgs_history=10 ** 200), "^lbfgs_history must be a whole number of pairs, from 1 to 2147483647"),
 ])
 def test_arguments_of_the_wrong_kind_are_pastiche_errors(content_path, style_path, options, needle):
     """Not a ZeroDivisionError at step 2, a TypeError from float(), or a layer name read letter

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import struct
@@ -149,11 +150,11 @@ def test_a_clip_keeps_its_frame_times_and_its_sound_in_step(tmp_path):
         chunk.sample_rate = 8000
         out.mux(sound.encode(chunk))
         out.mux(sound.encode(None))
-    assert [t for t, _ in video.timed_frames(clip)] == [Fraction(t, 100) for t in hundredths]
+    assert [t for t, _, _ in video.timed_frames(clip)] == [Fraction(t, 100) for t in hundredths]
     style = tmp_path / "style.png"
     Image.fromarray(texture(40, 40, seed=1)).save(style)
     out = video.stylize_video(clip, style, tmp_path / "out.mp4", **OPTIONS)
-    assert [round(float(t), 3) for t, _ in video.timed_frames(out)] == [0, 0.1, 0.2, 0.7, 0.8, 0.9]
+    assert [round(float(t), 3) for t, _, _ in video.timed_frames(out)] == [0, 0.1, 0.2, 0.7, 0.8, 0.9]
     with av.open(str(out)) as container:
         samples = np.concatenate([f.to_ndarray().ravel() for f in container.decode(audio=0)])
     assert np.sqrt(np.mean(samples[400:2400] ** 2)) > 0.2  # the tone from 0.05 s on, not the silence
@@ -329,7 +330,7 @@ def test_stylize_video_with_flow_and_pcm_audio(tmp_path, monkeypatch):
     with pytest.warns(PasticheWarning, match="^'.*o.gif' will have no sound: a GIF holds none"):
         gif = video.stylize_video(clip, style, tmp_path / "o.gif", max_frames=2, **OPTIONS)
     with Image.open(gif) as im:  # PIL merges identical frames, adding up their durations
-        assert sum(im.seek(i) or im.info["duration"] for i in range(im.n_frames)) == 2 * 80
+        assert sum(im.seek(i) or im.info["duration"] for i in range(im.n_frames)) == 170  # 2/12 s in hundredths
 
 
 @pytest.mark.parametrize("fps", [0, -1, float("nan"), float("inf"), 0.001, 1e-9, 5000])
@@ -482,14 +483,14 @@ def test_an_animated_gif_content_with_a_video_output_is_stylised_as_a_video(tmp_
 
     monkeypatch.chdir(tmp_path)
     frames = [Image.fromarray(texture(45, 33, seed=i)) for i in range(3)]  # odd sides: H.264 needs even ones
-    frames[0].save("anim.gif", save_all=True, append_images=frames[1:], duration=[100, 300, 100], loop=0)
+    frames[0].save("anim.gif", save_all=True, append_images=frames[1:], duration=[100, 300, 700], loop=0)
     Image.fromarray(texture(40, 40, seed=1)).save("style.png")
     quick = ["-c", "anim.gif", "-s", "style.png", "--size", "45", "--num-steps", "2", "--schedule", "none",
              "--content-layers", "block2_relu1", "--style-layers", "block1_relu1"]
     assert pastiche.cli.main(quick + ["-o", "out.gif", "--frame-steps", "1", "--no-verbose"]) == 0
     with Image.open("out.gif") as gif:  # every frame, at its own time and size
         assert gif.size == (45, 33) and gif.n_frames == 3
-        assert [gif.seek(i) or gif.info["duration"] for i in range(3)] == [100, 300, 160]  # the last: 1/fps
+        assert [gif.seek(i) or gif.info["duration"] for i in range(3)] == [100, 300, 700]  # the last: its own
     capsys.readouterr()
     assert pastiche.cli.main(quick + ["-o", "out.mp4", "--frame-steps", "1"]) == 0
     assert capsys.readouterr().err == ("pastiche: note: 'out.mp4' is 44x32 px, the frames' 45x33 cropped to even"
@@ -519,6 +520,13 @@ def test_a_resume_with_size_is_not_refused_over_size_pixels(tmp_path):
     video.stylize_video(clip, style, out, **OPTIONS, style_size=32, size_pixels=999, style_size_pixels=5)
     with pytest.raises(PasticheError, match=r"other settings \(size, size_pixels\)"):
         video.stylize_video(clip, style, out, **{**OPTIONS, "size": None}, size_pixels=32 * 21, style_size=32)
+    record = video.default_frames_dir(out) / "settings.json"  # as an older pastiche wrote it
+    older = json.loads(record.read_text())
+    older["options"]["size_pixels"] = 250000
+    record.write_text(json.dumps(older))
+    video.stylize_video(clip, style, out, **OPTIONS, style_size=32)
+    with pytest.raises(PasticheError, match="^on_frame must be a function of"):
+        video.stylize_video(clip, style, out, **OPTIONS, on_frame="print")
 
 
 @needs_av
@@ -532,3 +540,11 @@ def test_mp3_sound_is_copied_where_the_output_takes_it(tmp_path, rate, decoders)
     out = video.stylize_video(clip, style, tmp_path / "out.mp4", **OPTIONS)
     with av.open(str(out)) as container:
         assert container.streams.audio[0].codec_context.name in decoders
+
+
+def test_a_gif_s_frame_times_do_not_drift(tmp_path):
+    """GIF durations are whole hundredths: 30 fps rounded frame by frame made 30 frames last 0.9 s."""
+    write_frames(tmp_path / "ws", [(8, 8)] * 30)
+    with Image.open(video.frames_to_video([tmp_path / "ws"], tmp_path / "o.gif", fps=30)) as gif:
+        durations = [gif.seek(i) or gif.info["duration"] for i in range(gif.n_frames)]
+    assert sum(durations) == 1000 and set(durations) == {30, 40}
