@@ -6,6 +6,7 @@ import argparse
 import ctypes
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -150,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 def default_output(content: str, styles: Sequence[str]) -> Path:
     """CONTENT_STYLE[+STYLE].png in the current directory, numbered so nothing is overwritten."""
     stem = f"{Path(content).stem}_{'+'.join(Path(s).stem for s in styles)}"
+    while len(os.fsencode(stem)) > 200:  # long input names: under the filesystems' 255 bytes, with "-N.png"
+        stem = stem[:-1]
     path, n = Path(f"{stem}.png"), 2
     while path.exists():
         path, n = Path(f"{stem}-{n}.png"), n + 1
@@ -308,10 +311,12 @@ def _run_video(args: argparse.Namespace) -> int:
     frame_steps = FRAME_STEPS if args.frame_steps is None else args.frame_steps
     if frame_steps < 1:
         raise PasticheError(f"--frame-steps must be at least 1, got {frame_steps}")
-    bar = args.verbose and sys.stderr.isatty()  # a bar at a terminal; rows for a log
-    say, start = _printer(print if args.verbose and not bar else None), time.perf_counter()
+    bar = _bar(args)  # a bar at a terminal; rows for a log
+    say, start = _printer(print if args.verbose else None), time.perf_counter()
 
     def row(frame: int, total: int, loss: Optional[float]) -> None:
+        if bar:
+            return
         if frame == 1:
             say(f"seed: {seed}\n\nframe   elapsed loss\n------- ------- ----")
         say(f"{frame: <7} {time.perf_counter() - start: <7.1f} " + ("kept" if loss is None else f"{loss:.2f}"))
@@ -326,8 +331,7 @@ def _run_video(args: argparse.Namespace) -> int:
               if has_finished_frames(folder) else "pastiche: interrupted before the first frame was finished;"
               " nothing kept", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if args.verbose:
-        print(f"wrote {path} (seed {seed})")  # a random seed's run can be repeated
+    say(f"wrote {path} (seed {seed})")  # a random seed's run can be repeated
     return 0
 
 
@@ -337,7 +341,7 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     job = StyleTransfer(args.content, args.styles, **_options(args))
     check_output_size(output, job.full_size)  # now that the size is known, before any work
     # A bar for people at a terminal; pastiche 1.6.0's text rows for logs (and above the bar).
-    bar = args.verbose and sys.stderr.isatty()
+    bar = _bar(args)
     say = _printer((tqdm.write if bar else print) if args.verbose else None)  # tqdm's keeps rows above it
     schedule = plan(job.full_size, args.num_steps, args.coarse_steps)
     job.resize(*schedule[0][0])  # targets at the first level; errors like "too small" show here
@@ -360,7 +364,7 @@ def _run(args: argparse.Namespace, output: Path) -> int:
             path = Path(args.workspace) / frame_name(step)
             # At the output size on every level, as all of pastiche 1.6.0's frames are: a video
             # tool joining them (ffmpeg's image2) needs one size for the whole sequence.
-            frames.append((step, save_image(job.image_tensor(size=job.full_size), path)))
+            frames.append((step, save_image(job.image_tensor(size=job.full_size), path, option="--workspace")))
         if step % args.info_step == 0:
             say(f"{step: <4} {time.perf_counter() - start: <7.1f} {job.loss:.2f}")
 
@@ -374,8 +378,8 @@ def _run(args: argparse.Namespace, output: Path) -> int:
         if job.step_count == 0:  # the starting image is all there is: not a result to write
             print("pastiche: interrupted before the first step was done; nothing written", file=sys.stderr)
             return EXIT_INTERRUPTED
-        unmade = (f"; no --video made (pastiche-video {args.workspace} -o {args.video} joins the frames)"
-                  if args.video else "")
+        unmade = (f"; no --video made (pastiche-video {shlex.quote(args.workspace)} -o {shlex.quote(args.video)}"
+                  " joins the frames)" if args.video else "")
         print(f"pastiche: interrupted at step {job.step_count}; {_kept(job, output)}{unmade}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except PasticheError as e:  # e.g. a NaN loss: keep the last good image, then report
@@ -386,7 +390,12 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     say(f"wrote {output}")
     if args.video:  # this run's frames, not others in the folder, ending on the result
         last = [] if frames and frames[-1][0] == job.step_count else [output]
-        say(f"wrote {frames_to_video([path for _, path in frames] + last, args.video, fps=args.fps or 30)}")
+        try:
+            video = frames_to_video([path for _, path in frames] + last, args.video, fps=args.fps or 30,
+                                    option="--video")
+        except PasticheError as e:
+            raise PasticheError(f"{e} (the picture is saved: {output})") from None
+        say(f"wrote {video}")
     return 0
 
 
@@ -451,10 +460,15 @@ def _make_workspace(args: argparse.Namespace, output: Path, names: List[str]) ->
         raise PasticheError(f"--workspace '{folder}' is not writable; choose another folder")
 
 
-def _printer(write: Optional[Callable[[str], None]]) -> Callable[[str], None]:
+def _bar(args: argparse.Namespace) -> bool:
+    """Whether to show a progress bar: for a person at a terminal (stderr closed, ``2>&-``: none)."""
+    return bool(args.verbose and sys.stderr is not None and sys.stderr.isatty())
+
+
+def _printer(write: Optional[Callable[[str], None]], prog: str = "pastiche") -> Callable[[str], None]:
     """``write`` (None: print nothing) until it fails, as a closed pipe (``| head``) or a full
-    disk under stdout makes it; then one line on stderr and no more text, so that the run goes
-    on and its image is saved."""
+    disk under stdout makes it; then one line on stderr, "PROG: cannot print progress ...", and no
+    more text, so that the run goes on and its image is saved."""
     failed = write is None
 
     def say(text: str) -> None:
@@ -466,6 +480,6 @@ def _printer(write: Optional[Callable[[str], None]]) -> Callable[[str], None]:
         except OSError as e:
             failed = True
             with suppress(OSError):  # stderr gone too: nowhere left to say it
-                print(f"pastiche: cannot print progress ({e.strerror or e}); going on without it",
+                print(f"{prog}: cannot print progress ({e.strerror or e}); going on without it",
                       file=sys.stderr)
     return say

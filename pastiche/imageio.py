@@ -359,9 +359,10 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 
 def check_output_path(
-    path: Union[str, os.PathLike], *, inputs: Sequence[object] = ()
+    path: Union[str, os.PathLike], *, inputs: Sequence[object] = (), option: str = "--output"
 ) -> pathlib.Path:
-    """Validate an output path before a long run; return it as a Path.
+    """Validate an output path before a long run; return it as a Path. Errors name ``option`` as
+    what to change.
 
     Non-path entries of ``inputs`` (arrays, tensors, PIL images) are ignored.
     """
@@ -372,7 +373,7 @@ def check_output_path(
     if ext not in SUPPORTED_EXTENSIONS and not os.path.isdir(p):  # a folder: check_writable says so
         what = f"unsupported extension '{p.suffix}'" if p.suffix else "no file extension"
         raise PasticheError(f"cannot write output '{p}': {what}; use one of {_SUPPORTED}")
-    return check_writable(path, inputs=inputs, kind="output", input_kind="input image")
+    return check_writable(path, inputs=inputs, kind="output", input_kind="input image", option=option)
 
 
 def check_output_size(path: Union[str, os.PathLike], size: Tuple[int, int]) -> None:
@@ -419,7 +420,8 @@ def _check_writable(path: str, kind: str, option: str) -> None:
     if path.endswith(tuple(filter(None, (os.sep, os.altsep)))):
         raise PasticheError(f"cannot write {kind} '{path}': a path ending in a separator names a"
                             " directory; give a file name")
-    parent = p.parent
+    # A link is written through (atomic_file): its target's folder is the one that must take the file
+    parent = pathlib.Path(os.path.realpath(p)).parent if os.path.islink(p) else p.parent
     if not parent.is_dir():
         why = "is a file, not a directory;" if parent.exists() else "does not exist; create it or"
         raise PasticheError(f"cannot write {kind} '{p}': directory '{parent}' {why} choose another {option}")
@@ -430,6 +432,13 @@ def _check_writable(path: str, kind: str, option: str) -> None:
     if len(os.fsencode(p.name)) > name_max:
         raise PasticheError(f"cannot write {kind} '{p}': its name is {len(os.fsencode(p.name))} bytes,"
                             f" over this filesystem's {name_max}; choose a shorter {option}")
+    try:
+        mode = os.stat(p).st_mode  # through links, as the write goes
+    except OSError:  # none yet (or a loop of links, which the write reports)
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):  # a pipe, a device (/dev/null): replacing it is no write
+        raise PasticheError(f"cannot write {kind} '{p}': it is {'a pipe' if stat.S_ISFIFO(mode) else 'a device'}"
+                            f" or other special file, not a regular one; choose another {option}")
     if p.exists() and not os.access(p, os.W_OK):  # replacing it would go round its permissions
         raise PasticheError(f"cannot write {kind} '{p}': the file is read-only; choose another {option}"
                             " or make it writable")
@@ -476,14 +485,16 @@ def atomic_file(path: pathlib.Path, *, suffix: str = ".tmp") -> Iterator[str]:
 
 
 def save_image(
-    image: Union[torch.Tensor, Image.Image], path: Union[str, os.PathLike], *, quality: int = 95
+    image: Union[torch.Tensor, Image.Image], path: Union[str, os.PathLike], *, quality: int = 95,
+    option: Optional[str] = "--output"
 ) -> pathlib.Path:
     """Atomically write an image (a tensor, array or PIL image, as :func:`open_image` takes them) in
     the extension's format.
 
     ``quality`` (1..100) applies to JPEG and WebP. ``path`` is never left partially written.
+    ``option``: what an error tells the user to change (None: nothing, the caller says what to do).
     """
-    p = check_output_path(path)
+    p = check_output_path(path, option=option or "--output")
     if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
         raise PasticheError(f"invalid quality {quality!r}; use a whole number from 1 to 100")
     quality = int(quality)  # numpy's too, as Pillow takes Python's
@@ -497,11 +508,11 @@ def save_image(
             f.flush()
             os.fsync(f.fileno())
     except Exception as exc:
+        fix = f"choose another {option}" if option else ""
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            reason = "the disk is full; free some space or choose another --output"
-        elif isinstance(exc, PermissionError):
-            reason = "permission denied; choose another --output"
+            reason = "the disk is full; free some space" + (f" or {fix}" if fix else "")
         else:
-            reason = f"{_first_line(exc)}; choose another --output"
+            reason = ("permission denied" if isinstance(exc, PermissionError) else _first_line(exc)) \
+                + (f"; {fix}" if fix else "")
         raise PasticheError(f"cannot write output '{p}': {reason}") from None
     return p

@@ -151,24 +151,26 @@ def check_video_output(path: PathLike, *, inputs: Sequence[object] = (), option:
 
 
 @contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[str]:
-    """A temporary file beside ``path`` (same extension) that replaces it only on success."""
+def _atomic(path: Path, option: Optional[str]) -> Iterator[str]:
+    """A temporary file beside ``path`` (same extension) that replaces it only on success; an
+    error names ``option`` as what to change (None: the caller says what to do)."""
     failures = (OSError,) if path.suffix.lower() == ".gif" else (OSError, _av().error.FFmpegError)  # PIL writes GIFs
     try:
         with atomic_file(path, suffix=path.suffix) as tmp:
             yield tmp
     except failures as e:
-        raise PasticheError(f"cannot write video '{path}': {getattr(e, 'strerror', None) or e};"
-                            " choose another --output") from None
+        raise PasticheError(f"cannot write video '{path}': {getattr(e, 'strerror', None) or e}"
+                            + (f"; choose another {option}" if option else "")) from None
 
 
 def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, fps: Fraction,
-           audio_from: Optional[PathLike] = None, times: Optional[Sequence[Fraction]] = None) -> None:
+           audio_from: Optional[PathLike] = None, times: Optional[Sequence[Fraction]] = None,
+           option: Optional[str] = "--output") -> None:
     """Encode RGB ``frames`` (resized to ``size`` if needed) into ``output`` atomically. MP4, MOV,
     MKV: H.264 yuv420p (size cropped to even, with a :class:`PasticheWarning`), audio from
     ``audio_from`` (copied, or AAC). ``times``: each frame's start in ``audio_from``
     (timed_frames) and then the last one's end, kept for the frames and, moved by the first one,
-    for the sound, so both stay in step; else a steady ``fps`` from 0."""
+    for the sound, so both stay in step; else a steady ``fps`` from 0. ``option``: see _atomic."""
     if output.suffix.lower() == ".gif":
         fitted = [im if im.size == size else im.resize(size, Image.LANCZOS) for im in frames]  # Pillow holds them all
         if not fitted:
@@ -177,7 +179,7 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
         # not add up (30 fps: 3, 3 and 4 hundredths); 2 at least, as players show 0 or 1 as 10
         times = times or [Fraction(i) / fps for i in range(len(fitted) + 1)]
         ticks = [round(100 * (t - times[0])) for t in times]
-        with _atomic(output) as tmp:  # PIL picks an adaptive palette per frame
+        with _atomic(output, option) as tmp:  # PIL picks an adaptive palette per frame
             fitted[0].save(tmp, format="GIF", save_all=True, append_images=fitted[1:], loop=0,
                            duration=[10 * max(2, b - a) for a, b in zip(ticks, ticks[1:])])
         return
@@ -187,7 +189,7 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
         warnings.warn(f"'{output}' is {w}x{h} px, the frames' {size[0]}x{size[1]} cropped to even sides,"
                       " which H.264 needs (a .gif keeps every pixel)", PasticheWarning, stacklevel=2)
     options = {"movflags": "faststart"} if output.suffix.lower() != ".mkv" else {}
-    with _atomic(output) as tmp, av.open(tmp, "w", options=options) as out:
+    with _atomic(output, option) as tmp, av.open(tmp, "w", options=options) as out:
         stream = out.add_stream("libx264", rate=fps.limit_denominator(100000), options={"crf": "18"})
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         start = times[0] if times else Fraction(0)  # the source's time of the output's 0
@@ -265,7 +267,8 @@ def frame_files(sources: Sequence[PathLike]) -> List[Path]:
     for source in map(Path, sources):
         if source.is_dir():
             found = sorted((f for f in source.iterdir() if f.suffix.lower() in SUPPORTED_EXTENSIONS
-                            and not f.name.startswith(".") and f.is_file()), key=_natural)
+                            and not f.name.startswith(".") and f.is_file()),
+                           key=lambda f: (_natural(f), f.name))  # '010' and '10', 'A1' and 'a1': one order
             if not found:
                 raise PasticheError(f"no frames in '{source}': it holds no images; pass a --workspace"
                                     " directory or image files")
@@ -289,19 +292,21 @@ def check_fps(fps: float) -> None:
                             f" got {fps}")
 
 
-def frames_to_video(sources: Sequence[PathLike], output: PathLike, *, fps: float = 30) -> Path:
+def frames_to_video(sources: Sequence[PathLike], output: PathLike, *, fps: float = 30,
+                    option: str = "--output") -> Path:
     """Join image files or frame directories (workspaces, in order) into an MP4 (H.264) or a GIF.
 
     Frames of other sizes (coarse-to-fine levels) are resized to the last frame's size. The
-    output is written atomically. Returns the output path."""
+    output is written atomically; errors name ``option`` as what to change. Returns the output
+    path."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     check_fps(fps)
     files = frame_files(sources)
-    output = check_video_output(output, inputs=files)
+    output = check_video_output(output, inputs=files, option=option)
     size = open_image(files[-1], name="frame").size
     _write((open_image(f, name="frame") for f in files), size, output,
-           Fraction(fps).limit_denominator(100000))
+           Fraction(fps).limit_denominator(100000), option=option)
     return output
 
 
@@ -449,7 +454,10 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
                     run(job, plan(job.full_size, num_steps_first, coarse_steps))
                 else:
                     run(job, num_steps_per_frame)
-                save_image(job.image_tensor(), path)
+                try:
+                    save_image(job.image_tensor(), path, option=None)
+                except PasticheError as e:  # another --output would start over: the frames are kept
+                    raise PasticheError(f"{e}; then run again: the finished frames in '{folder}' are kept") from None
                 prev, prev_content, size = job.pixels.detach().cpu().float() / 255, frame, job.size
                 bar.set_postfix(loss=f"{job.loss:.4g}")
             bar.update()
@@ -460,15 +468,18 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     last = times[-1]
     times.append(end if end is not None and last is not None else None if last is None else last + 1 / info.fps)
     timed = None not in times and all(map(operator.lt, times, times[1:]))
-    _write((open_image(p, name="frame") for p in paths), size, output, info.fps,
-           audio_from=content_video if info.has_audio and output.suffix.lower() != ".gif" else None,
-           times=times if timed else None)
+    try:
+        _write((open_image(p, name="frame") for p in paths), size, output, info.fps,
+               audio_from=content_video if info.has_audio and output.suffix.lower() != ".gif" else None,
+               times=times if timed else None, option=None)
+    except PasticheError as e:  # as above: a run with the same --output joins the frames again
+        raise PasticheError(f"{e}; the frames in '{folder}' are kept: run again to join them") from None
     return output
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """``pastiche-video WORKSPACE... -o out.mp4 --fps 30``: frames → MP4 or GIF."""
-    from .cli import OneLineParser, notes  # here: cli imports this module
+    from .cli import OneLineParser, _printer, notes  # here: cli imports this module
 
     parser = OneLineParser(
         prog="pastiche-video", description="Join frames (pastiche --workspace directories, in order,"
@@ -487,7 +498,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("pastiche-video: interrupted; nothing written", file=sys.stderr)
         return 130
-    print(f"wrote {path}")
+    _printer(print, "pastiche-video")(f"wrote {path}")  # a full stdout after the work: a note, not a traceback
     return 0
 
 

@@ -254,6 +254,35 @@ def test_default_output_name_never_overwrites(images, tmp_path, capsys):
     assert (tmp_path / "content_style-3.png").is_file()
 
 
+def test_a_default_output_name_from_long_input_names_fits_the_filesystem(images, tmp_path):
+    """A 240-byte content name and a 200-byte style name made a 442-byte default: a traceback."""
+    os.rename("content.png", "c" * 240 + ".png")
+    os.rename("style.png", "s" * 200 + ".png")
+    assert cli("-c", "c" * 240 + ".png", "-s", "s" * 200 + ".png", "--num-steps", 1, "--size", 32, "--no-verbose",
+               *SHALLOW) == 0
+    assert os.path.isfile("c" * 200 + ".png")
+
+
+def test_no_bar_and_no_failure_with_stderr_closed(images, tmp_path, monkeypatch):
+    """`2>&-` leaves sys.stderr None: asking it isatty() failed the run (exit 1, nothing written)."""
+    monkeypatch.setattr(sys, "stderr", None)
+    assert cli("-c", "content.png", "-s", "style.png", "-o", "out.png", "--num-steps", 1, "--size", 32, *SHALLOW) == 0
+    assert os.path.isfile("out.png")
+
+
+def test_a_workspace_frame_that_cannot_be_written_names_the_workspace(images, tmp_path, monkeypatch, capsys):
+    import pastiche.imageio as imageio
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(imageio, "atomic_file", full)  # every write fails: the disk is full
+    code = cli("-c", "content.png", "-s", "style.png", "-o", "out.png", "--num-steps", 2, "--size", 32,
+               "--workspace", "ws", "--no-verbose", *SHALLOW)
+    assert code == 1 and capsys.readouterr().err == (
+        "pastiche: error: cannot write output 'ws/0.png': the disk is full; free some space or choose another"
+        " --workspace\n")
+
+
 def test_default_output_name_with_two_styles(images, tmp_path):
     content, style = images
     other = tmp_path / "other.png"

@@ -2,6 +2,7 @@
 
 import errno
 import os
+import re
 import struct
 import warnings
 import zlib
@@ -590,6 +591,20 @@ def test_an_output_that_is_a_symbolic_link_is_written_through(tmp_path):
     save_image(torch.rand(3, 4, 4), tmp_path / "link.png")
     assert (tmp_path / "link.png").is_symlink() and target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(os.listdir(tmp_path / "real")) == ["other.png"]
+
+
+def test_an_output_that_is_no_regular_file_or_whose_link_leads_nowhere_is_refused(tmp_path):
+    """A pipe or a device (a link to /dev/null) was replaced by a regular file; a link into a
+    missing folder passed the check and failed after the whole run."""
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "null.png").symlink_to(os.devnull)
+    (tmp_path / "nowhere.png").symlink_to(tmp_path / "missing" / "x.png")
+    for name, needle in (("pipe.png", "it is a pipe or other special file, not a regular one; choose another"),
+                         ("null.png", "it is a device or other special file, not a regular one; choose another"),
+                         ("nowhere.png", f"directory '{tmp_path / 'missing'}' does not exist; create it")):
+        with pytest.raises(PasticheError, match=f"^cannot write output '.*{name}': {re.escape(needle)}"):
+            check_output_path(tmp_path / name)
+    assert (tmp_path / "pipe.png").is_fifo() and os.path.realpath(tmp_path / "null.png") == os.devnull
 
 
 def test_check_output_path_refuses_inputs(tmp_path):

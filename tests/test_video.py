@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import signal
@@ -548,3 +550,42 @@ def test_a_gif_s_frame_times_do_not_drift(tmp_path):
     with Image.open(video.frames_to_video([tmp_path / "ws"], tmp_path / "o.gif", fps=30)) as gif:
         durations = [gif.seek(i) or gif.info["duration"] for i in range(gif.n_frames)]
     assert sum(durations) == 1000 and set(durations) == {30, 40}
+
+
+def test_frames_whose_names_sort_alike_come_in_one_order(tmp_path):
+    """'010' and '10', 'A1' and 'a1' are alike to the natural sort: they came in directory order."""
+    for name in ("10.png", "a1.png", "010.png", "A1.png"):
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    assert [p.name for p in video.frame_files([tmp_path])] == ["010.png", "10.png", "A1.png", "a1.png"]
+
+
+@needs_av
+def test_a_video_whose_frames_cannot_be_saved_says_they_are_kept(tmp_path, monkeypatch):
+    """'choose another --output' would have started over: the finished frames follow the output."""
+    import pastiche.imageio as imageio
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=2)
+    style = tmp_path / "style.png"
+    Image.fromarray(texture(40, 40, seed=1)).save(style)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(imageio, "atomic_file", full)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(PasticheError) as info:
+        video.stylize_video(clip, style, out, **OPTIONS)
+    assert str(info.value) == (f"cannot write output '{video.default_frames_dir(out) / '000001.png'}': the disk is"
+                               f" full; free some space; then run again: the finished frames in"
+                               f" '{video.default_frames_dir(out)}' are kept")
+
+
+def test_pastiche_video_s_last_line_on_a_full_stdout_is_a_note(tmp_path, monkeypatch, capsys):
+    class Full(io.TextIOBase):
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    write_frames(tmp_path / "ws", [(8, 8)] * 2)
+    monkeypatch.setattr(sys, "stdout", Full())
+    assert video.main([str(tmp_path / "ws"), "-o", str(tmp_path / "o.gif")]) == 0
+    assert capsys.readouterr().err == ("pastiche-video: cannot print progress (No space left on device); going on"
+                                       " without it\n")
+    assert (tmp_path / "o.gif").is_file()
