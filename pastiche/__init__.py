@@ -67,8 +67,8 @@ if "torch" not in _sys.modules:
 # not load torch: the command (pastiche.__main__) handles Ctrl-C from its first instant, before
 # torch's second of loading.
 _EXPORTS = {"StyleTransfer": "engine", "run": "schedule", "transfer": "schedule", "PasticheError": "errors",
-            "PasticheWarning": "errors", "load_image": "imageio", "save_image": "imageio", "LAYER_NAMES": "vgg", "VGG19": "vgg",
-            "vgg19": "vgg"}
+            "PasticheWarning": "errors", "load_image": "imageio", "save_image": "imageio", "LAYER_NAMES": "vgg",
+            "VGG19": "vgg", "vgg19": "vgg"}
 _SUBMODULES = ("calibrate", "checks", "cli", "color", "compress", "conv", "devices", "engine", "errors", "flow",
                "imageio", "kmeans", "losses", "optim", "quantized", "schedule", "vgg", "video")
 

@@ -360,9 +360,9 @@ def _tensor(image: ImageLike, size: Tuple[int, int]) -> torch.Tensor:
 
 def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[ImageLike]], output: PathLike,
                   *, num_steps_first: int = DEFAULT_NUM_STEPS, coarse_steps: Optional[Sequence[int]] = None,
-                  num_steps_per_frame: int = FRAME_STEPS, frames_dir: Optional[PathLike] = None, flow: bool = True, progress: bool = True,
-                  max_frames: Optional[int] = None, on_frame: Optional[Callable[[int, int, Optional[float]], None]] = None,
-                  **style_options: Any) -> Path:
+                  num_steps_per_frame: int = FRAME_STEPS, frames_dir: Optional[PathLike] = None, flow: bool = True,
+                  progress: bool = True, max_frames: Optional[int] = None,
+                  on_frame: Optional[Callable[[int, int, Optional[float]], None]] = None, **style_options: Any) -> Path:
     """Stylise every frame of ``content_video`` and write ``output`` (.mp4/.mov/.mkv/.gif).
 
     The first frame is made coarse to fine, as :func:`~pastiche.schedule.transfer` makes a picture:
@@ -398,35 +398,14 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     total = min(info.frames, max_frames) if max_frames else info.frames
     # Every option and style image checked before the frames directory and its record exist, so
     # a mistake does not leave a record that refuses the corrected run.
-    try:
-        first = StyleTransfer(next(read_frames(content_video)), style_list, **style_options)
-        first.resize(*plan(first.full_size, num_steps_first, coarse_steps)[0][0])  # "too small" shows here
-    except PasticheError as e:  # the frame is a PIL image to the engine; to the user, their clip's
-        raise PasticheError(str(e).replace(describe_source(Image.Image(), "content image"),
-                                           f"frame 1 of '{os.fspath(content_video)}'")) from None
-    del first
+    _check_first_frame(content_video, style_list, num_steps_first, coarse_steps, style_options)
     if info.has_audio and output.suffix.lower() == ".gif":
         warnings.warn(f"'{output}' will have no sound: a GIF holds none (write an .mp4 to keep the clip's)",
                       PasticheWarning, stacklevel=2)
     folder = Path(frames_dir) if frames_dir else default_frames_dir(output)
-    settings = {"content": _describe(content_video), "styles": _describe(style_list), "flow": flow,
-                "steps": [list(coarse_steps), num_steps_first, num_steps_per_frame],
-                "options": _in_use({k: _describe(v) for k, v in sorted(style_options.items())})}
-    try:
-        folder.mkdir(exist_ok=True)
-        record = folder / "settings.json"
-        # Settings matter only to finished frames: a record without any (a run stopped in its first
-        # frame) is replaced, not held against the next run.
-        recorded = json.loads(record.read_text()) if record.exists() else settings
-        if isinstance(recorded, dict) and isinstance(recorded.get("options"), dict):  # one an older pastiche wrote
-            recorded["options"] = _in_use(recorded["options"])
-        if recorded != settings and has_finished_frames(folder):
-            raise PasticheError(f"frames in '{folder}' were made with other settings ({_changed(recorded, settings)});"
-                                " delete that directory to start over, or choose another --output")
-        record.write_text(json.dumps(settings, indent=1))
-    except (OSError, ValueError) as e:
-        raise PasticheError(f"cannot use frames directory '{folder}': {getattr(e, 'strerror', None) or e};"
-                            " choose another --output") from None
+    _use_frames_dir(folder, {"content": _describe(content_video), "styles": _describe(style_list), "flow": flow,
+                             "steps": [list(coarse_steps), num_steps_first, num_steps_per_frame],
+                             "options": _in_use({k: _describe(v) for k, v in sorted(style_options.items())})})
     job, prev, prev_content, size, count = None, None, None, (0, 0), 0  # prev: (1, 3, H, W) in [0, 1]
     times: List[Optional[Fraction]] = []  # each frame's start in the clip, for _write
     end: Optional[Fraction] = None  # the last one's end
@@ -442,9 +421,7 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
                     prev = _tensor(prev, size)
                 start = prev if job is None else None  # a running job continues from its own pixels
                 if flow and prev is not None:
-                    cur = _tensor(frame, size)
-                    fill = color.luminance(cur) if style_options.get("luminance_only") else cur
-                    start = warp_previous(prev, _tensor(prev_content, size), cur, fill=fill)
+                    start = _moved(prev, prev_content, frame, size, bool(style_options.get("luminance_only")))
                 if job is None:
                     job = StyleTransfer(frame, style_list, **{**style_options, **({} if start is None
                                                                                   else {"init": start})})
@@ -463,18 +440,65 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
             bar.update()
             if on_frame is not None:
                 on_frame(count, total, None if job is None else job.loss)
-    paths = [folder / f"{i + 1:06d}.png" for i in range(count)]
-    size = open_image(paths[-1], name="frame").size
     last = times[-1]
     times.append(end if end is not None and last is not None else None if last is None else last + 1 / info.fps)
+    _join(folder, count, output, info, content_video, times)
+    return output
+
+
+def _check_first_frame(content_video: PathLike, styles: List[ImageLike], num_steps: int, coarse_steps: Sequence[int],
+                       style_options: dict) -> None:
+    """Build the first frame's job and its first level's targets, so that a bad option, style
+    image or size is refused before any frame is made; a frame too small is named as the clip's."""
+    try:
+        first = StyleTransfer(next(read_frames(content_video)), styles, **style_options)
+        first.resize(*plan(first.full_size, num_steps, coarse_steps)[0][0])  # "too small" shows here
+    except PasticheError as e:  # the frame is a PIL image to the engine; to the user, their clip's
+        raise PasticheError(str(e).replace(describe_source(Image.Image(), "content image"),
+                                           f"frame 1 of '{os.fspath(content_video)}'")) from None
+
+
+def _use_frames_dir(folder: Path, settings: dict) -> None:
+    """Create ``folder`` and record ``settings`` in it, unless it holds finished frames made with
+    other ones. A record without frames (a run stopped in its first one) is replaced, not held
+    against the next run."""
+    try:
+        folder.mkdir(exist_ok=True)
+        record = folder / "settings.json"
+        recorded = json.loads(record.read_text()) if record.exists() else settings
+        if isinstance(recorded, dict) and isinstance(recorded.get("options"), dict):  # one an older pastiche wrote
+            recorded["options"] = _in_use(recorded["options"])
+        if recorded != settings and has_finished_frames(folder):
+            raise PasticheError(f"frames in '{folder}' were made with other settings ({_changed(recorded, settings)});"
+                                " delete that directory to start over, or choose another --output")
+        record.write_text(json.dumps(settings, indent=1))
+    except (OSError, ValueError) as e:
+        raise PasticheError(f"cannot use frames directory '{folder}': {getattr(e, 'strerror', None) or e};"
+                            " choose another --output") from None
+
+
+def _moved(prev: torch.Tensor, prev_content: ImageLike, frame: ImageLike, size: Tuple[int, int],
+           luminance_only: bool) -> torch.Tensor:
+    """The previous result ``prev`` moved by the optical flow from the previous content frame to
+    ``frame``; where nothing maps, ``frame`` itself (its luminance for a luminance-only run)."""
+    cur = _tensor(frame, size)
+    return warp_previous(prev, _tensor(prev_content, size), cur, fill=color.luminance(cur) if luminance_only else cur)
+
+
+def _join(folder: Path, count: int, output: Path, info: VideoInfo, content_video: PathLike,
+          times: List[Optional[Fraction]]) -> None:
+    """Write ``output`` from the first ``count`` frames in ``folder``, at the clip's ``times``
+    (starts, then the last one's end; kept only where all are known and in order) and with its
+    sound."""
+    paths = [folder / f"{i + 1:06d}.png" for i in range(count)]
+    size = open_image(paths[-1], name="frame").size
     timed = None not in times and all(map(operator.lt, times, times[1:]))
     try:
         _write((open_image(p, name="frame") for p in paths), size, output, info.fps,
                audio_from=content_video if info.has_audio and output.suffix.lower() != ".gif" else None,
                times=times if timed else None, option=None)
-    except PasticheError as e:  # as above: a run with the same --output joins the frames again
+    except PasticheError as e:  # a run with the same --output joins the frames again
         raise PasticheError(f"{e}; the frames in '{folder}' are kept: run again to join them") from None
-    return output
 
 
 def main(argv: Optional[List[str]] = None) -> int:
