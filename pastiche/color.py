@@ -62,6 +62,15 @@ def match_luminance(style_y: torch.Tensor, content_y: torch.Tensor) -> torch.Ten
 
 
 def with_chroma(y: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-    """Combine the luminance of grey ``y`` with the I and Q (colour) of ``content``; clamped."""
-    yiq = rgb_to_yiq(content)
-    return yiq_to_rgb(torch.cat([y[:, :1], yiq[:, 1:]], dim=1)).clamp(0, 1)
+    """Combine the luminance of grey ``y`` (in [0, 1]) with the I and Q (colour) of ``content``.
+
+    Where the two make a colour outside the RGB cube (a dark luminance under a bright colour), the
+    colour is desaturated just enough to fit, rather than each channel clamped: the luminance, the
+    one thing the style changed and the loss measured, stays exactly ``y``'s. Clamping had moved it,
+    and the saved picture scored up to 1.3x the optimised one (golden_gate x the_scream, 128 px)."""
+    y = y[:, :1].clamp(0, 1)
+    chroma = yiq_to_rgb(torch.cat([torch.zeros_like(y), rgb_to_yiq(content)[:, 1:]], dim=1))  # RGB = Y + chroma
+    # The largest t in [0, 1] with 0 <= Y + t * chroma <= 1 on every channel (Y alone always fits)
+    room = torch.where(chroma > 0, 1 - y, y) / chroma.abs().clamp_min(1e-12)
+    t = room.amin(dim=1, keepdim=True).clamp(max=1)
+    return (y + t * chroma).clamp(0, 1)  # the clamp only trims float rounding

@@ -431,6 +431,9 @@ class StyleTransfer:
                 self.pixels.grad.zero_()  # accumulate into the same buffer on every step
             loss = self.objective(self.pixels)
             loss.backward()
+            if self.luminance_only:  # the image stays grey, as it starts: its luminance is what is saved
+                grad = self.pixels.grad  # (1, 3, H, W): the gradient of the grey image, on each channel
+                grad.copy_(grad.mean(1, keepdim=True).expand_as(grad))
             return loss
 
         before = self._spare.copy_(self.pixels.detach())

@@ -85,10 +85,15 @@ def test_with_chroma_keeps_content_chroma_and_given_luminance():
     torch.testing.assert_close(yiq[:, :1], y[:, :1], atol=1e-5, rtol=0)
 
 
-def test_with_chroma_clamps_out_of_gamut():
+def test_with_chroma_desaturates_out_of_gamut_colours_and_keeps_the_luminance():
+    """Per-channel clamping moved the luminance that was optimised; now only the colour gives way."""
     content = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 2, 2)  # pure red
-    result = with_chroma(torch.ones(1, 3, 2, 2), content)  # white luminance + red chroma
-    assert result.min() >= 0 and result.max() <= 1
+    for level in (1.0, 0.9, 0.05, 0.0):  # white, light and dark luminance under red's chroma
+        result = with_chroma(torch.full((1, 3, 2, 2), level), content)
+        assert result.min() >= 0 and result.max() <= 1
+        assert rgb_to_yiq(result)[:, :1].sub(level).abs().max() < 1e-6
+    light = with_chroma(torch.full((1, 3, 2, 2), 0.9), content)
+    assert light[0, 0, 0, 0] > light[0, 1, 0, 0] + 0.05  # still reddish, as far as it fits
 
 
 def test_match_color_returns_the_style_s_dtype_and_shape():

@@ -215,14 +215,20 @@ def test_pixels_stay_in_range_after_every_step(content_path, style_path, optimiz
     assert image.shape == (1, 3, 40, 48) and image.min() >= 0 and image.max() <= 1
 
 
-def test_saved_png_has_the_objective_of_the_optimised_image(content_path, style_path, tmp_path):
-    job = StyleTransfer(content_path, style_path, size=40, device="cpu")  # default layers
+@pytest.mark.parametrize("options", [{}, {"luminance_only": True}, {"optimizer": "adam", "luminance_only": True}])
+def test_saved_png_has_the_objective_of_the_optimised_image(content_path, style_path, tmp_path, options):
+    """Luminance-only: the steps moved the grey start's channels apart (4 grey levels on average
+    after 100 steps), and the saved image took its luminance from the first: 2.2-2.6x the loss."""
+    job = StyleTransfer(content_path, style_path, size=40, device="cpu", **options)  # default layers
     for _ in range(8):
         job.step()
     path = tmp_path / "out.png"
     job.image().save(path)
     reloaded = load_image(path)
     assert reloaded.shape == job.pixels.shape
+    if job.luminance_only:
+        assert torch.equal(job.pixels[:, :1].expand_as(job.pixels), job.pixels)  # grey, as it started
+        reloaded = color.luminance(reloaded)
     with torch.no_grad():
         in_memory = job.objective(job.pixels).item()
         saved = job.objective(reloaded * 255).item()
@@ -360,21 +366,23 @@ def test_luminance_only_keeps_the_content_chroma(content_path, style_path):
     job = _job(content_path, style_path, luminance_only=True)
     grey = job.pixels.detach()
     assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
-    plain = _job(content_path, style_path)
     run(job, 6)
-    run(plain, 6)
     image = job.image()
     assert image.size == (48, 40) and image.mode == "RGB"
-    out = color.rgb_to_yiq(load_image(image))
+    out = color.rgb_to_yiq(job.image_tensor())
     content = color.rgb_to_yiq(load_image(content_path))
-    chroma_change = (out[:, 1:] - content[:, 1:]).abs()
-    # I and Q (the colour) are the content's, up to 8-bit rounding, except where the new
-    # luminance pushed a colour out of the RGB cube and it was clamped.
-    assert chroma_change.median().item() < 0.005
-    plain_change = (color.rgb_to_yiq(plain.image_tensor())[:, 1:] - content[:, 1:]).abs()
-    assert chroma_change.mean().item() < 0.25 * plain_change.mean().item()
-    # The luminance did change: the style was applied.
-    assert (out[:, :1] - content[:, :1]).abs().mean().item() > 0.01
+    # The luminance is the optimised one, and the style changed it
+    y = job.pixels.detach()[:, :1].cpu() / 255
+    assert (out[:, :1] - y).abs().max().item() < 1e-5 and (y - content[:, :1]).abs().mean().item() > 0.01
+    # I and Q (the colour) are the content's where the two fit in the RGB cube; elsewhere the
+    # colour is the content's hue, desaturated (this style's black stripes and yellow squares put
+    # most of this small gradient's colours out of the cube)
+    inside = ((color.yiq_to_rgb(torch.cat([y, content[:, 1:]], 1)) - 0.5).abs() <= 0.5).all(1)
+    assert inside.float().mean().item() > 0.05
+    assert (out[:, 1:] - content[:, 1:]).abs().amax(1)[inside].max().item() < 1e-5
+    (i, q), (ci, cq) = out[0, 1:], content[0, 1:]
+    assert (i * cq - q * ci).abs().max().item() < 1e-5 and (i * ci + q * cq).min().item() >= 0
+    assert (i.square() + q.square() <= ci.square() + cq.square() + 1e-6).all()
 
 
 # ---------------------------------------------------------------------------- resize, set_content
