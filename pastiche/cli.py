@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--precision", choices=PRECISIONS, default="auto",
                      help="VGG19's arithmetic: auto is bfloat16 on a CPU that has it in hardware"
                           " (AVX512-BF16, AMX: ~1.6x faster steps), else float32 (README)")
-    opt.add_argument("--learning-rate", type=float, default=1.0, help="the optimiser's step size")
+    opt.add_argument("--learning-rate", type=float, default=1.0, help="the optimiser's step size (Adam moves a"
+                     " pixel about this many grey levels a step: try 10 with it)")
     opt.add_argument("--pooling", choices=("max", "avg"), default="max", help="VGG19's pooling")
     opt.add_argument("--weights", default=DEFAULT_WEIGHTS,
                      help=f"VGG19 weights: a bundled name ({', '.join(BUNDLED)}) or a file")
