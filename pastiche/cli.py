@@ -377,7 +377,7 @@ def _run(args: argparse.Namespace, output: Path) -> int:
         run(job, schedule, callback=frame, progress=bar)
     except KeyboardInterrupt:
         if job.step_count == 0:  # the starting image is all there is: not a result to write
-            print("pastiche: interrupted before the first step was done; nothing written", file=sys.stderr)
+            print("pastiche: interrupted before the first step was done; no output written", file=sys.stderr)
             return EXIT_INTERRUPTED
         unmade = (f"; no --video made (pastiche-video {shlex.quote(args.workspace)} -o {shlex.quote(args.video)}"
                   " joins the frames)" if args.video else "")

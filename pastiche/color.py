@@ -71,6 +71,6 @@ def with_chroma(y: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     y = y[:, :1].clamp(0, 1)
     chroma = yiq_to_rgb(torch.cat([torch.zeros_like(y), rgb_to_yiq(content)[:, 1:]], dim=1))  # RGB = Y + chroma
     # The largest t in [0, 1] with 0 <= Y + t * chroma <= 1 on every channel (Y alone always fits)
-    room = torch.where(chroma > 0, 1 - y, y) / chroma.abs().clamp_min(1e-12)
+    room = torch.where(chroma > 0, 1 - y, y) / chroma.abs().clamp_min(torch.finfo(chroma.dtype).tiny)
     t = room.amin(dim=1, keepdim=True).clamp(max=1)
     return (y + t * chroma).clamp(0, 1)  # the clamp only trims float rounding

@@ -434,7 +434,7 @@ def _check_writable(path: str, kind: str, option: str) -> None:
                             f" over this filesystem's {name_max}; choose a shorter {option}")
     try:
         mode = os.stat(p).st_mode  # through links, as the write goes
-    except OSError:  # none yet (or a loop of links, which the write reports)
+    except OSError:  # none yet, or a loop of links, which is a name like any other (replaced, not followed)
         mode = None
     if mode is not None and not stat.S_ISREG(mode):  # a pipe, a device (/dev/null): replacing it is no write
         raise PasticheError(f"cannot write {kind} '{p}': it is {'a pipe' if stat.S_ISFIFO(mode) else 'a device'}"

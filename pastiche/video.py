@@ -247,13 +247,12 @@ def _can_copy(stream: Any, suffix: str) -> bool:
     av, codec = _av(), stream.codec_context.codec
     if suffix.lower() != ".mkv" and getattr(codec, "canonical_name", codec.name) not in _MP4_AUDIO:
         return False
-    with tempfile.TemporaryDirectory() as scratch:
-        try:
-            with av.open(os.path.join(scratch, f"probe{suffix}"), "w") as out:
-                out.add_stream_from_template(stream)
-                out.start_encoding()
-        except (av.error.FFmpegError, ValueError):
-            return False
+    try:
+        with tempfile.TemporaryDirectory() as scratch, av.open(os.path.join(scratch, f"probe{suffix}"), "w") as out:
+            out.add_stream_from_template(stream)
+            out.start_encoding()
+    except (av.error.FFmpegError, ValueError, OSError):  # OSError: no scratch space; AAC is always safe
+        return False
     return True
 
 

@@ -726,7 +726,7 @@ def test_ctrl_c_before_the_first_step_writes_nothing(images, tmp_path, monkeypat
     code = cli("-c", "content.png", "-s", "style.png", "-o", tmp_path / "out.png", "--num-steps", 3, "--size", 32,
                "--no-verbose", *SHALLOW)
     assert code == 130 and (tmp_path / "out.png").read_bytes() == b"an earlier result"
-    assert capsys.readouterr().err == "pastiche: interrupted before the first step was done; nothing written\n"
+    assert capsys.readouterr().err == "pastiche: interrupted before the first step was done; no output written\n"
 
 
 def test_an_ignored_sigterm_stays_ignored(images, tmp_path, monkeypatch, capsys):

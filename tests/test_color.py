@@ -92,6 +92,8 @@ def test_with_chroma_desaturates_out_of_gamut_colours_and_keeps_the_luminance():
         result = with_chroma(torch.full((1, 3, 2, 2), level), content)
         assert result.min() >= 0 and result.max() <= 1
         assert rgb_to_yiq(result)[:, :1].sub(level).abs().max() < 1e-6
+    for dtype in (torch.float16, torch.bfloat16):  # black on grey: 0/0 where the floor underflowed
+        assert with_chroma(torch.zeros(1, 3, 1, 1, dtype=dtype), torch.full((1, 3, 1, 1), 0.5, dtype=dtype)).eq(0).all()
     light = with_chroma(torch.full((1, 3, 2, 2), 0.9), content)
     assert light[0, 0, 0, 0] > light[0, 1, 0, 0] + 0.05  # still reddish, as far as it fits
 
