@@ -195,8 +195,16 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
         start = times[0] if times else Fraction(0)  # the source's time of the output's 0
         # a steady rate stays one (a container's millisecond clock rounds 1/12 s to 83 and 84 ms)
         varying = bool(times) and any(abs(b - a - 1 / fps) > Fraction(1, 1000) for a, b in zip(times, times[1:-1]))
+        # each frame's length in _TIME_BASE, by its start: the encoder gives every packet 1/fps
+        lengths = {round((a - start) / _TIME_BASE): round((b - a) / _TIME_BASE) for a, b in zip(times, times[1:])} \
+            if varying else {}
         if varying:
             stream.codec_context.time_base = _TIME_BASE
+
+        def timed(packets: List[Any]) -> List[Any]:
+            for packet in packets:
+                packet.duration = lengths.get(packet.pts, packet.duration)
+            return packets
         source = av.open(os.fspath(audio_from)) if audio_from else None
         try:
             a_in = source.streams.audio[0] if source and source.streams.audio else None
@@ -211,10 +219,10 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
                 else:
                     frame.pts = count
                 count += 1
-                out.mux(stream.encode(frame))
+                out.mux(timed(stream.encode(frame)))
             if not count:
                 raise PasticheError(f"cannot write video '{output}': no frames to write")
-            out.mux(stream.encode(None))
+            out.mux(timed(stream.encode(None)))
             if a_in is not None:  # the sound from the first frame's time to the video's end
                 end = (times[count] - start) if varying else count / fps
                 for packet in source.demux(a_in):

@@ -589,3 +589,15 @@ def test_pastiche_video_s_last_line_on_a_full_stdout_is_a_note(tmp_path, monkeyp
     assert capsys.readouterr().err == ("pastiche-video: cannot print progress (No space left on device); going on"
                                        " without it\n")
     assert (tmp_path / "o.gif").is_file()
+
+
+@needs_av
+def test_an_mp4_from_a_clip_of_varying_rate_lasts_as_long_as_the_clip(tmp_path):
+    """The encoder gave every frame 1/fps, so the last one lasted the average, not its own."""
+    frames = [Image.fromarray(texture(32, 32, seed=i)) for i in range(4)]
+    frames[0].save(tmp_path / "var.gif", save_all=True, append_images=frames[1:], duration=[100, 200, 50, 70], loop=0)
+    style = tmp_path / "style.png"
+    Image.fromarray(texture(40, 40, seed=1)).save(style)
+    out = video.stylize_video(tmp_path / "var.gif", style, tmp_path / "var.mp4", **OPTIONS)
+    with av.open(str(out)) as container:
+        assert container.duration == 420000  # microseconds: 0.1 + 0.2 + 0.05 + 0.07 s (0.45 s before)
