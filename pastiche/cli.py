@@ -172,9 +172,10 @@ def _check_args(args: argparse.Namespace) -> None:
     _check_mode(args)
     for option, default in IMAGE_ONLY.items():
         setattr(args, option, default if getattr(args, option) is None else getattr(args, option))
-    for option in ("num_steps", "info_step", "workspace_step"):
-        if getattr(args, option) < 1:
-            raise PasticheError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+    for option in ("num_steps", "info_step", "workspace_step", "frame_steps"):  # frame_steps: None unless given
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise PasticheError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
     args.start = "random" if args.random_init else Path(args.init) if args.init else "content"  # the init
     try:
         given = args.schedule.strip() if args.schedule is not None else None
@@ -310,8 +311,6 @@ def _run_video(args: argparse.Namespace) -> int:
         check_video_output(args.output, inputs=[args.init])
     seed = seed_everything(args.seed, deterministic=args.deterministic)
     frame_steps = FRAME_STEPS if args.frame_steps is None else args.frame_steps
-    if frame_steps < 1:
-        raise PasticheError(f"--frame-steps must be at least 1, got {frame_steps}")
     bar = _bar(args)  # a bar at a terminal; rows for a log
     say, start = _printer(print if args.verbose else None), time.perf_counter()
 

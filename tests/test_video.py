@@ -444,6 +444,8 @@ def test_the_command_s_video_content_refuses_fps_and_says_when_nothing_was_kept(
     argv = ["-c", str(clip), "-s", "style.png", "-o", "out.mp4", "--size", "48", "--no-verbose"]
     assert pastiche.cli.main(argv + ["--fps", "5"]) == 1
     assert "--fps is for --video; a video --content keeps its own frame rate" in capsys.readouterr().err
+    assert pastiche.cli.main(argv + ["--frame-steps", "0"]) == 1
+    assert capsys.readouterr().err == "pastiche: error: --frame-steps must be at least 1, got 0\n"
     quick = ["--num-steps", "2", "--frame-steps", "1", "--seed", "7", "--content-layers", "block2_relu1",
              "--style-layers", "block1_relu1"]
     verbose = [a if a != "out.mp4" else "run.mp4" for a in argv if a != "--no-verbose"]
