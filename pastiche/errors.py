@@ -1,4 +1,8 @@
-"""The one exception type pastiche raises for problems a user can fix."""
+"""The one exception type pastiche raises for problems a user can fix, and the one warning type."""
+
+import os
+import sys
+import warnings
 
 
 class PasticheError(Exception):
@@ -11,3 +15,13 @@ class PasticheError(Exception):
 class PasticheWarning(UserWarning):
     """Something done on the user's behalf that they may not expect (a video cropped to an even
     size, a clip's sound left out of a GIF). The CLI prints it as one "note:" line."""
+
+
+def warn(message: str) -> None:
+    """Issue a :class:`PasticheWarning` shown at the first caller outside pastiche (a notebook
+    cell, a script), not at the line in pastiche that found it."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 2  # level 2: warn()'s caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, PasticheWarning, stacklevel=level)

@@ -16,7 +16,6 @@ import os
 import re
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -30,7 +29,7 @@ from . import color
 from .__main__ import termination_as_interrupt
 from .checks import check_flag, whole
 from .engine import INIT_KEYWORDS, StyleTransfer
-from .errors import PasticheError, PasticheWarning
+from .errors import PasticheError, warn
 from .flow import warp_previous
 from .imageio import (SUPPORTED_EXTENSIONS, ImageLike, atomic_file, check_readable, check_writable, describe_source,
                       open_image, save_image)
@@ -186,8 +185,8 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
     av, count = _av(), 0
     w, h = max(2, size[0] - size[0] % 2), max(2, size[1] - size[1] % 2)
     if (w, h) != size:
-        warnings.warn(f"'{output}' is {w}x{h} px, the frames' {size[0]}x{size[1]} cropped to even sides,"
-                      " which H.264 needs (a .gif keeps every pixel)", PasticheWarning, stacklevel=2)
+        warn(f"'{output}' is {w}x{h} px, the frames' {size[0]}x{size[1]} cropped to even sides, which H.264"
+             " needs (a .gif keeps every pixel)")
     options = {"movflags": "faststart"} if output.suffix.lower() != ".mkv" else {}
     with _atomic(output, option) as tmp, av.open(tmp, "w", options=options) as out:
         stream = out.add_stream("libx264", rate=fps.limit_denominator(100000), options={"crf": "18"})
@@ -407,8 +406,7 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     # a mistake does not leave a record that refuses the corrected run.
     _check_first_frame(content_video, style_list, num_steps_first, coarse_steps, style_options)
     if info.has_audio and output.suffix.lower() == ".gif":
-        warnings.warn(f"'{output}' will have no sound: a GIF holds none (write an .mp4 to keep the clip's)",
-                      PasticheWarning, stacklevel=2)
+        warn(f"'{output}' will have no sound: a GIF holds none (write an .mp4 to keep the clip's)")
     folder = Path(frames_dir) if frames_dir else default_frames_dir(output)
     _use_frames_dir(folder, {"content": _describe(content_video), "styles": _describe(style_list), "flow": flow,
                              "steps": [list(coarse_steps), num_steps_first, num_steps_per_frame],

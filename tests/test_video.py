@@ -329,8 +329,9 @@ def test_stylize_video_with_flow_and_pcm_audio(tmp_path, monkeypatch):
     assert (info.frames, info.has_audio, info.fps) == (2, True, Fraction(12))
     with av.open(str(out)) as container:
         assert container.streams.audio[0].codec_context.name == "aac"  # PCM re-encoded for MP4
-    with pytest.warns(PasticheWarning, match="^'.*o.gif' will have no sound: a GIF holds none"):
+    with pytest.warns(PasticheWarning, match="^'.*o.gif' will have no sound: a GIF holds none") as warned:
         gif = video.stylize_video(clip, style, tmp_path / "o.gif", max_frames=2, **OPTIONS)
+    assert warned[0].filename == __file__  # shown at the caller's line, not pastiche's
     with Image.open(gif) as im:  # PIL merges identical frames, adding up their durations
         assert sum(im.seek(i) or im.info["duration"] for i in range(im.n_frames)) == 170  # 2/12 s in hundredths
 
