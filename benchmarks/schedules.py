@@ -26,7 +26,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from judge import Judge  # noqa: E402
-from time_to_quality import IMAGES, PEER, RESULTS, curve, first_time, frames, run_tool  # noqa: E402
+from time_to_quality import IMAGES, PEER, RESULTS, check_inputs, curve, first_time, frames, run_tool  # noqa: E402
 
 from pastiche.schedule import DEFAULT_COARSE_STEPS  # noqa: E402
 
@@ -59,8 +59,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "schedules.md"))
     args = parser.parse_args()
     schedules = dict(schedule_run(text, args.num_steps) for text in args.schedules.split(";"))
-    if not IMAGES.is_dir():
-        sys.exit(f"needs {IMAGES} (the shared test data)")
+    check_inputs()
     levels, at = [int(s) for s in args.levels.split(",")], [float(t) for t in args.at.split(",")]
     lines = ["# Coarse-to-fine schedules against pastiche 1.6.0", "",
              f"Command: `python {' '.join(map(shlex.quote, sys.argv))}` on {os.cpu_count()} CPU cores."

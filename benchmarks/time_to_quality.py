@@ -91,6 +91,15 @@ def curve(judge: Judge, workspace: Path, times: Dict[int, float], size: Tuple[in
     return points
 
 
+def check_inputs() -> None:
+    """Exit with one line unless the shared images and the peer tool are there: found at the
+    first run's start, not as a traceback after the others."""
+    if not IMAGES.is_dir():
+        sys.exit(f"needs {IMAGES} (the shared test data)")
+    if not os.access(PEER, os.X_OK):
+        sys.exit(f"needs {PEER} (it runs pastiche 1.6.0)")
+
+
 def first_time(points: Curve, level: float):
     return next(((t, s) for t, loss, s in points if loss <= level), (None, None))
 
@@ -167,8 +176,7 @@ def main() -> None:
     args = parser.parse_args()
     if importlib.util.find_spec("matplotlib") is None:  # the plot comes last, after an hour of runs
         raise SystemExit("time_to_quality.py draws its plot with matplotlib: pip install 'pastiche[bench]'")
-    if not IMAGES.is_dir():
-        sys.exit(f"needs {IMAGES} (the shared test data)")
+    check_inputs()
     if len(args.peer_steps.split(",")) != len(args.sizes.split(",")) or (
             args.our_steps and len(args.our_steps.split(",")) != len(args.sizes.split(","))):
         sys.exit("--peer-steps (and --our-steps) need one value per --sizes entry")
