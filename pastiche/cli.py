@@ -315,8 +315,6 @@ def _run_video(args: argparse.Namespace) -> int:
     say, start = _printer(print if args.verbose else None), time.perf_counter()
 
     def row(frame: int, total: int, loss: Optional[float]) -> None:
-        if bar:
-            return
         if frame == 1:
             say(f"seed: {seed}\n\nframe   elapsed loss\n------- ------- ----")
         say(f"{frame: <7} {time.perf_counter() - start: <7.1f} " + ("kept" if loss is None else f"{loss:.2f}"))
@@ -324,7 +322,7 @@ def _run_video(args: argparse.Namespace) -> int:
         path = stylize_video(args.content, args.styles, args.output,
                              num_steps_first=args.num_steps, coarse_steps=args.coarse_steps,
                              num_steps_per_frame=frame_steps, flow=not args.no_flow,
-                             progress=bar, on_frame=row, **_options(args))
+                             progress=bar, on_frame=None if bar else row, **_options(args))
     except KeyboardInterrupt:
         folder = default_frames_dir(args.output)
         print(f"pastiche: interrupted; finished frames are kept in {folder}, run again to resume"

@@ -194,9 +194,10 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
         start = times[0] if times else Fraction(0)  # the source's time of the output's 0
         # a steady rate stays one (a container's millisecond clock rounds 1/12 s to 83 and 84 ms)
         varying = bool(times) and any(abs(b - a - 1 / fps) > Fraction(1, 1000) for a, b in zip(times, times[1:-1]))
-        # each frame's length in _TIME_BASE, by its start: the encoder gives every packet 1/fps
-        lengths = {round((a - start) / _TIME_BASE): round((b - a) / _TIME_BASE) for a, b in zip(times, times[1:])} \
-            if varying else {}
+        # each frame's start, then the last one's end, in _TIME_BASE; a packet's length is the
+        # gap to the next start (the encoder gives every packet 1/fps)
+        stamps = [round((t - start) / _TIME_BASE) for t in times] if varying else []
+        lengths = {a: b - a for a, b in zip(stamps, stamps[1:])}
         if varying:
             stream.codec_context.time_base = _TIME_BASE
 
@@ -214,7 +215,7 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
                 im = im if im.size == size else im.resize(size, Image.LANCZOS)
                 frame = av.VideoFrame.from_image(im.crop((0, 0, w, h)) if (w, h) != size else im)
                 if varying:
-                    frame.pts, frame.time_base = round((times[count] - start) / _TIME_BASE), _TIME_BASE
+                    frame.pts, frame.time_base = stamps[count], _TIME_BASE
                 else:
                     frame.pts = count
                 count += 1
@@ -446,7 +447,7 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
             if on_frame is not None:
                 on_frame(count, total, None if job is None else job.loss)
     last = times[-1]
-    times.append(end if end is not None and last is not None else None if last is None else last + 1 / info.fps)
+    times.append(None if last is None else end if end is not None else last + 1 / info.fps)
     _join(folder, count, output, info, content_video, times)
     return output
 
