@@ -378,13 +378,13 @@ def _run(args: argparse.Namespace, output: Path) -> int:
             return EXIT_INTERRUPTED
         unmade = (f"; no --video made (pastiche-video {shlex.quote(args.workspace)} -o {shlex.quote(args.video)}"
                   " joins the frames)" if args.video else "")
-        print(f"pastiche: interrupted at step {job.step_count}; {_kept(job, output)}{unmade}", file=sys.stderr)
+        print(f"pastiche: interrupted at step {job.step_count}; {_kept(job, output, args)}{unmade}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except PasticheError as e:  # e.g. a NaN loss: keep the last good image, then report
         if job.step_count == 0:  # the starting image is all there is: not a result to write
             raise PasticheError(f"{e}; nothing written") from None
-        raise PasticheError(f"{e}; {_kept(job, output)}") from None
-    _keep(job, output)
+        raise PasticheError(f"{e}; {_kept(job, output, args)}") from None
+    output = _keep(job, output, args)
     say(f"wrote {output}")
     if args.video:  # this run's frames, not others in the folder, ending on the result
         last = [] if frames and frames[-1][0] == job.step_count else [output]
@@ -397,14 +397,20 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     return 0
 
 
-def _keep(job: StyleTransfer, output: Path) -> Path:
-    """Save the job's picture at full size to ``output``, and return where it went. If that fails
-    when the work is done (the disk filled up, the folder went away), save it in the temporary
-    folder instead, in a new file of its own, and raise the error naming that file: the run's
-    work is not lost."""
+def _keep(job: StyleTransfer, output: Path, args: argparse.Namespace) -> Path:
+    """Save the job's picture at full size to ``output``, and return where it went. A default
+    name (no --output) was free when the run began; if a file has taken it since (another run's
+    with the same inputs), the next free one is used, so a default name never replaces anything.
+    If saving fails when the work is done (the disk filled up, the folder went away), save it in
+    the temporary folder instead, in a new file of its own, and raise the error naming that
+    file: the run's work is not lost."""
     image = job.image_tensor(size=job.full_size)
     try:
-        return save_image(image, output)
+        while True:
+            try:
+                return save_image(image, output, replace=bool(args.output))
+            except FileExistsError:
+                output = default_output(args.content, args.styles)
     except PasticheError as e:
         try:  # mkstemp: a name no other file has, not a link someone could have laid there
             fd, spare = tempfile.mkstemp(prefix=f"pastiche-{output.stem[:64]}-", suffix=".png")
@@ -415,11 +421,11 @@ def _keep(job: StyleTransfer, output: Path) -> Path:
         raise PasticheError(f"{e}; the picture is kept in {spare}") from None
 
 
-def _kept(job: StyleTransfer, output: Path) -> str:
+def _kept(job: StyleTransfer, output: Path, args: argparse.Namespace) -> str:
     """"saved OUTPUT", or :func:`_keep`'s error, which names where the picture went instead: for
     a run that stops with a message of its own (Ctrl-C, a NaN loss)."""
     try:
-        return f"saved {_keep(job, output)}"
+        return f"saved {_keep(job, output, args)}"
     except PasticheError as e:
         return str(e)
 

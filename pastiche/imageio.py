@@ -464,20 +464,32 @@ def _new_file_mode(target: pathlib.Path) -> int:
         return 0o666 & ~umask
 
 
+def _rename_to_new(tmp: str, path: pathlib.Path) -> None:
+    """os.replace(tmp, path) where nothing is at ``path``, else FileExistsError. The name is taken
+    first by an exclusive create (atomic: of two runs after it, one gets it), then replaced."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(path)  # the empty file that took the name
+        raise
+
+
 @contextlib.contextmanager
-def atomic_file(path: pathlib.Path, *, suffix: str = ".tmp") -> Iterator[str]:
+def atomic_file(path: pathlib.Path, *, suffix: str = ".tmp", replace: bool = True) -> Iterator[str]:
     """A temporary file name beside ``path`` (same filesystem, so the rename is atomic). When the
     block finishes, the file takes the mode a plain open() would give and replaces ``path``; if
     the block fails or is interrupted, it is removed and ``path`` is untouched. A symbolic link
-    is written through, as open() does: its target is replaced, the link stays."""
-    path = pathlib.Path(os.path.realpath(path))
+    is written through, as open() does: its target is replaced, the link stays. ``replace``
+    false: FileExistsError instead where anything (a link too) is at ``path`` by then."""
+    path = pathlib.Path(os.path.realpath(path) if replace else os.path.abspath(path))
     # a short name: one derived from ``path``'s could pass the filesystem's limit on names
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pastiche-", suffix=suffix)
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, _new_file_mode(path))
-        os.replace(tmp, path)
+        (os.replace if replace else _rename_to_new)(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -486,13 +498,15 @@ def atomic_file(path: pathlib.Path, *, suffix: str = ".tmp") -> Iterator[str]:
 
 def save_image(
     image: Union[torch.Tensor, Image.Image], path: Union[str, os.PathLike], *, quality: int = 95,
-    option: Optional[str] = "--output"
+    option: Optional[str] = "--output", replace: bool = True
 ) -> pathlib.Path:
     """Atomically write an image (a tensor, array or PIL image, as :func:`open_image` takes them) in
     the extension's format.
 
     ``quality`` (1..100) applies to JPEG and WebP. ``path`` is never left partially written.
     ``option``: what an error tells the user to change (None: nothing, the caller says what to do).
+    ``replace`` false: raise FileExistsError, writing nothing, where a file is at ``path`` by the
+    time the image is written (a name picked as free a while ago, see ``pastiche.cli``).
     """
     p = check_output_path(path, option=option or "--output")
     if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
@@ -503,11 +517,13 @@ def save_image(
     fmt = SUPPORTED_EXTENSIONS[p.suffix.lower()]
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     try:
-        with atomic_file(p) as tmp, open(tmp, "wb") as f:
+        with atomic_file(p, replace=replace) as tmp, open(tmp, "wb") as f:
             im.save(f, format=fmt, **options)
             f.flush()
             os.fsync(f.fileno())
     except Exception as exc:
+        if isinstance(exc, FileExistsError) and not replace:
+            raise  # the caller picks another name
         fix = f"choose another {option}" if option else ""
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             reason = "the disk is full; free some space" + (f" or {fix}" if fix else "")

@@ -254,6 +254,22 @@ def test_default_output_name_never_overwrites(images, tmp_path, capsys):
     assert (tmp_path / "content_style-3.png").is_file()
 
 
+def test_a_default_output_name_taken_during_the_run_is_not_replaced(images, tmp_path, monkeypatch, capsys):
+    """Two runs with the same inputs in one folder both picked content_style.png at their start,
+    and the later to finish replaced the other's picture. Now the result takes the next free name."""
+    import pastiche.cli as cli_module
+
+    def run_beside_another(job, schedule, **kwargs):
+        Path("content_style.png").write_bytes(b"the other run's picture")
+        return pastiche.schedule.run(job, schedule, **kwargs)
+    monkeypatch.setattr(cli_module, "run", run_beside_another)
+    assert cli("-c", "content.png", "-s", "style.png", "--num-steps", 2, "--size", 32, *SHALLOW) == 0
+    assert Path("content_style.png").read_bytes() == b"the other run's picture"
+    assert pixels("content_style-2.png").shape == (27, 32, 3)
+    assert capsys.readouterr().out.endswith("wrote content_style-2.png\n")
+    assert sorted(os.listdir(tmp_path)) == ["content.png", "content_style-2.png", "content_style.png", "style.png"]
+
+
 def test_a_default_output_name_from_long_input_names_fits_the_filesystem(images, tmp_path):
     """A 240-byte content name and a 200-byte style name made a 442-byte default: a traceback."""
     os.rename("content.png", "c" * 240 + ".png")

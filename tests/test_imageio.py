@@ -593,6 +593,27 @@ def test_an_output_that_is_a_symbolic_link_is_written_through(tmp_path):
     assert sorted(os.listdir(tmp_path / "real")) == ["other.png"]
 
 
+def test_save_image_without_replace_never_replaces_anything(tmp_path):
+    """replace=False: whatever is at the name when the image is ready (a file, a link, even one
+    leading nowhere) stays as it was, no temporary file is left, and FileExistsError says so."""
+    (tmp_path / "taken.png").write_bytes(b"someone else's")
+    (tmp_path / "link.png").symlink_to(tmp_path / "gone.png")
+    for name in ("taken.png", "link.png"):
+        with pytest.raises(FileExistsError):
+            save_image(torch.rand(3, 4, 4), tmp_path / name, replace=False)
+    assert (tmp_path / "taken.png").read_bytes() == b"someone else's"
+    assert os.readlink(tmp_path / "link.png") == str(tmp_path / "gone.png")
+    save_image(torch.rand(3, 4, 4), tmp_path / "free.png", replace=False)
+    assert sorted(os.listdir(tmp_path)) == ["free.png", "link.png", "taken.png"]
+    assert (tmp_path / "free.png").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_an_output_that_is_no_regular_file_or_whose_link_leads_nowhere_is_refused(tmp_path):
     """A pipe or a device (a link to /dev/null) was replaced by a regular file; a link into a
     missing folder passed the check and failed after the whole run."""
