@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -162,25 +162,29 @@ def _atomic(path: Path, option: Optional[str]) -> Iterator[str]:
                             + (f"; choose another {option}" if option else "")) from None
 
 
-def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, fps: Fraction,
-           audio_from: Optional[PathLike] = None, times: Optional[Sequence[Fraction]] = None,
-           option: Optional[str] = "--output") -> None:
-    """Encode RGB ``frames`` (resized to ``size`` if needed) into ``output`` atomically. MP4, MOV,
-    MKV: H.264 yuv420p (size cropped to even, with a :class:`PasticheWarning`), audio from
+def _write(files: Sequence[Path], output: Path, fps: Fraction, audio_from: Optional[PathLike] = None,
+           times: Optional[Sequence[Fraction]] = None, option: Optional[str] = "--output") -> None:
+    """Encode the image ``files`` (read one at a time, resized to the last one's size if need be)
+    into ``output`` atomically. MP4, MOV, MKV: H.264 yuv420p (size cropped to even, with a :class:`PasticheWarning`), audio from
     ``audio_from`` (copied, or AAC). ``times``: each frame's start in ``audio_from``
     (timed_frames) and then the last one's end, kept for the frames and, moved by the first one,
     for the sound, so both stay in step; else a steady ``fps`` from 0. ``option``: see _atomic."""
+    if not files:
+        raise PasticheError(f"cannot write video '{output}': no frames to write")
+    size = open_image(files[-1], name="frame").size
+    frames = (open_image(f, name="frame") for f in files)
+    frames = (im if im.size == size else im.resize(size, Image.LANCZOS) for im in frames)
     if output.suffix.lower() == ".gif":
-        fitted = [im if im.size == size else im.resize(size, Image.LANCZOS) for im in frames]  # Pillow holds them all
-        if not fitted:
-            raise PasticheError(f"cannot write video '{output}': no frames to write")
         # GIF's clock ticks in hundredths: each frame from the rounded times, so that rounding does
         # not add up (30 fps: 3, 3 and 4 hundredths); 2 at least, as players show 0 or 1 as 10
-        times = times or [Fraction(i) / fps for i in range(len(fitted) + 1)]
+        times = times or [Fraction(i) / fps for i in range(len(files) + 1)]
         ticks = [round(100 * (t - times[0])) for t in times]
-        with _atomic(output, option) as tmp:  # PIL picks an adaptive palette per frame
-            fitted[0].save(tmp, format="GIF", save_all=True, append_images=fitted[1:], loop=0,
-                           duration=[10 * max(2, b - a) for a, b in zip(ticks, ticks[1:])])
+        # Pillow keeps every frame until the end, but as it converts them (an adaptive palette per
+        # frame, a byte a pixel): handed over one at a time, not as a list of RGB images (3 bytes a
+        # pixel, all at once)
+        with _atomic(output, option) as tmp:
+            next(frames).save(tmp, format="GIF", save_all=True, append_images=frames, loop=0,
+                              duration=[10 * max(2, b - a) for a, b in zip(ticks, ticks[1:])])
         return
     av, count = _av(), 0
     w, h = max(2, size[0] - size[0] % 2), max(2, size[1] - size[1] % 2)
@@ -212,7 +216,6 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
             a_out = None if a_in is None else out.add_stream_from_template(a_in) if copy else \
                 out.add_stream("aac", rate=a_in.codec_context.sample_rate or 44100)
             for im in frames:
-                im = im if im.size == size else im.resize(size, Image.LANCZOS)
                 frame = av.VideoFrame.from_image(im.crop((0, 0, w, h)) if (w, h) != size else im)
                 if varying:
                     frame.pts, frame.time_base = stamps[count], _TIME_BASE
@@ -220,8 +223,6 @@ def _write(frames: Iterable[Image.Image], size: Tuple[int, int], output: Path, f
                     frame.pts = count
                 count += 1
                 out.mux(timed(stream.encode(frame)))
-            if not count:
-                raise PasticheError(f"cannot write video '{output}': no frames to write")
             out.mux(timed(stream.encode(None)))
             if a_in is not None:  # the sound from the first frame's time to the video's end
                 end = (times[count] - start) if varying else count / fps
@@ -311,9 +312,7 @@ def frames_to_video(sources: Sequence[PathLike], output: PathLike, *, fps: float
     check_fps(fps)
     files = frame_files(sources)
     output = check_video_output(output, inputs=files, option=option)
-    size = open_image(files[-1], name="frame").size
-    _write((open_image(f, name="frame") for f in files), size, output,
-           Fraction(fps).limit_denominator(100000), option=option)
+    _write(files, output, Fraction(fps).limit_denominator(100000), option=option)
     return output
 
 
@@ -497,10 +496,9 @@ def _join(folder: Path, count: int, output: Path, info: VideoInfo, content_video
     (starts, then the last one's end; kept only where all are known and in order) and with its
     sound."""
     paths = [folder / f"{i + 1:06d}.png" for i in range(count)]
-    size = open_image(paths[-1], name="frame").size
     timed = None not in times and all(map(operator.lt, times, times[1:]))
     try:
-        _write((open_image(p, name="frame") for p in paths), size, output, info.fps,
+        _write(paths, output, info.fps,
                audio_from=content_video if info.has_audio and output.suffix.lower() != ".gif" else None,
                times=times if timed else None, option=None)
     except PasticheError as e:  # a run with the same --output joins the frames again

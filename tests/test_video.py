@@ -110,6 +110,29 @@ def test_frames_to_gif_in_order_across_workspaces(tmp_path):
         assert np.abs(got - want).max() < 8
 
 
+def test_a_gif_is_written_from_one_frame_in_memory_at_a_time(tmp_path, monkeypatch):
+    """All frames were read into a list of RGB images first: 300 frames of 640x480 px took 1.1 GB
+    (Pillow keeps them too, but converted to a byte a pixel)."""
+    import weakref
+
+    write_frames(tmp_path / "ws", [(40, 30)] * 6)
+    read, most = [], 0
+
+    def counted(source, **kwargs):
+        nonlocal most
+        image = open_image(source, **kwargs)
+        read.append(weakref.ref(image))
+        most = max(most, sum(r() is not None for r in read))
+        return image
+    open_image = video.open_image
+    monkeypatch.setattr(video, "open_image", counted)
+    with Image.open(video.frames_to_video(tmp_path / "ws", tmp_path / "o.gif")) as gif:
+        assert gif.n_frames == 6
+    # the last frame's size first, then each in turn: alive at once at most the first (the image
+    # saved), the one before and the one being read, however many frames there are
+    assert len(read) == 7 and most <= 3
+
+
 @needs_av
 def test_mixed_sizes_follow_last_frame(tmp_path):
     write_frames(tmp_path / "ws", [(12, 8), (24, 17), (47, 33)])
