@@ -437,8 +437,9 @@ def _check_writable(path: str, kind: str, option: str) -> None:
     except OSError:  # none yet, or a loop of links, which is a name like any other (replaced, not followed)
         mode = None
     if mode is not None and not stat.S_ISREG(mode):  # a pipe, a device (/dev/null): replacing it is no write
-        raise PasticheError(f"cannot write {kind} '{p}': it is {'a pipe' if stat.S_ISFIFO(mode) else 'a device'}"
-                            f" or other special file, not a regular one; choose another {option}")
+        what = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise PasticheError(f"cannot write {kind} '{p}': it is {what} or other special file, not a regular"
+                            f" one; choose another {option}")
     if mode is not None and not os.access(p, os.W_OK):  # replacing it would go round its permissions
         raise PasticheError(f"cannot write {kind} '{p}': the file is read-only; choose another {option}"
                             " or make it writable")

@@ -3,6 +3,7 @@
 import errno
 import os
 import re
+import socket
 import struct
 import warnings
 import zlib
@@ -618,9 +619,13 @@ def test_an_output_that_is_no_regular_file_or_whose_link_leads_nowhere_is_refuse
     """A pipe or a device (a link to /dev/null) was replaced by a regular file; a link into a
     missing folder passed the check and failed after the whole run."""
     os.mkfifo(tmp_path / "pipe.png")
+    socket_path = tmp_path / "socket.png"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(socket_path))
     (tmp_path / "null.png").symlink_to(os.devnull)
     (tmp_path / "nowhere.png").symlink_to(tmp_path / "missing" / "x.png")
     for name, needle in (("pipe.png", "it is a pipe or other special file, not a regular one; choose another"),
+                         ("socket.png", "it is a socket or other special file, not a regular one; choose another"),
                          ("null.png", "it is a device or other special file, not a regular one; choose another"),
                          ("nowhere.png", f"directory '{tmp_path / 'missing'}' does not exist; create it")):
         with pytest.raises(PasticheError, match=f"^cannot write output '.*{name}': {re.escape(needle)}"):
