@@ -25,8 +25,8 @@ from .errors import PasticheError, PasticheWarning
 from .imageio import SUPPORTED_EXTENSIONS, check_output_path, check_output_size, save_image
 from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, default_coarse_steps, plan, run
 from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES
-from .video import (FRAME_STEPS, OUTPUT_EXTENSIONS, check_fps, check_video_output, default_frames_dir,
-                    frames_to_video, has_finished_frames, is_video, stylize_video)
+from .video import OUTPUT_EXTENSIONS, check_fps, check_video_output, frames_to_video, is_video
+from .video_transfer import FRAME_STEPS, default_frames_dir, has_finished_frames, stylize_video
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 

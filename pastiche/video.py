@@ -1,7 +1,8 @@
-"""Video in and out: frames → MP4/GIF, and a video stylised frame by frame with temporal coherence.
+"""Video files in and out: a clip's frames (upright, with their times), and frames → MP4/GIF,
+with the clip's sound. :mod:`pastiche.video_transfer` stylises a clip with them.
 
 Uses PyAV (``pip install av``, or the ``video`` extra), whose wheels bundle ffmpeg; no system ffmpeg needed.
-Frames are PIL RGB images; tensors are (1, 3, H, W) float32 in [0, 1] unless said otherwise.
+Frames are PIL RGB images.
 
     pastiche-video WORKSPACE... -o out.mp4 --fps 30
 """
@@ -9,9 +10,6 @@ Frames are PIL RGB images; tensors are (1, 3, H, W) float32 in [0, 1] unless sai
 from __future__ import annotations
 
 import contextlib
-import itertools
-import json
-import operator
 import os
 import re
 import sys
@@ -19,21 +17,13 @@ import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
-import torch
 from PIL import Image
 
-from . import color
 from .__main__ import termination_as_interrupt
-from .checks import check_flag, whole
-from .engine import INIT_KEYWORDS, StyleTransfer
 from .errors import PasticheError, warn
-from .flow import warp_previous
-from .imageio import (SUPPORTED_EXTENSIONS, ImageLike, atomic_file, check_readable, check_writable, describe_source,
-                      open_image, save_image)
-from .schedule import DEFAULT_NUM_STEPS, default_coarse_steps, plan, run
+from .imageio import SUPPORTED_EXTENSIONS, atomic_file, check_readable, check_writable, open_image
 
 PathLike = Union[str, os.PathLike]
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")  # inputs
@@ -162,7 +152,7 @@ def _atomic(path: Path, option: Optional[str]) -> Iterator[str]:
                             + (f"; choose another {option}" if option else "")) from None
 
 
-def _write(files: Sequence[Path], output: Path, fps: Fraction, audio_from: Optional[PathLike] = None,
+def encode_video(files: Sequence[Path], output: Path, fps: Fraction, audio_from: Optional[PathLike] = None,
            times: Optional[Sequence[Fraction]] = None, option: Optional[str] = "--output") -> None:
     """Encode the image ``files`` (read one at a time, resized to the last one's size if need be)
     into ``output`` atomically. MP4, MOV, MKV: H.264 yuv420p (size cropped to even, with a :class:`PasticheWarning`), audio from
@@ -288,7 +278,6 @@ def frame_files(sources: Sequence[PathLike]) -> List[Path]:
     return files
 
 
-FRAME_STEPS = 100  # steps for each frame of a video after the first, by default
 _TIME_BASE = Fraction(1, 90000)  # the output's clock where frames keep their source times (MPEG's)
 FPS_RANGE = (0.1, 1000.0)  # a frame every 10 s (GIF's longest is 655 s) to 1000 a second
 
@@ -312,197 +301,8 @@ def frames_to_video(sources: Sequence[PathLike], output: PathLike, *, fps: float
     check_fps(fps)
     files = frame_files(sources)
     output = check_video_output(output, inputs=files, option=option)
-    _write(files, output, Fraction(fps).limit_denominator(100000), option=option)
+    encode_video(files, output, Fraction(fps).limit_denominator(100000), option=option)
     return output
-
-
-# ---------------------------------------------------------------------------- stylising a video
-
-def default_frames_dir(output: PathLike) -> Path:
-    """Where :func:`stylize_video` keeps finished frames for ``output``: ``OUTPUT.frames/``."""
-    return Path(f"{os.fspath(output)}.frames")
-
-
-def has_finished_frames(folder: Path) -> bool:
-    """Whether a frames folder holds any finished frame (its record alone is not one, nor a hidden
-    temporary file that a killed save left)."""
-    return any(not p.name.startswith(".") for p in folder.glob("*.png"))
-
-
-def _describe(value: object) -> object:
-    """``value`` as the settings record holds it: a file as its path, size and modification time
-    (a clip or image replaced at the same path is another input, whose frames are not these)."""
-    if isinstance(value, (str, os.PathLike)):
-        if not os.path.exists(value):
-            return os.fspath(value)
-        stat = os.stat(value)
-        return [str(Path(value).resolve()), stat.st_size, stat.st_mtime_ns]
-    if isinstance(value, (list, tuple)):
-        return [_describe(v) for v in value]
-    return value if isinstance(value, (int, float, bool, type(None))) else type(value).__name__
-
-
-def _in_use(options: dict) -> dict:
-    """The record's ``options`` less those that others override, which made no difference to the
-    frames: --size-pixels beside --size, --style-size-pixels beside --style-size."""
-    overridden_by = {"size_pixels": "size", "style_size_pixels": "style_size"}
-    return {k: v for k, v in options.items() if k not in overridden_by or options.get(overridden_by[k]) is None}
-
-
-def _changed(recorded: object, settings: dict) -> str:
-    """The names of the settings (and options) that differ from the ``recorded`` ones."""
-    if not isinstance(recorded, dict) or not isinstance(recorded.get("options"), dict):
-        return "an unreadable record"
-    options, now = recorded["options"], settings["options"]
-    return ", ".join([k for k in settings if k != "options" and recorded.get(k) != settings[k]]
-                     + [k for k in sorted(set(options) | set(now)) if options.get(k) != now.get(k)])
-
-
-def _tensor(image: ImageLike, size: Tuple[int, int]) -> torch.Tensor:
-    im = open_image(image, name="frame")
-    im = im if im.size == size else im.resize(size, Image.BILINEAR)
-    return torch.from_numpy(np.array(im, dtype=np.float32) / 255).permute(2, 0, 1)[None]
-
-
-def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[ImageLike]], output: PathLike,
-                  *, num_steps_first: int = DEFAULT_NUM_STEPS, coarse_steps: Optional[Sequence[int]] = None,
-                  num_steps_per_frame: int = FRAME_STEPS, frames_dir: Optional[PathLike] = None, flow: bool = True,
-                  progress: bool = True, max_frames: Optional[int] = None,
-                  on_frame: Optional[Callable[[int, int, Optional[float]], None]] = None, **style_options: Any) -> Path:
-    """Stylise every frame of ``content_video`` and write ``output`` (.mp4/.mov/.mkv/.gif).
-
-    The first frame is made coarse to fine, as :func:`~pastiche.schedule.transfer` makes a picture:
-    one coarser level per entry of ``coarse_steps`` (default
-    :func:`~pastiche.schedule.default_coarse_steps`), then ``num_steps_first`` steps at full size
-    (see :func:`~pastiche.schedule.plan`). Each later frame starts from the previous
-    stylised frame, moved onto it by block-matching optical flow (``flow=False``: unmoved, so the
-    picture lags the motion), and gets ``num_steps_per_frame``. Finished frames are kept as
-    ``frames_dir/000001.png`` … (default :func:`default_frames_dir`), so an interrupted run
-    (KeyboardInterrupt propagates) resumes where it stopped. Audio is carried over (not into a
-    GIF, which warns). ``on_frame(n, total, loss)`` is called as frame ``n`` (from 1) is done,
-    with ``loss`` None for one an earlier run finished: for a log where no bar shows.
-    ``style_options`` go to :class:`~pastiche.engine.StyleTransfer`. Returns the output path.
-    """
-    from tqdm.auto import tqdm
-
-    if coarse_steps is None:
-        coarse_steps = default_coarse_steps(style_options.get("init", "content"))
-    if not whole(num_steps_per_frame):
-        raise PasticheError(f"num_steps_per_frame must be a whole number of steps, at least 1, got"
-                            f" {num_steps_per_frame!r}")
-    check_flag(flow, "flow")
-    check_flag(progress, "progress")
-    if on_frame is not None and not callable(on_frame):
-        raise PasticheError(f"on_frame must be a function of (frame, total, loss), got {on_frame!r}")
-    if max_frames is not None and not whole(max_frames):
-        raise PasticheError(f"max_frames must be a whole number of frames, at least 1, got {max_frames!r}")
-    style_list = list(styles) if isinstance(styles, (list, tuple)) else [styles]
-    init = style_options.get("init")
-    starts = [] if init is None or isinstance(init, str) and init in INIT_KEYWORDS else [init]
-    output = check_video_output(output, inputs=[content_video, *style_list, *starts])
-    info = probe(content_video)
-    total = min(info.frames, max_frames) if max_frames else info.frames
-    # Every option and style image checked before the frames directory and its record exist, so
-    # a mistake does not leave a record that refuses the corrected run.
-    _check_first_frame(content_video, style_list, num_steps_first, coarse_steps, style_options)
-    if info.has_audio and output.suffix.lower() == ".gif":
-        warn(f"'{output}' will have no sound: a GIF holds none (write an .mp4 to keep the clip's)")
-    folder = Path(frames_dir) if frames_dir else default_frames_dir(output)
-    _use_frames_dir(folder, {"content": _describe(content_video), "styles": _describe(style_list), "flow": flow,
-                             "steps": [list(coarse_steps), num_steps_first, num_steps_per_frame],
-                             "options": _in_use({k: _describe(v) for k, v in sorted(style_options.items())})})
-    job, prev, prev_content, size, count = None, None, None, (0, 0), 0  # prev: (1, 3, H, W) in [0, 1]
-    times: List[Optional[Fraction]] = []  # each frame's start in the clip, for _write
-    end: Optional[Fraction] = None  # the last one's end
-    with tqdm(total=total, unit="frame", desc=output.name, disable=not progress) as bar:
-        for count, (time, end, frame) in enumerate(itertools.islice(timed_frames(content_video), total), 1):
-            times.append(time)
-            path = folder / f"{count:06d}.png"
-            if job is None and path.exists():  # finished by an earlier run
-                prev, prev_content = path, frame
-            else:
-                if isinstance(prev, Path):  # resuming: start from the last finished frame
-                    size = open_image(prev, name="frame").size
-                    prev = _tensor(prev, size)
-                start = prev if job is None else None  # a running job continues from its own pixels
-                if flow and prev is not None:
-                    start = _moved(prev, prev_content, frame, size, bool(style_options.get("luminance_only")))
-                if job is None:
-                    job = StyleTransfer(frame, style_list, **{**style_options, **({} if start is None
-                                                                                  else {"init": start})})
-                else:
-                    job.set_content(frame, init=start)
-                if prev is None:  # the first frame: coarse to fine
-                    run(job, plan(job.full_size, num_steps_first, coarse_steps))
-                else:
-                    run(job, num_steps_per_frame)
-                try:
-                    save_image(job.image_tensor(), path, option=None)
-                except PasticheError as e:  # another --output would start over: the frames are kept
-                    raise PasticheError(f"{e}; then run again: the finished frames in '{folder}' are kept") from None
-                prev, prev_content, size = job.pixels.detach().cpu().float() / 255, frame, job.size
-                bar.set_postfix(loss=f"{job.loss:.4g}")
-            bar.update()
-            if on_frame is not None:
-                on_frame(count, total, None if job is None else job.loss)
-    last = times[-1]
-    times.append(None if last is None else end if end is not None else last + 1 / info.fps)
-    _join(folder, count, output, info, content_video, times)
-    return output
-
-
-def _check_first_frame(content_video: PathLike, styles: List[ImageLike], num_steps: int, coarse_steps: Sequence[int],
-                       style_options: dict) -> None:
-    """Build the first frame's job and its first level's targets, so that a bad option, style
-    image or size is refused before any frame is made; a frame too small is named as the clip's."""
-    try:
-        first = StyleTransfer(next(read_frames(content_video)), styles, **style_options)
-        first.resize(*plan(first.full_size, num_steps, coarse_steps)[0][0])  # "too small" shows here
-    except PasticheError as e:  # the frame is a PIL image to the engine; to the user, their clip's
-        raise PasticheError(str(e).replace(describe_source(Image.Image(), "content image"),
-                                           f"frame 1 of '{os.fspath(content_video)}'")) from None
-
-
-def _use_frames_dir(folder: Path, settings: dict) -> None:
-    """Create ``folder`` and record ``settings`` in it, unless it holds finished frames made with
-    other ones. A record without frames (a run stopped in its first one) is replaced, not held
-    against the next run."""
-    try:
-        folder.mkdir(exist_ok=True)
-        record = folder / "settings.json"
-        recorded = json.loads(record.read_text()) if record.exists() else settings
-        if isinstance(recorded, dict) and isinstance(recorded.get("options"), dict):  # one an older pastiche wrote
-            recorded["options"] = _in_use(recorded["options"])
-        if recorded != settings and has_finished_frames(folder):
-            raise PasticheError(f"frames in '{folder}' were made with other settings ({_changed(recorded, settings)});"
-                                " delete that directory to start over, or choose another --output")
-        record.write_text(json.dumps(settings, indent=1))
-    except (OSError, ValueError) as e:
-        raise PasticheError(f"cannot use frames directory '{folder}': {getattr(e, 'strerror', None) or e};"
-                            " choose another --output") from None
-
-
-def _moved(prev: torch.Tensor, prev_content: ImageLike, frame: ImageLike, size: Tuple[int, int],
-           luminance_only: bool) -> torch.Tensor:
-    """The previous result ``prev`` moved by the optical flow from the previous content frame to
-    ``frame``; where nothing maps, ``frame`` itself (its luminance for a luminance-only run)."""
-    cur = _tensor(frame, size)
-    return warp_previous(prev, _tensor(prev_content, size), cur, fill=color.luminance(cur) if luminance_only else cur)
-
-
-def _join(folder: Path, count: int, output: Path, info: VideoInfo, content_video: PathLike,
-          times: List[Optional[Fraction]]) -> None:
-    """Write ``output`` from the first ``count`` frames in ``folder``, at the clip's ``times``
-    (starts, then the last one's end; kept only where all are known and in order) and with its
-    sound."""
-    paths = [folder / f"{i + 1:06d}.png" for i in range(count)]
-    timed = None not in times and all(map(operator.lt, times, times[1:]))
-    try:
-        _write(paths, output, info.fps,
-               audio_from=content_video if info.has_audio and output.suffix.lower() != ".gif" else None,
-               times=times if timed else None, option=None)
-    except PasticheError as e:  # a run with the same --output joins the frames again
-        raise PasticheError(f"{e}; the frames in '{folder}' are kept: run again to join them") from None
 
 
 def main(argv: Optional[List[str]] = None) -> int:
