@@ -39,7 +39,8 @@ CALIBRATION_SIZES = (256, 384, 512, 768, 1024)
 def calibration_images(paths: Sequence[Union[str, os.PathLike]],
                        sizes: Sequence[int] = CALIBRATION_SIZES) -> list:
     """Each image at each long edge in ``sizes``: (1, 3, H, W) float32 RGB tensors in [0, 1]."""
-    from .imageio import check_readable, load_image
+    from .files import check_readable
+    from .imageio import load_image
 
     images = []
     for path in paths:

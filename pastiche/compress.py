@@ -28,7 +28,7 @@ from .__main__ import termination_as_interrupt
 from .calibrate import CALIBRATION_SIZES, calibrated_quantize, calibration_images
 from .checks import whole
 from .errors import PasticheError
-from .imageio import check_readable, check_writable
+from .files import check_readable, check_writable
 from .kmeans import LayerReport, layer_report, quantize
 from .quantized import QuantizedLayer, WeightsFile, save_file
 from .vgg import CONV_NAMES, LAYER_INDEX, PREPROCESSING, check_layers

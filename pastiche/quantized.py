@@ -40,6 +40,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from .errors import PasticheError
+from .files import atomic_file
 
 MAGIC = b"PASTICHE"
 FORMAT = "pastiche.quantized-weights"
@@ -163,7 +164,7 @@ def _dequantize(packed: np.ndarray, bits: int, centroids: np.ndarray, numel: int
 # ---------------------------------------------------------------------------- writing
 
 def save_file(weights: WeightsFile, path: PathLike) -> None:
-    """Write ``weights`` to ``path`` atomically (temporary file, then rename)."""
+    """Write ``weights`` to ``path`` atomically (:func:`pastiche.files.atomic_file`)."""
     entries, buffers, offset = [], [], 0
     for name, layer in weights.layers.items():
         parts = [layer.packed.astype(np.uint8).tobytes(), layer.centroids.astype("<f4").tobytes(),
@@ -181,16 +182,10 @@ def save_file(weights: WeightsFile, path: PathLike) -> None:
               "metadata": weights.metadata, "layers": entries}
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    path = Path(path)
-    tmp = path.with_name(f".pastiche-{os.getpid()}.tmp")  # not from path.name: it could pass the limit on names
-    try:
-        with open(tmp, "wb") as f:
-            f.write(MAGIC + struct.pack("<Q", len(text)) + text)
-            for buffer in buffers:
-                f.write(buffer)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(Path(path)) as tmp, open(tmp, "wb") as f:
+        f.write(MAGIC + struct.pack("<Q", len(text)) + text)
+        for buffer in buffers:
+            f.write(buffer)
 
 
 # ---------------------------------------------------------------------------- reading

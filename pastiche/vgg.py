@@ -19,7 +19,7 @@ from torch import nn
 from .conv import PACK_MAX_PIXELS, Conv3x3
 from .devices import onednn_float32, require_bfloat16, resolve_device
 from .errors import PasticheError
-from .imageio import check_readable
+from .files import check_readable
 from .quantized import load_dequantized
 
 # torchvision's cfg "E": channel counts of 3x3 convolutions, "M" for a 2x2 pooling.

@@ -23,7 +23,8 @@ from PIL import Image
 
 from .__main__ import termination_as_interrupt
 from .errors import PasticheError, warn
-from .imageio import SUPPORTED_EXTENSIONS, atomic_file, check_readable, check_writable, open_image
+from .files import atomic_file, check_readable, check_writable
+from .imageio import SUPPORTED_EXTENSIONS, open_image
 
 PathLike = Union[str, os.PathLike]
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")  # inputs

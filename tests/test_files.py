@@ -1,0 +1,75 @@
+"""Tests for pastiche.files: the checks of paths read and written, and atomic writes."""
+
+import os
+import stat
+
+import pytest
+
+from pastiche.errors import PasticheError
+from pastiche.files import atomic_file, check_readable, check_writable
+
+
+def test_atomic_file_replaces_only_when_the_block_finishes(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_file(target) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"half")
+            raise KeyboardInterrupt  # Ctrl-C mid-write: the old file stays, no temporary one is left
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["out.bin"]
+    with atomic_file(target) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+    assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_atomic_file_gives_the_mode_open_would_and_writes_through_a_link(tmp_path):
+    (tmp_path / "real.bin").write_bytes(b"old")
+    os.chmod(tmp_path / "real.bin", 0o640)
+    (tmp_path / "link.bin").symlink_to(tmp_path / "real.bin")
+    with atomic_file(tmp_path / "link.bin") as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+    assert (tmp_path / "link.bin").is_symlink() and (tmp_path / "real.bin").read_bytes() == b"new"
+    assert stat.S_IMODE((tmp_path / "real.bin").stat().st_mode) == 0o640  # the replaced file's, not mkstemp's 0600
+    mask = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "fresh.bin") as tmp:
+            pass
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "fresh.bin").stat().st_mode) == 0o644
+
+
+def test_atomic_file_without_replace_leaves_a_name_taken_meanwhile(tmp_path):
+    target = tmp_path / "out.bin"
+    with pytest.raises(FileExistsError):
+        with atomic_file(target, replace=False) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"mine")
+            target.write_bytes(b"theirs")  # another process took the name while this one wrote
+    assert target.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_check_readable_names_the_problem_and_the_fix(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for name, message in (("missing.png", "no such file; check the path"),
+                          ("", "it is a directory; pass an image file"),
+                          ("pipe", "it is a pipe or a socket, not a file; pass an image file"),
+                          ("loop", "its symbolic links form a loop; point them at a file")):
+        with pytest.raises(PasticheError) as e:
+            check_readable(tmp_path / name, "style image 'x'")
+        assert str(e.value) == f"cannot read style image 'x': {message}"
+
+
+def test_check_writable_refuses_an_input_under_another_name(tmp_path):
+    (tmp_path / "in.png").write_bytes(b"input")
+    os.link(tmp_path / "in.png", tmp_path / "hard.png")
+    with pytest.raises(PasticheError) as e:
+        check_writable(tmp_path / "hard.png", inputs=[tmp_path / "in.png"], kind="output", input_kind="content image")
+    assert str(e.value) == (f"refusing to overwrite content image '{tmp_path / 'in.png'}' with the output;"
+                            " choose another --output")
+    assert check_writable(tmp_path / "new.png", inputs=[tmp_path / "in.png"], kind="output",
+                          input_kind="content image") == tmp_path / "new.png"
