@@ -83,6 +83,28 @@ def _supplemental(pairs: Sequence[Tuple[str, int]]) -> List[Tuple[torch.device, 
     return checked
 
 
+def _check_options(*, size: Optional[int], size_pixels: Optional[int], style_size: Optional[int],
+                   style_size_pixels: Optional[int], learning_rate: float, optimizer: str, preserve_color: bool,
+                   luminance_only: bool, low_memory: bool) -> None:
+    """StyleTransfer's sizes, learning rate, optimiser and switches: PasticheError naming the option."""
+    for value, option in ((size, "--size"), (size_pixels, "--size-pixels"),
+                          (style_size, "--style-size"), (style_size_pixels, "--style-size-pixels")):
+        if value is not None and not pixel_count(value):
+            raise PasticheError(f"{option} must be a whole number of pixels, from 1 to {MAX_PIXELS},"
+                                f" got {value!r}")
+    check_positive(learning_rate, "--learning-rate", optional=False)
+    for value, option in ((preserve_color, "preserve_color"), (luminance_only, "luminance_only"),
+                          (low_memory, "low_memory")):
+        check_flag(value, option)
+    if learning_rate > torch.finfo(torch.float32).max:  # the optimisers scale float32 tensors by it
+        raise PasticheError(f"--learning-rate {learning_rate} is too large for float32; try 1 (L-BFGS)"
+                            " or 1 to 10 (Adam)")
+    if optimizer not in ("lbfgs", "adam"):
+        raise PasticheError(f"unknown optimizer '{optimizer}'; use 'lbfgs' or 'adam'")
+    if preserve_color and luminance_only:
+        raise PasticheError("--preserve-color and --luminance-only exclude each other; pick one")
+
+
 class StyleTransfer:
     """One style transfer, steppable. Images may be paths, PIL images, arrays or tensors.
 
@@ -124,69 +146,18 @@ class StyleTransfer:
         styles = list(styles) if isinstance(styles, (list, tuple)) else [styles]
         if not styles:
             raise PasticheError("no style image given; pass at least one with --style")
-        self.content_layers = check_layers(content_layers, option="content layer")
-        self.style_layers = check_layers(style_layers, option="style layer")
-        if not self.content_layers and not self.style_layers:
-            raise PasticheError("no content or style layers chosen; see --list-layers")
-        self.content_layer_weights = weight_list(content_layer_weights, len(self.content_layers),
-                                                 lambda i: 0.01, "--content-layer-weights", "content layer")
-        self.style_layer_weights = weight_list(style_layer_weights, len(self.style_layers), None,
-                                               "--style-layer-weights", "style layer") \
-            if given(style_layer_weights) else None  # default 10/C² needs the channel count C
-        self.style_weights = weight_list(style_weights, len(styles), lambda i: 1 / len(styles),
-                                         "--style-weights", "style image")
-        for value, option in ((size, "--size"), (size_pixels, "--size-pixels"),
-                              (style_size, "--style-size"), (style_size_pixels, "--style-size-pixels")):
-            if value is not None and not pixel_count(value):
-                raise PasticheError(f"{option} must be a whole number of pixels, from 1 to {MAX_PIXELS},"
-                                    f" got {value!r}")
-        check_positive(learning_rate, "--learning-rate", optional=False)
-        for value, option in ((preserve_color, "preserve_color"), (luminance_only, "luminance_only"),
-                              (low_memory, "low_memory")):
-            check_flag(value, option)
-        if learning_rate > torch.finfo(torch.float32).max:  # the optimisers scale float32 tensors by it
-            raise PasticheError(f"--learning-rate {learning_rate} is too large for float32; try 1 (L-BFGS)"
-                                " or 1 to 10 (Adam)")
-        if optimizer not in ("lbfgs", "adam"):
-            raise PasticheError(f"unknown optimizer '{optimizer}'; use 'lbfgs' or 'adam'")
-        if preserve_color and luminance_only:
-            raise PasticheError("--preserve-color and --luminance-only exclude each other; pick one")
-        self.content_weight = nonnegative(content_weight, "--content-weight")
-        self.tv_weight = nonnegative(tv_weight, "--tv-weight")
-        content_on = self.content_weight > 0 and any(w > 0 for w in self.content_layer_weights)
-        style_on = any(w > 0 for w in self.style_weights) and self.style_layers and any(
-            w > 0 for w in self.style_layer_weights or [1.0])  # None: 10/C² each
-        if not (content_on or style_on or self.tv_weight > 0):
-            raise PasticheError("every loss term is weighted 0, so the image would not change; give"
-                                " --content-weight, --style-weights or their layer weights a positive value")
+        self._set_losses(content_layers, style_layers, content_layer_weights, style_layer_weights, content_weight,
+                         style_weights, tv_weight, len(styles))
+        _check_options(size=size, size_pixels=size_pixels, style_size=style_size, style_size_pixels=style_size_pixels,
+                       learning_rate=learning_rate, optimizer=optimizer, preserve_color=preserve_color,
+                       luminance_only=luminance_only, low_memory=low_memory)
         self.optimizer_name, self.learning_rate = optimizer, learning_rate
-        self.low_memory = low_memory
+        self.preserve_color, self.luminance_only, self.low_memory = preserve_color, luminance_only, low_memory
         self.lbfgs_history = lbfgs_history if lbfgs_history is not None else 10 if low_memory else 20
         if not whole(self.lbfgs_history) or self.lbfgs_history > MAX_PIXELS:
             raise PasticheError(f"lbfgs_history must be a whole number of pairs, from 1 to {MAX_PIXELS}, got"
                                 f" {lbfgs_history!r}")
-        self.preserve_color, self.luminance_only = preserve_color, luminance_only
-        self.device = resolve_device(default_device() if device is None else device)
-        supplemental = _supplemental(supplemental_devices)
-        self._devices = [self.device, *(d for d, _ in supplemental)]
-        # On one CUDA device a step's forward and backward replay as a CUDA graph (see _graphed):
-        # on torch's current one, as measured (capture and replay use its streams)
-        self.use_cuda_graphs = (self.device.type == "cuda" and not supplemental
-                                and self.device.index in (None, torch.cuda.current_device()))
-        self._graph: Optional[Tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple]] = None
-
-        deepest = max(LAYER_INDEX[n] for n in self.content_layers + self.style_layers)
-        for _, index in supplemental:
-            if index > deepest:  # the device would hold nothing: the network is cut after `deepest`
-                raise PasticheError(f"--supplemental-device layer index {index} is past {LAYER_NAMES[deepest]}"
-                                    f" ({deepest}), the deepest layer this run uses, so that device would"
-                                    f" do nothing; give an index from 1 to {deepest}")
-        self.dtype = compute_dtype(precision, self._devices)
-        self.vgg: VGG19 = vgg19(weights=weights, pooling=pooling, up_to=LAYER_NAMES[deepest], compact=low_memory,
-                                dtype=self.dtype)
-        self.vgg.place(self.device, supplemental)
-        self.min_side = smallest_side(deepest)
-
+        self._set_network(device, supplemental_devices, precision, weights, pooling)
         self._content_image = open_image(content, name="content image")
         self._content_label = describe_source(content, "content image")
         names = [f"style image {i + 1}" if len(styles) > 1 else "style image" for i in range(len(styles))]
@@ -204,6 +175,54 @@ class StyleTransfer:
         self._check_memory(self.full_size)
         # Targets and the image are made by the first resize(), at run()'s first level; stepping
         # before that starts at full size.
+
+    def _set_losses(self, content_layers: Sequence[str], style_layers: Sequence[str],
+                    content_layer_weights: Optional[Sequence[float]], style_layer_weights: Optional[Sequence[float]],
+                    content_weight: float, style_weights: Optional[Sequence[float]], tv_weight: float,
+                    n_styles: int) -> None:
+        """The loss's layers and weights, checked; at least one term must weigh something."""
+        self.content_layers = check_layers(content_layers, option="content layer")
+        self.style_layers = check_layers(style_layers, option="style layer")
+        if not self.content_layers and not self.style_layers:
+            raise PasticheError("no content or style layers chosen; see --list-layers")
+        self.content_layer_weights = weight_list(content_layer_weights, len(self.content_layers),
+                                                 lambda i: 0.01, "--content-layer-weights", "content layer")
+        self.style_layer_weights = weight_list(style_layer_weights, len(self.style_layers), None,
+                                               "--style-layer-weights", "style layer") \
+            if given(style_layer_weights) else None  # default 10/C² needs the channel count C
+        self.style_weights = weight_list(style_weights, n_styles, lambda i: 1 / n_styles,
+                                         "--style-weights", "style image")
+        self.content_weight = nonnegative(content_weight, "--content-weight")
+        self.tv_weight = nonnegative(tv_weight, "--tv-weight")
+        content_on = self.content_weight > 0 and any(w > 0 for w in self.content_layer_weights)
+        style_on = any(w > 0 for w in self.style_weights) and self.style_layers and any(
+            w > 0 for w in self.style_layer_weights or [1.0])  # None: 10/C² each
+        if not (content_on or style_on or self.tv_weight > 0):
+            raise PasticheError("every loss term is weighted 0, so the image would not change; give"
+                                " --content-weight, --style-weights or their layer weights a positive value")
+
+    def _set_network(self, device: Union[str, torch.device, None], supplemental_devices: Sequence[Tuple[str, int]],
+                     precision: str, weights: Union[str, os.PathLike, None], pooling: str) -> None:
+        """The devices (checked), VGG19 on them up to the deepest layer the loss uses, its dtype."""
+        self.device = resolve_device(default_device() if device is None else device)
+        supplemental = _supplemental(supplemental_devices)
+        self._devices = [self.device, *(d for d, _ in supplemental)]
+        # On one CUDA device a step's forward and backward replay as a CUDA graph (see _graphed):
+        # on torch's current one, as measured (capture and replay use its streams)
+        self.use_cuda_graphs = (self.device.type == "cuda" and not supplemental
+                                and self.device.index in (None, torch.cuda.current_device()))
+        self._graph: Optional[Tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple]] = None
+        deepest = max(LAYER_INDEX[n] for n in self.content_layers + self.style_layers)
+        for _, index in supplemental:
+            if index > deepest:  # the device would hold nothing: the network is cut after `deepest`
+                raise PasticheError(f"--supplemental-device layer index {index} is past {LAYER_NAMES[deepest]}"
+                                    f" ({deepest}), the deepest layer this run uses, so that device would"
+                                    f" do nothing; give an index from 1 to {deepest}")
+        self.dtype = compute_dtype(precision, self._devices)
+        self.vgg: VGG19 = vgg19(weights=weights, pooling=pooling, up_to=LAYER_NAMES[deepest],
+                                compact=self.low_memory, dtype=self.dtype)
+        self.vgg.place(self.device, supplemental)
+        self.min_side = smallest_side(deepest)
 
     # ------------------------------------------------------------------ sizes and targets
 
