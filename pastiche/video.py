@@ -154,44 +154,61 @@ def _atomic(path: Path, option: Optional[str]) -> Iterator[str]:
 
 
 def encode_video(files: Sequence[Path], output: Path, fps: Fraction, audio_from: Optional[PathLike] = None,
-           times: Optional[Sequence[Fraction]] = None, option: Optional[str] = "--output") -> None:
+                 times: Optional[Sequence[Fraction]] = None, option: Optional[str] = "--output") -> None:
     """Encode the image ``files`` (read one at a time, resized to the last one's size if need be)
-    into ``output`` atomically. MP4, MOV, MKV: H.264 yuv420p (size cropped to even, with a :class:`PasticheWarning`), audio from
-    ``audio_from`` (copied, or AAC). ``times``: each frame's start in ``audio_from``
-    (timed_frames) and then the last one's end, kept for the frames and, moved by the first one,
-    for the sound, so both stay in step; else a steady ``fps`` from 0. ``option``: see _atomic."""
+    into ``output`` atomically: a GIF, or H.264 yuv420p in an MP4, MOV or MKV (size cropped to
+    even, with a :class:`PasticheWarning`) with the sound of ``audio_from`` (copied, or AAC).
+    ``times``: each frame's start in ``audio_from`` (timed_frames) and then the last one's end,
+    kept for the frames and, moved by the first one, for the sound, so both stay in step; else a
+    steady ``fps`` from 0. ``option``: see _atomic."""
     if not files:
         raise PasticheError(f"cannot write video '{output}': no frames to write")
     size = open_image(files[-1], name="frame").size
     frames = (open_image(f, name="frame") for f in files)
     frames = (im if im.size == size else im.resize(size, Image.LANCZOS) for im in frames)
-    if output.suffix.lower() == ".gif":
-        # GIF's clock ticks in hundredths: each frame from the rounded times, so that rounding does
-        # not add up (30 fps: 3, 3 and 4 hundredths); 2 at least, as players show 0 or 1 as 10
-        times = times or [Fraction(i) / fps for i in range(len(files) + 1)]
-        ticks = [round(100 * (t - times[0])) for t in times]
-        # Pillow keeps every frame until the end, but as it converts them (an adaptive palette per
-        # frame, a byte a pixel): handed over one at a time, not as a list of RGB images (3 bytes a
-        # pixel, all at once)
-        with _atomic(output, option) as tmp:
-            next(frames).save(tmp, format="GIF", save_all=True, append_images=frames, loop=0,
-                              duration=[10 * max(2, b - a) for a, b in zip(ticks, ticks[1:])])
-        return
-    av, count = _av(), 0
+    times = times or [Fraction(i) / fps for i in range(len(files) + 1)]
+    with _atomic(output, option) as tmp:
+        if output.suffix.lower() == ".gif":
+            _encode_gif(frames, times, tmp)
+        else:
+            _encode_h264(frames, size, times, fps, audio_from, output, tmp)
+
+
+def _encode_gif(frames: Iterator[Image.Image], times: Sequence[Fraction], tmp: str) -> None:
+    # GIF's clock ticks in hundredths: each frame from the rounded times, so that rounding does
+    # not add up (30 fps: 3, 3 and 4 hundredths); 2 at least, as players show 0 or 1 as 10
+    ticks = [round(100 * (t - times[0])) for t in times]
+    # Pillow keeps every frame until the end, but as it converts them (an adaptive palette per
+    # frame, a byte a pixel): handed over one at a time, not as a list of RGB images (3 bytes a
+    # pixel, all at once)
+    next(frames).save(tmp, format="GIF", save_all=True, append_images=frames, loop=0,
+                      duration=[10 * max(2, b - a) for a, b in zip(ticks, ticks[1:])])
+
+
+def _encode_h264(frames: Iterator[Image.Image], size: Tuple[int, int], times: Sequence[Fraction], fps: Fraction,
+                 audio_from: Optional[PathLike], output: Path, tmp: str) -> None:
+    """``frames`` (all ``size``) into ``tmp`` as ``output``'s container, H.264, with their ``times``
+    where they vary, and the sound of ``audio_from`` (its first audio stream) beside them."""
+    av = _av()
     w, h = max(2, size[0] - size[0] % 2), max(2, size[1] - size[1] % 2)
     if (w, h) != size:
         warn(f"'{output}' is {w}x{h} px, the frames' {size[0]}x{size[1]} cropped to even sides, which H.264"
              " needs (a .gif keeps every pixel)")
     options = {"movflags": "faststart"} if output.suffix.lower() != ".mkv" else {}
-    with _atomic(output, option) as tmp, av.open(tmp, "w", options=options) as out:
+    with av.open(tmp, "w", options=options) as out, \
+            (av.open(os.fspath(audio_from)) if audio_from else contextlib.nullcontext()) as source:
         stream = out.add_stream("libx264", rate=fps.limit_denominator(100000), options={"crf": "18"})
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        start = times[0] if times else Fraction(0)  # the source's time of the output's 0
+        a_in = source.streams.audio[0] if source and source.streams.audio else None
+        copy = a_in is not None and _can_copy(a_in, output.suffix)
+        # every stream before the first packet, which writes the header
+        a_out = None if a_in is None else out.add_stream_from_template(a_in) if copy else \
+            out.add_stream("aac", rate=a_in.codec_context.sample_rate or 44100)
         # a steady rate stays one (a container's millisecond clock rounds 1/12 s to 83 and 84 ms)
-        varying = bool(times) and any(abs(b - a - 1 / fps) > Fraction(1, 1000) for a, b in zip(times, times[1:-1]))
+        varying = any(abs(b - a - 1 / fps) > Fraction(1, 1000) for a, b in zip(times, times[1:-1]))
         # each frame's start, then the last one's end, in _TIME_BASE; a packet's length is the
         # gap to the next start (the encoder gives every packet 1/fps)
-        stamps = [round((t - start) / _TIME_BASE) for t in times] if varying else []
+        stamps = [round((t - times[0]) / _TIME_BASE) for t in times] if varying else []
         lengths = {a: b - a for a, b in zip(stamps, stamps[1:])}
         if varying:
             stream.codec_context.time_base = _TIME_BASE
@@ -200,43 +217,41 @@ def encode_video(files: Sequence[Path], output: Path, fps: Fraction, audio_from:
             for packet in packets:
                 packet.duration = lengths.get(packet.pts, packet.duration)
             return packets
-        source = av.open(os.fspath(audio_from)) if audio_from else None
-        try:
-            a_in = source.streams.audio[0] if source and source.streams.audio else None
-            copy = a_in is not None and _can_copy(a_in, output.suffix)
-            a_out = None if a_in is None else out.add_stream_from_template(a_in) if copy else \
-                out.add_stream("aac", rate=a_in.codec_context.sample_rate or 44100)
-            for im in frames:
-                frame = av.VideoFrame.from_image(im.crop((0, 0, w, h)) if (w, h) != size else im)
-                if varying:
-                    frame.pts, frame.time_base = stamps[count], _TIME_BASE
-                else:
-                    frame.pts = count
-                count += 1
-                out.mux(timed(stream.encode(frame)))
-            out.mux(timed(stream.encode(None)))
-            if a_in is not None:  # the sound from the first frame's time to the video's end
-                end = (times[count] - start) if varying else count / fps
-                for packet in source.demux(a_in):
-                    if packet.pts is None:
-                        continue
-                    at = Fraction(packet.pts) * packet.time_base - start
-                    if at < 0 or at >= end:
-                        continue
-                    if copy:
-                        shift = round(start / packet.time_base)
-                        packet.pts, packet.dts = packet.pts - shift, None if packet.dts is None else packet.dts - shift
-                        packet.stream = a_out
-                        out.mux(packet)
-                    else:
-                        for decoded in packet.decode():
-                            decoded.pts = None
-                            out.mux(a_out.encode(decoded))
-                if not copy:
-                    out.mux(a_out.encode(None))
-        finally:
-            if source is not None:
-                source.close()
+        count = 0
+        for im in frames:
+            frame = av.VideoFrame.from_image(im.crop((0, 0, w, h)) if (w, h) != size else im)
+            if varying:
+                frame.pts, frame.time_base = stamps[count], _TIME_BASE
+            else:
+                frame.pts = count
+            count += 1
+            out.mux(timed(stream.encode(frame)))
+        out.mux(timed(stream.encode(None)))
+        if a_in is not None:  # the sound from the first frame's time to the video's end
+            end = (times[count] - times[0]) if varying else count / fps
+            _mux_sound(out, source.demux(a_in), a_out, copy, times[0], end)
+
+
+def _mux_sound(out: Any, packets: Iterator[Any], a_out: Any, copy: bool, start: Fraction, end: Fraction) -> None:
+    """The audio ``packets`` from their time ``start`` for ``end`` seconds into ``out``'s stream
+    ``a_out``: copied (``copy``), else decoded and encoded again."""
+    for packet in packets:
+        if packet.pts is None:
+            continue
+        at = Fraction(packet.pts) * packet.time_base - start
+        if at < 0 or at >= end:
+            continue
+        if copy:
+            shift = round(start / packet.time_base)
+            packet.pts, packet.dts = packet.pts - shift, None if packet.dts is None else packet.dts - shift
+            packet.stream = a_out
+            out.mux(packet)
+        else:
+            for decoded in packet.decode():
+                decoded.pts = None
+                out.mux(a_out.encode(decoded))
+    if not copy:
+        out.mux(a_out.encode(None))
 
 
 def _can_copy(stream: Any, suffix: str) -> bool:
