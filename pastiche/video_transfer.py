@@ -140,15 +140,9 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
                 start = prev if job is None else None  # a running job continues from its own pixels
                 if flow and prev is not None:
                     start = _moved(prev, prev_content, frame, size, bool(style_options.get("luminance_only")))
-                if job is None:
-                    job = StyleTransfer(frame, style_list, **{**style_options, **({} if start is None
-                                                                                  else {"init": start})})
-                else:
-                    job.set_content(frame, init=start)
-                if prev is None:  # the first frame: coarse to fine
-                    run(job, plan(job.full_size, num_steps_first, coarse_steps))
-                else:
-                    run(job, num_steps_per_frame)
+                job = _job_for(job, frame, start, style_list, style_options)
+                first = prev is None  # coarse to fine, as a picture; later frames go on from the last
+                run(job, plan(job.full_size, num_steps_first, coarse_steps) if first else num_steps_per_frame)
                 try:
                     save_image(job.image_tensor(), path, option=None)
                 except PasticheError as e:  # another --output would start over: the frames are kept
@@ -162,6 +156,16 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     times.append(None if last is None else end if end is not None else last + 1 / info.fps)
     _join(folder, count, output, info, content_video, times)
     return output
+
+
+def _job_for(job: Optional[StyleTransfer], frame: Image.Image, start: Optional[torch.Tensor], styles: List[ImageLike],
+              style_options: dict) -> StyleTransfer:
+    """The job for ``frame``, starting from ``start`` (None: from the job's own pixels, or as
+    ``style_options`` say for a new job): ``job`` given the new content, or a new one."""
+    if job is None:
+        return StyleTransfer(frame, styles, **{**style_options, **({} if start is None else {"init": start})})
+    job.set_content(frame, init=start)
+    return job
 
 
 def _check_first_frame(content_video: PathLike, styles: List[ImageLike], num_steps: int, coarse_steps: Sequence[int],
