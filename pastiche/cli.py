@@ -155,7 +155,7 @@ def default_output(content: str, styles: Sequence[str]) -> Path:
     while len(os.fsencode(stem)) > 200:  # long input names: under the filesystems' 255 bytes, with "-N.png"
         stem = stem[:-1]
     path, n = Path(f"{stem}.png"), 2
-    while path.exists():
+    while os.path.lexists(path):  # a link leading nowhere takes the name too
         path, n = Path(f"{stem}-{n}.png"), n + 1
     return path
 
@@ -409,8 +409,12 @@ def _keep(job: StyleTransfer, output: Path, args: argparse.Namespace) -> Path:
         while True:
             try:
                 return save_image(image, output, replace=bool(args.output))
-            except FileExistsError:
-                output = default_output(args.content, args.styles)
+            except FileExistsError as e:
+                fresh = default_output(args.content, args.styles)
+                if fresh == output:  # free to look at, yet not to take: no other run's file
+                    raise PasticheError(f"cannot write output '{output}': {e.strerror or e}; choose an --output") \
+                        from None
+                output = fresh
     except PasticheError as e:
         try:  # mkstemp: a name no other file has, not a link someone could have laid there
             fd, spare = tempfile.mkstemp(prefix=f"pastiche-{output.stem[:64]}-", suffix=".png")

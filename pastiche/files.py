@@ -122,15 +122,27 @@ def _new_file_mode(target: pathlib.Path) -> int:
         return 0o666 & ~umask
 
 
+# What link() says on filesystems without hard links (FAT, some network ones)
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
+
+
 def _rename_to_new(tmp: str, path: pathlib.Path) -> None:
-    """os.replace(tmp, path) where nothing is at ``path``, else FileExistsError. The name is taken
-    first by an exclusive create (atomic: of two runs after it, one gets it), then replaced."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    """Move ``tmp`` to ``path`` where nothing is there, else FileExistsError: as a hard link, which
+    fails if the name is taken (atomic: of two writers, one gets it), then ``tmp`` unlinked.
+    Without hard links, the name is taken by an exclusive create, then replaced."""
     try:
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(path)  # the empty file that took the name
-        raise
+        os.link(tmp, path)
+    except OSError as e:
+        if e.errno not in _NO_HARD_LINKS:
+            raise
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            os.unlink(path)  # the empty file that took the name (not on an interrupt after the rename)
+            raise
+    else:
+        os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -140,7 +152,9 @@ def atomic_file(path: pathlib.Path, *, suffix: str = ".tmp", replace: bool = Tru
     the block fails or is interrupted, it is removed and ``path`` is untouched. A symbolic link
     is written through, as open() does: its target is replaced, the link stays. ``replace``
     false: FileExistsError instead where anything (a link too) is at ``path`` by then."""
-    path = pathlib.Path(os.path.realpath(path) if replace else os.path.abspath(path))
+    path = pathlib.Path(path)
+    # through a link where replacing, as open() goes; else the name itself, in the folder the system resolves
+    path = pathlib.Path(os.path.realpath(path) if replace else os.path.join(os.path.realpath(path.parent), path.name))
     # a short name: one derived from ``path``'s could pass the filesystem's limit on names
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pastiche-", suffix=suffix)
     os.close(fd)

@@ -369,6 +369,8 @@ def save_image(
     ``replace`` false: raise FileExistsError, writing nothing, where a file is at ``path`` by the
     time the image is written (a name picked as free a while ago, see ``pastiche.cli``).
     """
+    if not replace and isinstance(path, (str, os.PathLike)) and os.path.lexists(path):  # a folder or a pipe too
+        raise FileExistsError(errno.EEXIST, "File exists", os.fspath(path))
     p = check_output_path(path, option=option or "--output")
     if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
         raise PasticheError(f"invalid quality {quality!r}; use a whole number from 1 to 100")

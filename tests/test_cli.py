@@ -270,6 +270,23 @@ def test_a_default_output_name_taken_during_the_run_is_not_replaced(images, tmp_
     assert sorted(os.listdir(tmp_path)) == ["content.png", "content_style-2.png", "content_style.png", "style.png"]
 
 
+def test_a_default_output_name_taken_by_a_link_or_a_folder_is_passed_over(images, tmp_path, monkeypatch, capsys):
+    """A link leading nowhere at the default name made the run loop for ever at its end (the name
+    looked free, yet could not be taken); a folder made there meanwhile lost the picture to /tmp."""
+    import pastiche.cli as cli_module
+
+    os.symlink(tmp_path / "gone.png", "content_style.png")
+
+    def run_beside_another(job, schedule, **kwargs):
+        os.mkdir("content_style-2.png")
+        return pastiche.schedule.run(job, schedule, **kwargs)
+    monkeypatch.setattr(cli_module, "run", run_beside_another)
+    assert cli("-c", "content.png", "-s", "style.png", "--num-steps", 1, "--size", 32, *SHALLOW) == 0
+    assert capsys.readouterr().out.endswith("wrote content_style-3.png\n")
+    assert os.readlink("content_style.png") == str(tmp_path / "gone.png") and os.path.isdir("content_style-2.png")
+    assert pixels("content_style-3.png").shape == (27, 32, 3)
+
+
 def test_a_default_output_name_from_long_input_names_fits_the_filesystem(images, tmp_path):
     """A 240-byte content name and a 200-byte style name made a 442-byte default: a traceback."""
     os.rename("content.png", "c" * 240 + ".png")

@@ -1,5 +1,6 @@
 """Tests for pastiche.files: the checks of paths read and written, and atomic writes."""
 
+import errno
 import os
 import stat
 
@@ -73,3 +74,42 @@ def test_check_writable_refuses_an_input_under_another_name(tmp_path):
                             " choose another --output")
     assert check_writable(tmp_path / "new.png", inputs=[tmp_path / "in.png"], kind="output",
                           input_kind="content image") == tmp_path / "new.png"
+
+
+def test_atomic_file_without_replace_keeps_the_file_when_interrupted_after_it_is_in_place(tmp_path, monkeypatch):
+    """Ctrl-C just after the rename had removed the finished file with the placeholder."""
+    link = os.link
+
+    def link_then_interrupt(src, dst):
+        link(src, dst)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "link", link_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_file(tmp_path / "out.bin", replace=False) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"done")
+    assert (tmp_path / "out.bin").read_bytes() == b"done" and os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_atomic_file_without_replace_where_there_are_no_hard_links(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")  # as FAT says
+    monkeypatch.setattr(os, "link", no_links)
+    with atomic_file(tmp_path / "out.bin", replace=False) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"mine")
+    with pytest.raises(FileExistsError):
+        with atomic_file(tmp_path / "out.bin", replace=False) as tmp:
+            pass
+    assert (tmp_path / "out.bin").read_bytes() == b"mine" and os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_atomic_file_without_replace_writes_where_the_system_resolves_the_path(tmp_path):
+    """dir/link/../out named the folder above the link's target, not dir (a lexical '..')."""
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "link").symlink_to(tmp_path / "real" / "sub")
+    with atomic_file(tmp_path / "dir" / "link" / ".." / "out.bin", replace=False) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"mine")
+    assert (tmp_path / "real" / "out.bin").read_bytes() == b"mine" and not (tmp_path / "dir" / "out.bin").exists()
