@@ -1,4 +1,4 @@
-"""Temporal coherence: flicker of per-frame independent stylisation vs. pastiche.video's method.
+"""Temporal coherence: flicker of per-frame independent stylisation vs. pastiche.video_transfer's method.
 
     python3 benchmarks/flicker.py [--frames 12] [--width 128] [--height 96] [--shift 4] [--steps 60]
 

@@ -284,8 +284,8 @@ def frame_files(sources: Sequence[PathLike]) -> List[Path]:
                             and not f.name.startswith(".") and f.is_file()),
                            key=lambda f: (_natural(f), f.name))  # '010' and '10', 'A1' and 'a1': one order
             if not found:
-                raise PasticheError(f"no frames in '{source}': it holds no images; pass a --workspace"
-                                    " directory or image files")
+                raise PasticheError(f"no frames in '{source}': it holds no images; pass a folder of frames"
+                                    " (as pastiche --workspace writes) or image files")
             files += found
         elif source.is_file():
             files.append(source)

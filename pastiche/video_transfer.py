@@ -62,13 +62,20 @@ def _in_use(options: dict) -> dict:
     return {k: v for k, v in options.items() if k not in overridden_by or options.get(overridden_by[k]) is None}
 
 
+_SETTING_NAMES = {"content": "the content clip", "styles": "the style images", "flow": "--no-flow",
+                  "steps": "--num-steps, --schedule or --frame-steps", "init": "--init or --random-init",
+                  "supplemental_devices": "--supplemental-device"}
+
+
 def _changed(recorded: object, settings: dict) -> str:
-    """The names of the settings (and options) that differ from the ``recorded`` ones."""
+    """The settings that differ from the ``recorded`` ones, named as the command line knows them
+    (a file counts as changed when its path, size or modification time did)."""
     if not isinstance(recorded, dict) or not isinstance(recorded.get("options"), dict):
         return "an unreadable record"
     options, now = recorded["options"], settings["options"]
-    return ", ".join([k for k in settings if k != "options" and recorded.get(k) != settings[k]]
-                     + [k for k in sorted(set(options) | set(now)) if options.get(k) != now.get(k)])
+    keys = [k for k in settings if k != "options" and recorded.get(k) != settings[k]]
+    keys += [k for k in sorted(set(options) | set(now)) if options.get(k) != now.get(k)]
+    return ", ".join(_SETTING_NAMES.get(k, "--" + k.replace("_", "-")) for k in keys)
 
 
 def _tensor(image: ImageLike, size: Tuple[int, int]) -> torch.Tensor:

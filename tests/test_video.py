@@ -104,7 +104,8 @@ def test_bad_inputs_name_the_file(tmp_path):
     with pytest.raises(PasticheError, match="odd.mp4.*unsupported video codec"):
         list(video.read_frames(tmp_path / "odd.mp4"))
     (tmp_path / "ws").mkdir()
-    with pytest.raises(PasticheError, match="no frames in .*ws"):
+    with pytest.raises(PasticheError, match=r"^no frames in '.*ws': it holds no images; pass a folder of frames"
+                                            r" \(as pastiche --workspace writes\) or image files$"):
         video.frames_to_video([tmp_path / "ws"], tmp_path / "o.mp4")
 
 

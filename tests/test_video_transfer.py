@@ -190,16 +190,16 @@ def test_a_resumed_video_keeps_its_step_counts(tmp_path):
     Image.fromarray(texture(40, 40, seed=1)).save(style)
     out = video_transfer.stylize_video(clip, style, tmp_path / "out.mp4", **OPTIONS)
     for changed in (dict(num_steps_per_frame=2), dict(num_steps_first=3), dict(coarse_steps=[4])):
-        with pytest.raises(PasticheError, match=r"other settings \(steps\)"):
+        with pytest.raises(PasticheError, match=r"other settings \(--num-steps, --schedule or --frame-steps\)"):
             video_transfer.stylize_video(clip, style, out, **{**OPTIONS, **changed})
-    with pytest.raises(PasticheError, match=r"other settings \(tv_weight\)"):
+    with pytest.raises(PasticheError, match=r"other settings \(--tv-weight\)"):
         video_transfer.stylize_video(clip, style, out, **{**OPTIONS, "tv_weight": 1.0})
     # Another clip at the same path: its frames are not these (they were reused, unseen)
     make_clip(clip, frames=3)
-    with pytest.raises(PasticheError, match=r"other settings \(content\)"):
+    with pytest.raises(PasticheError, match=r"other settings \(the content clip\)"):
         video_transfer.stylize_video(clip, style, out, **OPTIONS)
     os.utime(style)  # a style image touched since: named too
-    with pytest.raises(PasticheError, match=r"other settings \(content, styles\)"):
+    with pytest.raises(PasticheError, match=r"other settings \(the content clip, the style images\)"):
         video_transfer.stylize_video(clip, style, out, **OPTIONS)
 
 
@@ -311,7 +311,7 @@ def test_a_resume_with_size_is_not_refused_over_size_pixels(tmp_path):
     Image.fromarray(texture(40, 40, seed=1)).save(style)
     out = video_transfer.stylize_video(clip, style, tmp_path / "out.mp4", **OPTIONS, style_size=32)
     video_transfer.stylize_video(clip, style, out, **OPTIONS, style_size=32, size_pixels=999, style_size_pixels=5)
-    with pytest.raises(PasticheError, match=r"other settings \(size, size_pixels\)"):
+    with pytest.raises(PasticheError, match=r"other settings \(--size, --size-pixels\)"):
         video_transfer.stylize_video(clip, style, out, **{**OPTIONS, "size": None}, size_pixels=32 * 21, style_size=32)
     record = video_transfer.default_frames_dir(out) / "settings.json"  # as an older pastiche wrote it
     older = json.loads(record.read_text())
