@@ -104,12 +104,21 @@ def main() -> None:
     args = parser.parse_args()
     if not SOURCE.is_file():
         sys.exit(f"judge.py needs {SOURCE} (the shared reference weights)")
+    for path in (args.content, args.style):
+        _readable(path)
+    judge = Judge(args.content, args.style)
+    for output in args.outputs:
+        _readable(output)
+        print(f"{judge.score(output):.1f}  {output}")
+
+
+def _readable(path: str) -> None:
+    """Exit with one line naming ``path`` unless it is an image PIL can decode."""
     try:
-        judge = Judge(args.content, args.style)
-        for output in args.outputs:
-            print(f"{judge.score(output):.1f}  {output}")
-    except OSError as e:  # a missing or unreadable image (PIL's UnidentifiedImageError is one): its name
-        sys.exit(f"judge.py: {e}")
+        with Image.open(path) as image:
+            image.load()
+    except OSError as e:  # missing, not an image (UnidentifiedImageError), truncated
+        sys.exit(f"judge.py: cannot read '{path}': {e}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from pastiche import PasticheError, StyleTransfer, save_image
-from pastiche.video import check_video_output, frame_files, frames_to_video
+from pastiche.video import check_video_output, frames_to_video
 
 
 def medley(content: str, styles: list, output: str, *, size: int, steps: int, every: int, fps: float,
@@ -29,12 +29,12 @@ def medley(content: str, styles: list, output: str, *, size: int, steps: int, ev
         folder = workspace / f"{i:02d}-{Path(style).stem}"
         folder.mkdir(parents=True, exist_ok=True)
         job = StyleTransfer(content, style, size=size, device=device)
-        save_image(job.image_tensor(), folder / f"{0:05d}.png")
+        # this run's frames, not whatever else the folder holds (an earlier run's with more steps)
+        done = [save_image(job.image_tensor(), folder / f"{0:05d}.png")]
         for step in tqdm(range(1, steps + 1), desc=Path(style).name, unit="step"):
             job.step()
             if step % every == 0 or step == steps:
-                save_image(job.image_tensor(), folder / f"{step:05d}.png")
-        done = frame_files([folder])
+                done.append(save_image(job.image_tensor(), folder / f"{step:05d}.png"))
         frames += done + [done[-1]] * round(hold * fps)  # hold the finished picture
     return frames_to_video(frames, output, fps=fps)
 
