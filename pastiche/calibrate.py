@@ -143,7 +143,36 @@ def _calibrated_layer(weight: np.ndarray, bias: np.ndarray, bits: int, inputs, t
     import torch
 
     m, d = weight.shape[0], weight[0].size
-    k = 1 << bits
+    hessian, cross, yy, ysum, count = _statistics(inputs, targets, positions, generator)
+    spread = yy - float((ysum ** 2).sum()) / count  # ‖Y - per-channel mean‖²
+    if not spread > 0:  # nothing to match, and no error to report relative to it
+        raise PasticheError("the calibration pixels' outputs do not vary (flat images, or too few"
+                            " --positions); calibrate on varied images with more --positions")
+    lam = damp * float(hessian.diagonal()[:d].mean())
+    source = torch.cat([torch.from_numpy(weight).reshape(m, d), torch.from_numpy(bias)[:, None]], 1).double()
+    damped = hessian + lam * torch.eye(d + 1, dtype=torch.float64)
+    rhs = cross + lam * source
+    activity = hessian.diagonal()[:d]  # (d,) the mean squared input each weight multiplies
+    codebook = _weighted_codebook(weight.reshape(m, d), activity.numpy(), 1 << bits)
+    centroids, index, new_bias = _round(damped, rhs, activity, codebook, refit, generator)
+    w = torch.cat([centroids[index], new_bias[:, None]], 1)
+    residual = float(((w @ hessian) * w).sum() - 2 * (w * cross).sum()) + yy  # ‖X wᵀ - Y‖²
+    rel = max(residual, 0.0) / spread
+    # Unused centroids are harmless; sort for a tidy file (indices follow).
+    sort = torch.argsort(centroids)
+    remap = torch.empty_like(sort)
+    remap[sort] = torch.arange(sort.numel())
+    layer = QuantizedLayer.from_indices(remap[index].reshape(weight.shape).numpy(),
+                                        centroids[sort].numpy(), new_bias.numpy(), bits=bits)
+    return layer, rel ** 0.5
+
+
+def _statistics(inputs, targets, positions: int, generator):
+    """Step 1's sums over up to ``positions`` sampled pixels: H = XᵀX (d+1, d+1), X's last column
+    the bias's constant 1; XᵀY as (m, d+1); ‖Y‖²; Y's per-channel sum (m,); the pixel count."""
+    import torch
+
+    d, m = inputs[0].shape[1] * 9, targets[0].shape[1]
     hessian = torch.zeros(d + 1, d + 1, dtype=torch.float64)
     cross = torch.zeros(m, d + 1, dtype=torch.float64)
     yy, ysum, count = 0.0, torch.zeros(m, dtype=torch.float64), 0
@@ -158,25 +187,16 @@ def _calibrated_layer(weight: np.ndarray, bias: np.ndarray, bits: int, inputs, t
         yy += float((out.double() ** 2).sum())
         ysum += out.double().sum(0)
         count += len(py)
-    spread = yy - float((ysum ** 2).sum()) / count  # ‖Y - per-channel mean‖²
-    if not spread > 0:  # nothing to match, and no error to report relative to it
-        raise PasticheError("the calibration pixels' outputs do not vary (flat images, or too few"
-                            " --positions); calibrate on varied images with more --positions")
-    lam = damp * float(hessian.diagonal()[:d].mean())
-    source = torch.cat([torch.from_numpy(weight).reshape(m, d), torch.from_numpy(bias)[:, None]], 1).double()
-    damped = hessian + lam * torch.eye(d + 1, dtype=torch.float64)
-    rhs = cross + lam * source
-    target = torch.cholesky_solve(rhs.T.contiguous(), torch.linalg.cholesky(damped)).T  # W*
+    return hessian, cross, yy, ysum, count
 
-    def loss(w: torch.Tensor) -> float:  # ‖X wᵀ - Y‖² + λ‖w - W_source‖², up to a constant
-        return float(((w @ damped) * w).sum() - 2 * (w * rhs).sum())
 
-    def best_bias(w: torch.Tensor) -> torch.Tensor:
-        return (rhs[:, d] - w @ damped[:d, d]) / damped[d, d]
+def _weighted_codebook(weight: np.ndarray, activity: np.ndarray, k: int):
+    """Step 3: ``k`` centroids (float64 tensor) by k-means of ``weight`` (m, d), each value
+    weighted by the ``activity`` (d,) of the input it multiplies."""
+    import torch
 
-    # The codebook: k-means of the source weights weighted by the activation they multiply.
-    activity = hessian.diagonal()[:d].numpy()
-    distinct, inverse = np.unique(weight.reshape(m, d), return_inverse=True)
+    m, d = weight.shape
+    distinct, inverse = np.unique(weight, return_inverse=True)
     inverse = inverse.ravel()
     if distinct.size > DP_MAX_DISTINCT:  # a float source: pool sorted values into equal-count bins
         counts = np.bincount(inverse, minlength=distinct.size)
@@ -187,8 +207,26 @@ def _calibrated_layer(weight: np.ndarray, bias: np.ndarray, bits: int, inputs, t
     importance = np.bincount(inverse, weights=np.broadcast_to(activity, (m, d)).ravel(),
                              minlength=distinct.size)
     importance += 1e-12 * importance.sum() + 1e-30  # no zero-weight values: dead inputs
-    codebook = torch.from_numpy(weighted_kmeans(distinct.astype(np.float64), importance, k)[0])
-    order = torch.cat([torch.argsort(torch.from_numpy(activity), descending=True), torch.tensor([d])])
+    return torch.from_numpy(weighted_kmeans(distinct.astype(np.float64), importance, k)[0])
+
+
+def _round(damped, rhs, activity, codebook, refit: int, generator):
+    """Steps 2, 4 and 5: the weights minimising ‖X wᵀ - Y‖² + λ‖w - W_source‖² (``damped`` =
+    H + λI, ``rhs`` = XᵀY + λ W_source, both with the bias as column d) rounded to ``codebook``
+    by GPTQ, then ``refit`` rounds of least-squares centroids and rounding again. Returns the
+    best (centroids (k,), index (m, d), bias (m,)) seen by that objective."""
+    import torch
+
+    m, d, k = rhs.shape[0], rhs.shape[1] - 1, codebook.numel()
+    target = torch.cholesky_solve(rhs.T.contiguous(), torch.linalg.cholesky(damped)).T  # W* (m, d+1)
+
+    def loss(w: torch.Tensor) -> float:  # ‖X wᵀ - Y‖² + λ‖w - W_source‖², up to a constant
+        return float(((w @ damped) * w).sum() - 2 * (w * rhs).sum())
+
+    def best_bias(w: torch.Tensor) -> torch.Tensor:
+        return (rhs[:, d] - w @ damped[:d, d]) / damped[d, d]
+
+    order = torch.cat([torch.argsort(activity, descending=True), torch.tensor([d])])  # most active first
     permuted = damped[order][:, order]
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(permuted)), upper=True)
     free = order == d
@@ -210,17 +248,7 @@ def _calibrated_layer(weight: np.ndarray, bias: np.ndarray, bits: int, inputs, t
             if best is None or value < best[0]:
                 best = (value, centroids, index, full[:, d])
         codebook = candidates[-1]
-    value, centroids, index, new_bias = best
-    w = torch.cat([centroids[index], new_bias[:, None]], 1)
-    residual = float(((w @ hessian) * w).sum() - 2 * (w * cross).sum()) + yy  # ‖X wᵀ - Y‖²
-    rel = max(residual, 0.0) / spread
-    # Unused centroids are harmless; sort for a tidy file (indices follow).
-    sort = torch.argsort(centroids)
-    remap = torch.empty_like(sort)
-    remap[sort] = torch.arange(sort.numel())
-    layer = QuantizedLayer.from_indices(remap[index].reshape(weight.shape).numpy(),
-                                        centroids[sort].numpy(), new_bias.numpy(), bits=bits)
-    return layer, rel ** 0.5
+    return best[1:]
 
 
 def calibrated_quantize(layers: Mapping[str, Tuple[np.ndarray, np.ndarray]], bits: Mapping[str, int], images: Sequence, *,
