@@ -174,6 +174,37 @@ def compress(source: Union[str, os.PathLike], output: Union[str, os.PathLike], *
                             option="output path")
     if jobs is not None and not whole(jobs):
         raise PasticheError(f"--jobs must be a whole number of processes, at least 1, got {jobs!r}")
+    per_layer = _bits_per_layer(bits, up_to)
+    _check_calibration(positions, refit, damp, calibration_sizes)
+    if preprocessing not in PREPROCESSING:
+        raise PasticheError(f"--preprocessing '{preprocessing}' is not one of {', '.join(sorted(PREPROCESSING))}")
+    layers = read_source(source)
+    sha = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    metadata = {"attribution": ATTRIBUTION, "created_by": f"pastiche-compress {__version__}"}
+    if calibrate:
+        done = _calibrated(layers, per_layer, calibration_images(calibrate, calibration_sizes), jobs,
+                           preprocessing=preprocessing, positions=positions, damp=damp, refit=refit, seed=seed,
+                           progress=progress)
+        metadata["calibration"] = json.dumps(
+            {"images": [{"name": Path(p).name, "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest()}
+                        for p in calibrate],
+             "sizes": list(calibration_sizes), "positions": positions, "damp": damp, "refit": refit,
+             "seed": seed, "method": "activation-weighted k-means codebook, GPTQ indices,"
+                                     " least-squares centroids and bias"})
+    else:
+        done = _kmeans(layers, per_layer, jobs, progress)
+    weights = WeightsFile("vgg19", PREPROCESSING[preprocessing], {n: done[n][0] for n in per_layer},
+                          {"name": Path(source).name, "sha256": sha}, metadata)
+    try:
+        save_file(weights, output)
+    except OSError as e:  # the disk filled, the folder went away since the check
+        raise PasticheError(f"cannot write weights file '{output}': {e.strerror or e}; choose another"
+                            " output path") from None
+    return [done[n][1] for n in per_layer]
+
+
+def _bits_per_layer(bits: Union[int, Mapping[str, int]], up_to: Optional[str]) -> Dict[str, int]:
+    """Each kept convolution's width, in network order: those ``up_to`` needs (default all)."""
     last = LAYER_INDEX[check_layers([up_to], option="--up-to")[0]] if up_to else len(LAYER_INDEX) - 1
     kept = [n for n in CONV_NAMES if LAYER_INDEX[n] <= last]
     per_layer = {name: bits if isinstance(bits, int) else bits.get(name, bits.get("*", 8)) for name in kept}
@@ -188,57 +219,48 @@ def compress(source: Union[str, os.PathLike], output: Union[str, os.PathLike], *
         dropped = [n for n in bits if n not in kept and n != "*"]
         if dropped:
             raise PasticheError(f"--bits names {dropped[0]}, which --up-to {up_to} leaves out")
+    return per_layer
+
+
+def _check_calibration(positions: int, refit: int, damp: float, sizes: Sequence[int]) -> None:
+    """Refuse calibration settings that cannot work (checked with or without images, as given)."""
     for value, option in ((positions, "--positions"), (refit + 1, "--refit")):
         if not (isinstance(value, int) and value >= 1):
             raise PasticheError(f"{option} must be a whole number ≥ {1 if option == '--positions' else 0}")
     if not (isinstance(damp, (int, float)) and 0 < damp < math.inf):  # inf: a Cholesky of infinities
         raise PasticheError(f"--damp must be a positive number, got {damp}")
-    if preprocessing not in PREPROCESSING:
-        raise PasticheError(f"--preprocessing '{preprocessing}' is not one of {', '.join(sorted(PREPROCESSING))}")
-    if any(not (isinstance(s, int) and s >= 16) for s in calibration_sizes) or not calibration_sizes:
-        raise PasticheError(f"--calibration-sizes {list(calibration_sizes)}: give long edges ≥ 16 px")
-    layers = read_source(source)
-    sha = hashlib.sha256(Path(source).read_bytes()).hexdigest()
-    metadata = {"attribution": ATTRIBUTION, "created_by": f"pastiche-compress {__version__}"}
-    if calibrate:
-        images = calibration_images(calibrate, calibration_sizes)
-        import torch
+    if any(not (isinstance(s, int) and s >= 16) for s in sizes) or not sizes:
+        raise PasticheError(f"--calibration-sizes {list(sizes)}: give long edges ≥ 16 px")
 
-        threads = torch.get_num_threads()
-        if jobs:
-            torch.set_num_threads(jobs)
-        try:
-            done = calibrated_quantize(layers, per_layer, images, preprocessing=preprocessing,
-                                       positions=positions, damp=damp, refit=refit, seed=seed,
-                                       progress=progress)
-        finally:
-            torch.set_num_threads(threads)
-        metadata["calibration"] = json.dumps(
-            {"images": [{"name": Path(p).name, "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest()}
-                        for p in calibrate],
-             "sizes": list(calibration_sizes), "positions": positions, "damp": damp, "refit": refit,
-             "seed": seed, "method": "activation-weighted k-means codebook, GPTQ indices,"
-                                     " least-squares centroids and bias"})
-    else:
-        done = {}
-        from tqdm.auto import tqdm
 
-        # Biggest layers first so the pool's processes finish together.
-        order = sorted(kept, key=lambda n: -layers[n][0].size)
-        # Leaving the block, normally or by Ctrl-C or an error, terminates the workers at once.
-        with multiprocessing.Pool(jobs, initializer=_ignore_ctrl_c) as pool, \
-                tqdm(total=len(order), desc="compressing", unit="layer", disable=not progress) as bar:
-            for name, layer, report in pool.imap_unordered(_quantize_job, [(n, *layers[n], per_layer[n]) for n in order]):
-                done[name] = (layer, report)
-                bar.update()
-    weights = WeightsFile("vgg19", PREPROCESSING[preprocessing], {n: done[n][0] for n in kept},
-                          {"name": Path(source).name, "sha256": sha}, metadata)
+def _kmeans(layers: Layers, per_layer: Dict[str, int], jobs: Optional[int],
+            progress: bool) -> Dict[str, Tuple[QuantizedLayer, LayerReport]]:
+    """Each layer by optimal 1-D k-means, in ``jobs`` processes (default: one per core)."""
+    from tqdm.auto import tqdm
+
+    done = {}
+    order = sorted(per_layer, key=lambda n: -layers[n][0].size)  # biggest first: the processes finish together
+    # Leaving the block, normally or by Ctrl-C or an error, terminates the workers at once.
+    with multiprocessing.Pool(jobs, initializer=_ignore_ctrl_c) as pool, \
+            tqdm(total=len(order), desc="compressing", unit="layer", disable=not progress) as bar:
+        for name, layer, report in pool.imap_unordered(_quantize_job, [(n, *layers[n], per_layer[n]) for n in order]):
+            done[name] = (layer, report)
+            bar.update()
+    return done
+
+
+def _calibrated(layers: Layers, per_layer: Dict[str, int], images: list, jobs: Optional[int],
+                **options) -> Dict[str, Tuple[QuantizedLayer, LayerReport]]:
+    """:func:`calibrated_quantize` on ``jobs`` torch threads (the caller's number restored)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if jobs:
+        torch.set_num_threads(jobs)
     try:
-        save_file(weights, output)
-    except OSError as e:  # the disk filled, the folder went away since the check
-        raise PasticheError(f"cannot write weights file '{output}': {e.strerror or e}; choose another"
-                            " output path") from None
-    return [done[n][1] for n in kept]
+        return calibrated_quantize(layers, per_layer, images, **options)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def format_report(reports: Sequence[LayerReport]) -> str:
