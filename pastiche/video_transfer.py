@@ -107,15 +107,7 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
 
     if coarse_steps is None:
         coarse_steps = default_coarse_steps(style_options.get("init", "content"))
-    if not whole(num_steps_per_frame):
-        raise PasticheError(f"num_steps_per_frame must be a whole number of steps, at least 1, got"
-                            f" {num_steps_per_frame!r}")
-    check_flag(flow, "flow")
-    check_flag(progress, "progress")
-    if on_frame is not None and not callable(on_frame):
-        raise PasticheError(f"on_frame must be a function of (frame, total, loss), got {on_frame!r}")
-    if max_frames is not None and not whole(max_frames):
-        raise PasticheError(f"max_frames must be a whole number of frames, at least 1, got {max_frames!r}")
+    _check_video_options(num_steps_per_frame, flow, progress, max_frames, on_frame)
     style_list = list(styles) if isinstance(styles, (list, tuple)) else [styles]
     init = style_options.get("init")
     starts = [] if init is None or isinstance(init, str) and init in INIT_KEYWORDS else [init]
@@ -173,6 +165,20 @@ def _job_for(job: Optional[StyleTransfer], frame: Image.Image, start: Optional[t
         return StyleTransfer(frame, styles, **{**style_options, **({} if start is None else {"init": start})})
     job.set_content(frame, init=start)
     return job
+
+
+def _check_video_options(num_steps_per_frame: int, flow: bool, progress: bool, max_frames: Optional[int],
+                         on_frame: Optional[Callable]) -> None:
+    """Refuse :func:`stylize_video`'s own options where they are not what they must be."""
+    if not whole(num_steps_per_frame):
+        raise PasticheError(f"num_steps_per_frame must be a whole number of steps, at least 1, got"
+                            f" {num_steps_per_frame!r}")
+    check_flag(flow, "flow")
+    check_flag(progress, "progress")
+    if on_frame is not None and not callable(on_frame):
+        raise PasticheError(f"on_frame must be a function of (frame, total, loss), got {on_frame!r}")
+    if max_frames is not None and not whole(max_frames):
+        raise PasticheError(f"max_frames must be a whole number of frames, at least 1, got {max_frames!r}")
 
 
 def _check_first_frame(content_video: PathLike, styles: List[ImageLike], num_steps: int, coarse_steps: Sequence[int],
