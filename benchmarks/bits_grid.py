@@ -258,7 +258,8 @@ def grid_image(tiles: List[Tuple[str, Path]], columns: int, output: Path) -> Non
     sheet.save(output, optimize=True)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def parse_args(argv: Optional[List[str]]):
+    """The command line: (args, variant names with 8 first, --check-variants, content/style pairs)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="8,7,6,5,4,3,2,1," + ",".join(CALIBRATED),
                         help="comma-separated: bit widths and/or " + ", ".join(CALIBRATED)
@@ -288,8 +289,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "bits_grid",
                         help="writes OUTPUT.png and OUTPUT.md (default benchmarks/results/bits_grid)")
     args = parser.parse_args(argv)
-    import torch
-
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     names = ["8"] + [n for n in names if n != "8"]
     for n in names:
@@ -298,36 +297,48 @@ def main(argv: Optional[List[str]] = None) -> int:
     check = {v.strip() for v in args.check_variants.split(",")}
     args.coarse = [int(v) for v in args.coarse_steps.split(",") if v.strip()]
     pairs = [(args.content, args.style)] + [tuple(p.split(":")) for p in args.check_pairs.split(",") if p]
-    args.cache.mkdir(parents=True, exist_ok=True)
+    return args, names, check, pairs
 
-    files = {n: build(n, args.cache) for n in names}
-    images = eval_images(args.size)
+
+def measure(files: Dict[str, Path], images: Dict, repeats: int) -> Dict[str, dict]:
+    """Per variant: file size, weights held, median load time and feature errors against 8 bits."""
     reference = reference_features(files["8"], images)
     rows = {}
-    for n in names:
-        grams, content, deepest = feature_errors(files[n], reference, images)
-        held = sum(math.prod(e["shape"]) for e in read_header(files[n])[0]["layers"])  # weights in the file
-        rows[n] = {"size": files[n].stat().st_size, "weights": held, "load": statistics.median(time_ours(files[n], args.repeats)),
+    for n, path in files.items():
+        grams, content, deepest = feature_errors(path, reference, images)
+        held = sum(math.prod(e["shape"]) for e in read_header(path)[0]["layers"])  # weights in the file
+        rows[n] = {"size": path.stat().st_size, "weights": held, "load": statistics.median(time_ours(path, repeats)),
                    "grams": grams, "content": content, "deepest": deepest, "judge": {}}
+    return rows
+
+
+def transfers(files: Dict[str, Path], pairs: List[Tuple[str, str]], check: set, rows: Dict[str, dict], args):
+    """Judge each variant's transfer (the first pair: all; the others: 8 and ``check``) into
+    ``rows``; returns the first pair's grid tiles and the judges of the perturbed-start runs."""
     tiles = []
     for i, (c, s) in enumerate(pairs):
-        for n in names:
+        for n, path in files.items():
             if i > 0 and n != "8" and n not in check:
                 continue
-            png, score, _ = run_transfer(files[n], c, s, args, args.cache)
+            png, score, _ = run_transfer(path, c, s, args, args.cache)
             rows[n]["judge"][(c, s)] = score
             if i == 0:
                 title = f"{n} bit{'s' if n != '1' else ''}" if n.isdigit() else n
                 tiles.append((f"{title}: {rows[n]['size'] / 1e6:.2f} MB\njudge {score:,.0f}", png))
-
     spread = {}  # (variant, pair) → judges of the runs from perturbed starts
     for c, s in pairs[1:]:
-        for n in names:
+        for n, path in files.items():
             if n == "8" or n in check:
-                spread[n, (c, s)] = [run_transfer(files[n], c, s, args, args.cache, noise_seed=k)[1]
+                spread[n, (c, s)] = [run_transfer(path, c, s, args, args.cache, noise_seed=k)[1]
                                      for k in range(1, args.noise_runs + 1)]
+    return tiles, spread
 
-    grid_image(tiles, args.columns, args.output.with_suffix(".png"))
+
+def report(args, argv: Optional[List[str]], names: List[str], pairs: List[Tuple[str, str]], rows: Dict[str, dict],
+           spread: Dict) -> str:
+    """The Markdown table of ``rows`` and ``spread``, with the command and machine."""
+    import torch
+
     grid = args.output.with_suffix(".png").resolve()
     grid_name = grid.relative_to(REPO) if grid.is_relative_to(REPO) else grid
     command = "python3 " + " ".join(shlex.quote(a) for a in
@@ -382,7 +393,17 @@ def main(argv: Optional[List[str]] = None) -> int:
               " approximation."]
     lines += ["", "Each file was made by (paths relative to the repo root; the output name is free):", ""]
     lines += [f"* {variant_label(n)}: `{shown_command(n)}`" for n in names]
-    table = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args, names, check, pairs = parse_args(argv)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    files = {n: build(n, args.cache) for n in names}
+    rows = measure(files, eval_images(args.size), args.repeats)
+    tiles, spread = transfers(files, pairs, check, rows, args)
+    grid_image(tiles, args.columns, args.output.with_suffix(".png"))
+    table = report(args, argv, names, pairs, rows, spread)
     print(table)
     args.output.with_suffix(".md").write_text(table)
     print(f"wrote {args.output.with_suffix('.md')} and {args.output.with_suffix('.png')}")
