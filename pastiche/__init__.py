@@ -69,8 +69,9 @@ if "torch" not in _sys.modules:
 _EXPORTS = {"StyleTransfer": "engine", "run": "schedule", "transfer": "schedule", "PasticheError": "errors",
             "PasticheWarning": "errors", "load_image": "imageio", "save_image": "imageio", "LAYER_NAMES": "vgg",
             "VGG19": "vgg", "vgg19": "vgg"}
-_SUBMODULES = ("calibrate", "checks", "cli", "color", "compress", "conv", "devices", "engine", "errors", "files",
-               "flow", "imageio", "kmeans", "losses", "optim", "quantized", "schedule", "vgg", "video", "video_transfer")
+_SUBMODULES = ("calibrate", "checks", "cli", "color", "compress", "console", "conv", "devices", "engine", "errors",
+               "files", "flow", "imageio", "kmeans", "losses", "optim", "quantized", "schedule", "vgg", "video",
+               "video_transfer")
 
 __all__ = ["LAYER_NAMES", "PasticheError", "PasticheWarning", "StyleTransfer", "VGG19", "__version__", "load_image",
            "run", "save_image", "transfer", "vgg19"]

@@ -10,18 +10,17 @@ import shlex
 import sys
 import tempfile
 import time
-import warnings
-from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from tqdm.auto import tqdm
 
 from . import __version__
 from .__main__ import termination_as_interrupt
+from .console import OneLineParser, notes, printer
 from .devices import PRECISIONS, available_devices, default_device, seed_everything
 from .engine import DEFAULT_CONTENT_LAYERS, DEFAULT_SIZE_PIXELS, DEFAULT_STYLE_LAYERS, StyleTransfer
-from .errors import PasticheError, PasticheWarning
+from .errors import PasticheError
 from .imageio import SUPPORTED_EXTENSIONS, check_output_path, check_output_size, save_image
 from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, default_coarse_steps, plan, run
 from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES
@@ -29,13 +28,6 @@ from .video import OUTPUT_EXTENSIONS, check_fps, check_video_output, frames_to_v
 from .video_transfer import FRAME_STEPS, default_frames_dir, has_finished_frames, stylize_video
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with a usage error in one line, as every other error of the commands."""
-
-    def error(self, message: str) -> None:  # one line, no usage dump
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -252,23 +244,6 @@ def release_freed_memory(*, low_memory: bool) -> None:
             libc.mallopt(M_ARENA_MAX, 1)
 
 
-@contextmanager
-def notes(prog: str, *, quiet: bool = False) -> Iterator[None]:
-    """Print each :class:`PasticheWarning` raised within as one line on stderr, "PROG: note: ..."
-    (none if ``quiet``); other warnings as Python prints them."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore" if quiet else "always", PasticheWarning)
-        shown = warnings.showwarning
-
-        def show(message, category, *rest, **options) -> None:
-            if issubclass(category, PasticheWarning):
-                print(f"{prog}: note: {message}", file=sys.stderr)
-            else:
-                shown(message, category, *rest, **options)
-        warnings.showwarning = show
-        yield
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     release_freed_memory(low_memory=args.low_memory)
@@ -312,7 +287,7 @@ def _run_video(args: argparse.Namespace) -> int:
     seed = seed_everything(args.seed, deterministic=args.deterministic)
     frame_steps = FRAME_STEPS if args.frame_steps is None else args.frame_steps
     bar = _bar(args)  # a bar at a terminal; rows for a log
-    say, start = _printer(print if args.verbose else None), time.perf_counter()
+    say, start = printer(print if args.verbose else None), time.perf_counter()
 
     def row(frame: int, total: int, loss: Optional[float]) -> None:
         if frame == 1:
@@ -340,7 +315,7 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     check_output_size(output, job.full_size)  # now that the size is known, before any work
     # A bar for people at a terminal; pastiche 1.6.0's text rows for logs (and above the bar).
     bar = _bar(args)
-    say = _printer((tqdm.write if bar else print) if args.verbose else None)  # tqdm's keeps rows above it
+    say = printer((tqdm.write if bar else print) if args.verbose else None)  # tqdm's keeps rows above it
     schedule = plan(job.full_size, args.num_steps, args.coarse_steps)
     job.resize(*schedule[0][0])  # targets at the first level; errors like "too small" show here
     total = sum(n for _, n in schedule)
@@ -471,23 +446,3 @@ def _make_workspace(args: argparse.Namespace, output: Path, names: List[str]) ->
 def _bar(args: argparse.Namespace) -> bool:
     """Whether to show a progress bar: for a person at a terminal (stderr closed, ``2>&-``: none)."""
     return bool(args.verbose and sys.stderr is not None and sys.stderr.isatty())
-
-
-def _printer(write: Optional[Callable[[str], None]], prog: str = "pastiche") -> Callable[[str], None]:
-    """``write`` (None: print nothing) until it fails, as a closed pipe (``| head``) or a full
-    disk under stdout makes it; then one line on stderr, "PROG: cannot print progress ...", and no
-    more text, so that the run goes on and its image is saved."""
-    failed = write is None
-
-    def say(text: str) -> None:
-        nonlocal failed
-        if failed:
-            return
-        try:
-            write(text)
-        except OSError as e:
-            failed = True
-            with suppress(OSError):  # stderr gone too: nowhere left to say it
-                print(f"{prog}: cannot print progress ({e.strerror or e}); going on without it",
-                      file=sys.stderr)
-    return say

@@ -27,6 +27,7 @@ from . import __version__
 from .__main__ import termination_as_interrupt
 from .calibrate import CALIBRATION_SIZES, calibrated_quantize, calibration_images
 from .checks import whole
+from .console import OneLineParser
 from .errors import PasticheError
 from .files import check_readable, check_writable
 from .kmeans import LayerReport, layer_report, quantize
@@ -305,8 +306,6 @@ def _sizes(text: str) -> List[int]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .cli import OneLineParser  # here: cli imports this module
-
     parser = OneLineParser(
         prog="pastiche-compress", description="Compress VGG19 weights into a pastiche weights file.")
     parser.add_argument("source", help="torchvision-layout .pth state dict, or Keras .h5")

@@ -15,18 +15,20 @@ import numbers
 import os
 import pathlib
 import struct
+import sys
 import warnings
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .devices import fits_in_ram
 from .errors import PasticheError
 from .files import atomic_file, check_readable, check_writable
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, "torch.Tensor"]
 
 SUPPORTED_EXTENSIONS: Dict[str, str] = {
     ".png": "PNG",
@@ -46,6 +48,13 @@ MAX_SIDE: Dict[str, int] = {"JPEG": 65500, "WEBP": 16383}
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 
 
+def _is_tensor(source: object) -> bool:
+    """Whether ``source`` is a torch tensor, without importing torch: where it is not imported yet,
+    nothing is one (``pastiche-video`` joins frames without torch's ~1 s and 500 MB)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(source, torch.Tensor)
+
+
 def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
 
@@ -54,7 +63,7 @@ def describe_source(source: object, name: str) -> str:
     """How messages refer to an image source: ``image 'x.png'`` for paths, ``image (numpy array)`` else."""
     if isinstance(source, (str, os.PathLike)):
         return f"{name} '{os.fspath(source)}'"
-    kind = ("numpy array" if isinstance(source, np.ndarray) else "tensor" if isinstance(source, torch.Tensor)
+    kind = ("numpy array" if isinstance(source, np.ndarray) else "tensor" if _is_tensor(source)
             else "PIL image" if isinstance(source, Image.Image) else type(source).__name__)
     return f"{name} ({kind})"
 
@@ -238,7 +247,9 @@ def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
         except _DECODE_ERRORS as exc:
             raise PasticheError(f"cannot use {label}: {_first_line(exc)}; reopen the image") from None
         return _pil_to_rgb(_to_srgb(upright), label)
-    if isinstance(source, torch.Tensor):
+    if _is_tensor(source):
+        import torch
+
         if source.device.type == "meta":
             raise PasticheError(f"cannot use {label}: a tensor on the meta device holds no values; pass one with data")
         if source.is_nested:
@@ -302,6 +313,10 @@ def load_image(
 ) -> torch.Tensor:
     """(1, 3, H, W) float32 RGB in [0, 1], resized per :func:`resized_dims` (PIL bilinear, as 1.6.0);
     PasticheError, naming ``size_option``, if a side comes out under ``min_side``."""
+    import torch
+
+    from .devices import fits_in_ram
+
     size_option = size_option or ("size" if size is not None else "pixels")  # an API caller's keyword
     im = open_image(source, name=name)
     dims = resized_dims(im.width, im.height, size=size, pixels=pixels)
@@ -323,7 +338,7 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     """An image tensor -> RGB uint8 PIL image: (1, 3, H, W) or (3, H, W), or any other tensor
     :func:`open_image` takes (grey, RGBA composited over white); float in [0, 1] (rounded, with
     the ranges and errors of its float arrays), or uint8 as it is."""
-    if not isinstance(image, torch.Tensor):
+    if not _is_tensor(image):
         raise PasticheError(f"to_pil takes a tensor, got {type(image).__name__}")
     return open_image(image, name="image tensor")
 

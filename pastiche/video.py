@@ -22,6 +22,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 from PIL import Image
 
 from .__main__ import termination_as_interrupt
+from .console import OneLineParser, notes, printer
 from .errors import PasticheError, warn
 from .files import atomic_file, check_readable, check_writable
 from .imageio import SUPPORTED_EXTENSIONS, open_image
@@ -323,8 +324,6 @@ def frames_to_video(sources: Sequence[PathLike], output: PathLike, *, fps: float
 
 def main(argv: Optional[List[str]] = None) -> int:
     """``pastiche-video WORKSPACE... -o out.mp4 --fps 30``: frames → MP4 or GIF."""
-    from .cli import OneLineParser, _printer, notes  # here: cli imports this module
-
     parser = OneLineParser(
         prog="pastiche-video", description="Join frames (pastiche --workspace directories, in order,"
         " or image files) into an MP4 (H.264) or a GIF.")
@@ -342,7 +341,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("pastiche-video: interrupted; nothing written", file=sys.stderr)
         return 130
-    _printer(print, "pastiche-video")(f"wrote {path}")  # a full stdout after the work: a note, not a traceback
+    printer(print, "pastiche-video")(f"wrote {path}")  # a full stdout after the work: a note, not a traceback
     return 0
 
 

@@ -225,3 +225,17 @@ def test_pastiche_video_s_last_line_on_a_full_stdout_is_a_note(tmp_path, monkeyp
     assert capsys.readouterr().err == ("pastiche-video: cannot print progress (No space left on device); going on"
                                        " without it\n")
     assert (tmp_path / "o.gif").is_file()
+
+
+def test_pastiche_video_joins_frames_without_torch(tmp_path):
+    """Loading torch costs ~1 s and ~500 MB of RSS that joining frames has no use for."""
+    import subprocess
+
+    write_frames(tmp_path / "ws", [(8, 8)] * 2)
+    script = ("import sys; from pastiche.video import main;"
+              f" code = main([{str(tmp_path / 'ws')!r}, '-o', {str(tmp_path / 'o.gif')!r}]);"
+              " print(code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines()[-1] == "0 False", done.stderr
+    with Image.open(tmp_path / "o.gif") as gif:
+        assert gif.n_frames == 2
