@@ -122,8 +122,9 @@ def _new_file_mode(target: pathlib.Path) -> int:
         return 0o666 & ~umask
 
 
-# What link() says on filesystems without hard links (FAT, some network ones)
-_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
+# What link() says on filesystems without hard links (FAT, some network ones; EINVAL: Windows'
+# "Incorrect function" on FAT and exFAT)
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS, errno.EINVAL}
 
 
 def _rename_to_new(tmp: str, path: pathlib.Path) -> None:
@@ -138,8 +139,9 @@ def _rename_to_new(tmp: str, path: pathlib.Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
             os.replace(tmp, path)
-        except OSError:
-            os.unlink(path)  # the empty file that took the name (not on an interrupt after the rename)
+        except BaseException:  # an interrupt too, which can land just after the rename
+            if os.path.lexists(tmp):  # not moved: the name holds the empty file that took it
+                os.unlink(path)
             raise
     else:
         os.unlink(tmp)

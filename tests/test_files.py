@@ -104,6 +104,35 @@ def test_atomic_file_without_replace_where_there_are_no_hard_links(tmp_path, mon
     assert (tmp_path / "out.bin").read_bytes() == b"mine" and os.listdir(tmp_path) == ["out.bin"]
 
 
+def test_an_interrupt_in_the_no_hard_links_fallback_leaves_no_empty_file_and_keeps_a_finished_one(
+        tmp_path, monkeypatch):
+    """Without hard links the name is taken by an empty file, then replaced: Ctrl-C before the
+    replace removes that placeholder; Ctrl-C just after it keeps the file it finished."""
+    def no_links(src, dst):
+        raise OSError(errno.EINVAL, "Incorrect function")  # as Windows says on FAT
+    monkeypatch.setattr(os, "link", no_links)
+    replace = os.replace
+
+    def interrupt_before(src, dst):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "replace", interrupt_before)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_file(tmp_path / "out.bin", replace=False) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"done")
+    assert os.listdir(tmp_path) == []
+
+    def interrupt_after(src, dst):
+        replace(src, dst)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "replace", interrupt_after)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_file(tmp_path / "out.bin", replace=False) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"done")
+    assert (tmp_path / "out.bin").read_bytes() == b"done" and os.listdir(tmp_path) == ["out.bin"]
+
+
 def test_atomic_file_without_replace_writes_where_the_system_resolves_the_path(tmp_path):
     """dir/link/../out named the folder above the link's target, not dir (a lexical '..')."""
     (tmp_path / "real" / "sub").mkdir(parents=True)
