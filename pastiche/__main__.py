@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Iterator, NoReturn
+from typing import Iterator, List, NoReturn
 
 
 def _start(prog: str, module: str, function: str) -> NoReturn:
@@ -80,6 +80,24 @@ def termination_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def interrupts_held() -> Iterator[List[int]]:
+    """Within, Ctrl-C (and SIGTERM where :func:`termination_as_interrupt` made it one) is noted in
+    the yielded list, not raised, so that a file being written is finished whole; the caller says
+    what follows. Where Python would not raise KeyboardInterrupt for it, a signal is left alone."""
+    caught: List[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    held = [sig for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is signal.default_int_handler]
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in held}
+    try:
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main() -> NoReturn:

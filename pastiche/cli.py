@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 from tqdm.auto import tqdm
 
 from . import __version__
-from .__main__ import termination_as_interrupt
+from .__main__ import interrupts_held, termination_as_interrupt
 from .console import OneLineParser, notes, printer
 from .devices import PRECISIONS, available_devices, default_device, seed_everything
 from .engine import DEFAULT_CONTENT_LAYERS, DEFAULT_SIZE_PIXELS, DEFAULT_STYLE_LAYERS, StyleTransfer
@@ -351,15 +351,15 @@ def _run(args: argparse.Namespace, output: Path) -> int:
         if job.step_count == 0:  # the starting image is all there is: not a result to write
             print("pastiche: interrupted before the first step was done; no output written", file=sys.stderr)
             return EXIT_INTERRUPTED
-        unmade = (f"; no --video made (pastiche-video {shlex.quote(args.workspace)} -o {shlex.quote(args.video)}"
-                  " joins the frames)" if args.video else "")
-        print(f"pastiche: interrupted at step {job.step_count}; {_kept(job, output, args)}{unmade}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(job, _kept(job, output, args), args)
     except PasticheError as e:  # e.g. a NaN loss: keep the last good image, then report
         if job.step_count == 0:  # the starting image is all there is: not a result to write
             raise PasticheError(f"{e}; nothing written") from None
         raise PasticheError(f"{e}; {_kept(job, output, args)}") from None
-    output = _keep(job, output, args)
+    with interrupts_held() as caught:  # the finished picture is written whole, whenever Ctrl-C comes
+        output = _keep(job, output, args)
+    if caught:
+        return _interrupted(job, f"saved {output}", args)
     say(f"wrote {output}")
     if args.video:  # this run's frames, not others in the folder, ending on the result
         last = [] if frames and frames[-1][0] == job.step_count else [output]
@@ -368,8 +368,19 @@ def _run(args: argparse.Namespace, output: Path) -> int:
                                     option="--video")
         except PasticheError as e:
             raise PasticheError(f"{e} (the picture is saved: {output})") from None
+        except KeyboardInterrupt:
+            return _interrupted(job, f"saved {output}", args)
         say(f"wrote {video}")
     return 0
+
+
+def _interrupted(job: StyleTransfer, kept: str, args: argparse.Namespace) -> int:
+    """Say, when Ctrl-C stopped the run, at which step, where the picture went (``kept``) and how
+    to make the --video that was not made; the exit status."""
+    unmade = (f"; no --video made (pastiche-video {shlex.quote(args.workspace)} -o {shlex.quote(args.video)}"
+              " joins the frames)" if args.video else "")
+    print(f"pastiche: interrupted at step {job.step_count}; {kept}{unmade}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _keep(job: StyleTransfer, output: Path, args: argparse.Namespace) -> Path:
@@ -404,7 +415,8 @@ def _kept(job: StyleTransfer, output: Path, args: argparse.Namespace) -> str:
     """"saved OUTPUT", or :func:`_keep`'s error, which names where the picture went instead: for
     a run that stops with a message of its own (Ctrl-C, a NaN loss)."""
     try:
-        return f"saved {_keep(job, output, args)}"
+        with interrupts_held():  # a second Ctrl-C while it is saved: already stopping
+            return f"saved {_keep(job, output, args)}"
     except PasticheError as e:
         return str(e)
 

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 import pastiche
+import pastiche.cli as cli_module
 from pastiche.cli import main
 from pastiche.engine import StyleTransfer
 from pastiche.vgg import LAYER_NAMES
@@ -748,6 +749,49 @@ def test_sigterm_saves_the_latest_image_like_ctrl_c(images, tmp_path, monkeypatc
     assert capsys.readouterr().err == f"pastiche: interrupted at step 2; saved {out}\n"
     assert len(frames) == 2 and np.array_equal(pixels(out), frames[-1])
     assert signal.getsignal(signal.SIGTERM) is before  # the command's handler does not outlive it
+
+
+def _interrupt_on_saving(monkeypatch, name, sig=signal.SIGINT):
+    """Patch the CLI's save_image to send ``sig`` to this process as it starts writing ``name``."""
+    original = cli_module.save_image
+
+    def save(image, path, **options):
+        if os.path.basename(path) == name:
+            os.kill(os.getpid(), sig)
+        return original(image, path, **options)
+    monkeypatch.setattr(cli_module, "save_image", save)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_while_the_finished_picture_is_saved_still_saves_it(images, tmp_path, monkeypatch, capsys, sig):
+    """It was lost: the interrupt cut the write short and the run said only "interrupted"."""
+    frames = _record_steps(monkeypatch)
+    _interrupt_on_saving(monkeypatch, "out.png", sig)
+    code = cli("-c", "content.png", "-s", "style.png", "-o", tmp_path / "out.png", "--num-steps", 3, "--size", 32,
+               "--no-verbose", *SHALLOW)
+    assert code == 130 and capsys.readouterr().err == f"pastiche: interrupted at step 3; saved {tmp_path / 'out.png'}\n"
+    assert np.array_equal(pixels(tmp_path / "out.png"), frames[-1])
+    assert sorted(os.listdir(tmp_path)) == ["content.png", "out.png", "style.png"]  # no temporary file left
+
+
+def test_a_second_ctrl_c_while_the_interrupted_run_saves_its_picture_is_held(images, tmp_path, monkeypatch, capsys):
+    frames = _record_steps(monkeypatch, interrupt_at=3)
+    _interrupt_on_saving(monkeypatch, "out.png")
+    code = cli("-c", "content.png", "-s", "style.png", "-o", tmp_path / "out.png", "--num-steps", 5, "--size", 32,
+               "--no-verbose", *SHALLOW)
+    assert code == 130 and capsys.readouterr().err == f"pastiche: interrupted at step 2; saved {tmp_path / 'out.png'}\n"
+    assert np.array_equal(pixels(tmp_path / "out.png"), frames[-1])
+
+
+def test_ctrl_c_while_the_video_is_made_says_the_picture_is_saved(images, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **options):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli_module, "frames_to_video", interrupted)
+    assert cli(*_argv({"--workspace": "ws", "--video": "film.gif"})) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "pastiche: interrupted at step 2; saved out.png; no --video made (pastiche-video ws -o film.gif joins the"
+        " frames)"]
+    assert os.path.isfile("out.png") and not os.path.exists("film.gif")
 
 
 def test_ctrl_c_before_the_first_step_writes_nothing(images, tmp_path, monkeypatch, capsys):
