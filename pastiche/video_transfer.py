@@ -63,8 +63,9 @@ def _in_use(options: dict) -> dict:
 
 
 _SETTING_NAMES = {"content": "the content clip", "styles": "the style images", "flow": "--no-flow",
-                  "steps": "--num-steps, --schedule or --frame-steps", "init": "--init or --random-init",
-                  "supplemental_devices": "--supplemental-device"}
+                  "steps": "--num-steps, --schedule, --single-scale or --frame-steps",
+                  "init": "--init or --random-init", "supplemental_devices": "--supplemental-device",
+                  "lbfgs_history": "lbfgs_history"}  # the others: "--" and the keyword with dashes
 
 
 def _changed(recorded: object, settings: dict) -> str:

@@ -190,10 +190,13 @@ def test_a_resumed_video_keeps_its_step_counts(tmp_path):
     Image.fromarray(texture(40, 40, seed=1)).save(style)
     out = video_transfer.stylize_video(clip, style, tmp_path / "out.mp4", **OPTIONS)
     for changed in (dict(num_steps_per_frame=2), dict(num_steps_first=3), dict(coarse_steps=[4])):
-        with pytest.raises(PasticheError, match=r"other settings \(--num-steps, --schedule or --frame-steps\)"):
+        with pytest.raises(PasticheError,
+                           match=r"other settings \(--num-steps, --schedule, --single-scale or --frame-steps\)"):
             video_transfer.stylize_video(clip, style, out, **{**OPTIONS, **changed})
     with pytest.raises(PasticheError, match=r"other settings \(--tv-weight\)"):
         video_transfer.stylize_video(clip, style, out, **{**OPTIONS, "tv_weight": 1.0})
+    with pytest.raises(PasticheError, match=r"other settings \(lbfgs_history\)"):  # no flag: the keyword
+        video_transfer.stylize_video(clip, style, out, **{**OPTIONS, "lbfgs_history": 3})
     # Another clip at the same path: its frames are not these (they were reused, unseen)
     make_clip(clip, frames=3)
     with pytest.raises(PasticheError, match=r"other settings \(the content clip\)"):
