@@ -165,14 +165,24 @@ def encode_video(files: Sequence[Path], output: Path, fps: Fraction, audio_from:
     if not files:
         raise PasticheError(f"cannot write video '{output}': no frames to write")
     size = open_image(files[-1], name="frame").size
-    frames = (open_image(f, name="frame") for f in files)
-    frames = (im if im.size == size else im.resize(size, Image.LANCZOS) for im in frames)
+    resized: List[Path] = []  # frames of another size, for a note
+
+    def fitted(file: Path) -> Image.Image:
+        im = open_image(file, name="frame")
+        if im.size == size:
+            return im
+        resized.append(file)
+        return im.resize(size, Image.LANCZOS)
+    frames = (fitted(f) for f in files)
     times = times or [Fraction(i) / fps for i in range(len(files) + 1)]
     with _atomic(output, option) as tmp:
         if output.suffix.lower() == ".gif":
             _encode_gif(frames, times, tmp)
         else:
             _encode_h264(frames, size, times, fps, audio_from, output, tmp)
+    if resized:
+        warn(f"{len(resized)} of {len(files)} frames (the first '{os.fspath(resized[0])}') were resized to"
+             f" {size[0]}x{size[1]} px, the last frame's size, in '{output}'")
 
 
 def _encode_gif(frames: Iterator[Image.Image], times: Sequence[Fraction], tmp: str) -> None:

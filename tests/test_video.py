@@ -15,7 +15,7 @@ from PIL import Image
 
 from clips import av, make_clip, needs_av, texture, write_frames
 from pastiche import video
-from pastiche.errors import PasticheError
+from pastiche.errors import PasticheError, PasticheWarning
 
 # Most clips here come out with an odd side (48x32 at size 32: 32x21), which an MP4 crops with a
 # note; the tests of that note catch it with pytest.warns
@@ -76,12 +76,17 @@ def test_a_gif_is_written_from_one_frame_in_memory_at_a_time(tmp_path, monkeypat
 
 
 @needs_av
-def test_mixed_sizes_follow_last_frame(tmp_path):
+def test_mixed_sizes_follow_last_frame_with_a_note(tmp_path):
     write_frames(tmp_path / "ws", [(12, 8), (24, 17), (47, 33)])
-    mp4 = video.probe(video.frames_to_video(tmp_path / "ws", tmp_path / "o.mp4", fps=5))
+    with pytest.warns(PasticheWarning) as notes:
+        mp4 = video.probe(video.frames_to_video(tmp_path / "ws", tmp_path / "o.mp4", fps=5))
     assert (mp4.frames, mp4.width, mp4.height) == (3, 46, 32)  # H.264 yuv420p needs even sides
-    with Image.open(video.frames_to_video([tmp_path / "ws"], tmp_path / "o.gif")) as gif:
-        assert (gif.n_frames, gif.size) == (3, (47, 33))
+    assert [str(n.message) for n in notes][-1] == (f"2 of 3 frames (the first '{tmp_path / 'ws' / '0.png'}') were"
+                                                   f" resized to 47x33 px, the last frame's size, in"
+                                                   f" '{tmp_path / 'o.mp4'}'")
+    with pytest.warns(PasticheWarning, match="^2 of 3 frames .* resized to 47x33 px"):
+        with Image.open(video.frames_to_video([tmp_path / "ws"], tmp_path / "o.gif")) as gif:
+            assert (gif.n_frames, gif.size) == (3, (47, 33))
 
 
 @needs_av
