@@ -40,7 +40,9 @@ def notes(prog: str, *, quiet: bool = False) -> Iterator[None]:
 def printer(write: Optional[Callable[[str], None]], prog: str = "pastiche") -> Callable[[str], None]:
     """``write`` (None: print nothing) until it fails, as a closed pipe (``| head``) or a full
     disk under stdout makes it; then one line on stderr, "PROG: cannot print progress ...", and no
-    more text, so that the run goes on and its image is saved."""
+    more text, so that the run goes on and its image is saved. Each text is flushed: a log read
+    through a pipe (``| tee run.log``) shows each row as it comes, and a message on stderr never
+    lands inside a row still in stdout's buffer."""
     failed = write is None
 
     def say(text: str) -> None:
@@ -49,6 +51,8 @@ def printer(write: Optional[Callable[[str], None]], prog: str = "pastiche") -> C
             return
         try:
             write(text)
+            if sys.stdout is not None:  # None: started with stdout closed, where print() skips it
+                sys.stdout.flush()
         except OSError as e:
             failed = True
             with suppress(OSError):  # stderr gone too: nowhere left to say it

@@ -1,5 +1,7 @@
 """Tests for pastiche.console: what the commands share on the console."""
 
+import io
+import sys
 import warnings
 
 import pytest
@@ -41,3 +43,17 @@ def test_printer_stops_at_the_first_failed_write_and_says_so_once(capsys):
     assert capsys.readouterr().err == "prog: cannot print progress (Broken pipe); going on without it\n"
     printer(None)("nothing")  # None: prints nothing
     assert capsys.readouterr() == ("", "")
+
+
+def test_printer_flushes_each_text(monkeypatch):
+    """Rows read through a pipe come as they are made, not when a block of them fills."""
+    class Piped(io.StringIO):
+        flushed = []
+
+        def flush(self):
+            self.flushed.append(self.getvalue())
+    monkeypatch.setattr(sys, "stdout", Piped())
+    say = printer(print)
+    say("row 1")
+    say("row 2")
+    assert Piped.flushed == ["row 1\n", "row 1\nrow 2\n"]
