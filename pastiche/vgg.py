@@ -74,9 +74,9 @@ DEFAULT_WEIGHTS = "vgg19-8bit"
 
 
 def smallest_side(last: int) -> int:
-    """The smallest image side, in px, that keeps at least 1 px through every pooling before
-    layer number ``last``."""
-    return 2 ** sum(1 for name in LAYER_NAMES[:last] if name.endswith("pool"))
+    """The smallest image side, in px, that keeps at least 1 px through every pooling up to layer
+    number ``last``, that one included (a pooling's output is what a loss on it reads)."""
+    return 2 ** sum(1 for name in LAYER_NAMES[:last + 1] if name.endswith("pool"))
 
 
 def _bundled_folder() -> Path:

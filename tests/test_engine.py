@@ -557,6 +557,16 @@ def test_image_too_small_for_the_layers(content_path, style_path):
     assert math.isfinite(job.step()) and job.size == (12, 10)
 
 
+@pytest.mark.parametrize("option", ["style_layers", "content_layers"])
+def test_a_pooling_as_the_deepest_layer_counts_its_own_halving(content_path, style_path, option):
+    """block4_pool halves the image a fourth time: 16 px, not 8, where torch failed (a zero-size
+    map) or a loss divided by zero."""
+    with pytest.raises(PasticheError, match="too small: 12x10 px .* at least 16 px"):
+        StyleTransfer(content_path, style_path, size=12, device="cpu", **{option: ["block4_pool"]}).evaluate()
+    job = StyleTransfer(content_path, style_path, size=20, device="cpu", **{option: ["block4_pool"]})  # 20x17
+    assert math.isfinite(job.step())
+
+
 def test_no_style_and_bad_num_steps(content_path, style_path):
     with pytest.raises(PasticheError, match="style"):
         _job(content_path, [])
@@ -747,6 +757,8 @@ def test_vgg_refuses_images_too_small_for_the_layer_asked(content_path):
     with pytest.raises(PasticheError, match=r"got \(3, 16, 16\)$"):
         model(torch.zeros(3, 16, 16), ["block5_relu1"])
     assert model(torch.zeros(1, 3, 16, 16), ["block5_relu1"])["block5_relu1"].shape == (1, 512, 1, 1)
+    with pytest.raises(PasticheError, match="at least 16 px a side for block4_pool"):
+        model(torch.zeros(1, 3, 8, 8), ["block4_pool"])
     with pytest.raises(PasticheError, match="^device 'cuda:99' is not available here"):
         pastiche.vgg19(device="cuda:99")
 
