@@ -140,8 +140,20 @@ def seed_everything(seed: Optional[int], *, deterministic: bool = False) -> int:
     torch.manual_seed(seed)
     if deterministic:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _use_deterministic_algorithms(True, warn_only=True)
     return seed
+
+
+def _use_deterministic_algorithms(enabled: bool, *, warn_only: bool) -> None:
+    """torch.use_deterministic_algorithms, whose first call imports torch._dynamo (~1 s, ~200 MB):
+    Ctrl-C is held until it is done and raised after, because an import cut short leaves modules
+    half made, and every later call in the process (a notebook's kernel) then fails."""
+    from .__main__ import interrupts_held
+
+    with interrupts_held() as caught:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+    if caught:
+        raise KeyboardInterrupt
 
 
 @contextmanager
@@ -159,5 +171,5 @@ def seeded(seed: Optional[int], *, deterministic: bool = False) -> Iterator[int]
             # only if changed: use_deterministic_algorithms imports torch._dynamo (~200 MB)
             if (torch.are_deterministic_algorithms_enabled(),
                     torch.is_deterministic_algorithms_warn_only_enabled()) != switches[:2]:
-                torch.use_deterministic_algorithms(switches[0], warn_only=switches[1])
+                _use_deterministic_algorithms(switches[0], warn_only=switches[1])
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = switches[2:]

@@ -125,3 +125,25 @@ def test_the_process_keeps_its_first_answer_on_float32(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
     assert devices.onednn_float32.__wrapped__() is not first
     assert devices.onednn_float32() is first
+
+
+def test_ctrl_c_while_deterministic_mode_loads_leaves_torch_usable():
+    """The first deterministic call imports torch._dynamo (~1 s); a Ctrl-C cut that import short
+    and every later call in the process (a notebook's kernel) failed on half-made modules."""
+    import subprocess
+
+    script = """
+import os, signal, threading, time
+import torch
+from pastiche.devices import seed_everything
+threading.Timer(0.05, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    seed_everything(0, deterministic=True)
+    time.sleep(1)
+except KeyboardInterrupt:
+    pass
+seed_everything(0, deterministic=True)
+print(torch.are_deterministic_algorithms_enabled())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "True\n", done.stderr
