@@ -122,6 +122,8 @@ class StyleTransfer:
     ``precision``: VGG19's arithmetic (:func:`pastiche.devices.compute_dtype`): ``"auto"`` is
     bfloat16 on a CPU that has it in hardware (~1.6x faster steps on an AMD EPYC, the judge
     within 3 % after the same steps), else float32; ``"float32"`` or ``"bfloat16"`` (CPUs only) force one.
+    ``loss`` is that of the image the last :meth:`step` started from (a step evaluates the loss
+    once, there, as pastiche 1.6.0's reports do), or the current image's after :meth:`evaluate`.
     Targets are computed at the first :meth:`resize` (``run`` does it), so construction is cheap;
     it raises PasticheError for a bad option, or for sizes that cannot fit in the device's memory.
     Running out of memory later also raises PasticheError, with the image kept as it was.

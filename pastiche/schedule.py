@@ -140,7 +140,8 @@ def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *
     (see :func:`plan`; default :func:`default_coarse_steps`, i.e. DEFAULT_COARSE_STEPS, or none
     when ``init`` is an image). ``options`` are :class:`StyleTransfer`'s keyword arguments;
     ``callback(job)`` runs after every step with the :class:`StyleTransfer` (``job.step_count``,
-    ``job.loss``, ``job.image()``) and may return a true value to stop early. ``seed`` (random if
+    ``job.loss``: the loss of the image the step started from, ``job.image()``) and may return a
+    true value to stop early. ``seed`` (random if
     None) and ``deterministic`` hold for this call only: torch's random state and determinism
     settings are as they were afterwards (they are process-wide, so seeded calls in two threads at
     once do not repeat). Work is not lost: a KeyboardInterrupt (Ctrl-C, a notebook's stop) or a
