@@ -105,6 +105,25 @@ def _check_options(*, size: Optional[int], size_pixels: Optional[int], style_siz
         raise PasticheError("--preserve-color and --luminance-only exclude each other; pick one")
 
 
+class _Checked:
+    """A loss weight attribute, checked whenever it is set as the constructor checks it: a
+    callback may tune the weights between steps, and a bad value is refused there, not met as
+    a TypeError (or a loss unbounded below) inside the next step. ``check(job, value)`` returns
+    the value to keep."""
+
+    def __init__(self, check: Callable[["StyleTransfer", object], object]):
+        self.check = check
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attribute = "_" + name
+
+    def __get__(self, job: Optional["StyleTransfer"], owner: Optional[type] = None):
+        return self if job is None else getattr(job, self.attribute)
+
+    def __set__(self, job: "StyleTransfer", value: object) -> None:
+        setattr(job, self.attribute, self.check(job, value))
+
+
 class StyleTransfer:
     """One style transfer, steppable. Images may be paths, PIL images, arrays or tensors.
 
@@ -122,12 +141,23 @@ class StyleTransfer:
     ``precision``: VGG19's arithmetic (:func:`pastiche.devices.compute_dtype`): ``"auto"`` is
     bfloat16 on a CPU that has it in hardware (~1.6x faster steps on an AMD EPYC, the judge
     within 3 % after the same steps), else float32; ``"float32"`` or ``"bfloat16"`` (CPUs only) force one.
+    The loss weights (``content_weight``, ``style_weights``, ``tv_weight`` and the per-layer
+    lists) may be changed between steps, and are checked as they are set.
     ``loss`` is that of the image the last :meth:`step` started from (a step evaluates the loss
     once, there, as pastiche 1.6.0's reports do), or the current image's after :meth:`evaluate`.
     Targets are computed at the first :meth:`resize` (``run`` does it), so construction is cheap;
     it raises PasticheError for a bad option, or for sizes that cannot fit in the device's memory.
     Running out of memory later also raises PasticheError, with the image kept as it was.
     """
+
+    content_weight = _Checked(lambda job, w: nonnegative(w, "--content-weight"))
+    tv_weight = _Checked(lambda job, w: nonnegative(w, "--tv-weight"))
+    content_layer_weights = _Checked(lambda job, w: weight_list(
+        w, len(job.content_layers), lambda i: 0.01, "--content-layer-weights", "content layer"))
+    style_layer_weights = _Checked(lambda job, w: weight_list(  # None: 10/C² each, C the layer's channels
+        w, len(job.style_layers), None, "--style-layer-weights", "style layer") if given(w) else None)
+    style_weights = _Checked(lambda job, w: weight_list(
+        w, job.n_styles, lambda i: 1 / job.n_styles, "--style-weights", "style image"))
 
     @_OUTSIDE_INFERENCE_MODE
     def __init__(self, content: ImageLike, styles: Union[ImageLike, Sequence[ImageLike]], *,
@@ -187,15 +217,9 @@ class StyleTransfer:
         self.style_layers = check_layers(style_layers, option="style layer")
         if not self.content_layers and not self.style_layers:
             raise PasticheError("no content or style layers chosen; see --list-layers")
-        self.content_layer_weights = weight_list(content_layer_weights, len(self.content_layers),
-                                                 lambda i: 0.01, "--content-layer-weights", "content layer")
-        self.style_layer_weights = weight_list(style_layer_weights, len(self.style_layers), None,
-                                               "--style-layer-weights", "style layer") \
-            if given(style_layer_weights) else None  # default 10/C² needs the channel count C
-        self.style_weights = weight_list(style_weights, n_styles, lambda i: 1 / n_styles,
-                                         "--style-weights", "style image")
-        self.content_weight = nonnegative(content_weight, "--content-weight")
-        self.tv_weight = nonnegative(tv_weight, "--tv-weight")
+        self.n_styles = n_styles
+        self.content_layer_weights, self.style_layer_weights = content_layer_weights, style_layer_weights
+        self.style_weights, self.content_weight, self.tv_weight = style_weights, content_weight, tv_weight
         content_on = self.content_weight > 0 and any(w > 0 for w in self.content_layer_weights)
         style_on = any(w > 0 for w in self.style_weights) and self.style_layers and any(
             w > 0 for w in self.style_layer_weights or [1.0])  # None: 10/C² each

@@ -813,3 +813,28 @@ def test_devices_and_weights_as_torch_and_numpy_spell_them(content_path, style_p
     assert StyleTransfer(content_path, style_path, **{**TINY, "style_weights": np.array(0.5)}).style_weights == [0.5]
     job = _job(content_path, style_path)
     assert job.image(size=np.array([24, 20])).size == (24, 20)
+
+
+def test_loss_weights_set_on_a_job_are_checked_as_the_constructor_checks_them(content_path, style_path):
+    """A callback may tune the weights between steps; a bad one was met inside the next step (a
+    TypeError), or a negative one was taken and the loss fell without bound."""
+    job = _job(content_path, style_path)
+    for attribute, value, message in [
+            ("content_weight", "2", "^--content-weight must be a number, got '2'$"),
+            ("tv_weight", -1, "^--tv-weight must be zero or positive, got -1.0$"),
+            ("style_weights", 0.5, None), ("style_weights", [-100], "^--style-weights must be zero or positive"),
+            ("style_weights", [1, 2], "^--style-weights has 2 values for 1 style image"),
+            ("content_layer_weights", [1, 2], "^--content-layer-weights has 2 values for 1 content layer"),
+            ("style_layer_weights", "ab", "^--style-layer-weights must be a list of numbers")]:
+        if message is None:  # a number counts as a list of one
+            setattr(job, attribute, value)
+            assert getattr(job, attribute) == [value]
+            continue
+        before = getattr(job, attribute)
+        with pytest.raises(PasticheError, match=message):
+            setattr(job, attribute, value)
+        assert getattr(job, attribute) == before  # unchanged
+    start = job.evaluate()
+    job.style_weights = None  # the default again: 1/N
+    job.style_layer_weights = [2.0, 2.0]
+    assert job.style_weights == [1.0] and job.evaluate() != start
