@@ -336,7 +336,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """``pastiche-video WORKSPACE... -o out.mp4 --fps 30``: frames → MP4 or GIF."""
     parser = OneLineParser(
         prog="pastiche-video", description="Join frames (pastiche --workspace directories, in order,"
-        " or image files) into an MP4 (H.264) or a GIF.")
+        " or image files) into an MP4, M4V, MOV or MKV (H.264) or a GIF.")
     parser.add_argument("frames", nargs="+", metavar="WORKSPACE", help="frame directory or image file")
     parser.add_argument("--output", "-o", required=True, help=f"output video ({', '.join(OUTPUT_EXTENSIONS)})")
     parser.add_argument("--fps", type=float, default=30, help="frames per second, 0.1 to 1000 (default 30;"
