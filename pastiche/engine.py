@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from . import color
 from .checks import MAX_PIXELS, check_flag, check_positive, given, nonnegative, pixel_count, weight_list, whole
 from .devices import compute_dtype, default_device, device_memory, fits_in_ram, resolve_device
-from .errors import PasticheError
+from .errors import PasticheError, warn
 from .imageio import ImageLike, describe_source, load_image, open_image, resized_dims, to_pil
 from .losses import content_loss, gram, style_loss, tv_loss
 from .optim import LBFGS, Adam
@@ -103,6 +103,15 @@ def _check_options(*, size: Optional[int], size_pixels: Optional[int], style_siz
         raise PasticheError(f"unknown optimizer '{optimizer}'; use 'lbfgs' or 'adam'")
     if preserve_color and luminance_only:
         raise PasticheError("--preserve-color and --luminance-only exclude each other; pick one")
+
+
+def _note_stretch(size: Tuple[int, int], content: Tuple[int, int], label: str) -> None:
+    """A note where an init image of ``size`` (w, h) is stretched, not only scaled, to the
+    ``content``'s shape: it starts the picture, so a 4:3 one under a 3:2 content is distorted."""
+    (w, h), (cw, ch) = size, content
+    if abs((cw / w) / (ch / h) - 1) > 0.02:
+        warn(f"{label} is {w}x{h} px and the content {cw}x{ch} px: it is stretched to the content's"
+             " shape; crop it to that shape to start undistorted")
 
 
 class _Checked:
@@ -198,6 +207,8 @@ class StyleTransfer:
         self._sizes = dict(size=size, pixels=None if size else size_pixels,
                            style_size=style_size, style_pixels=style_size_pixels)
         self._init = self._init_source(init)
+        if not isinstance(self._init, str):
+            _note_stretch(self._init[0].size, self._content_image.size, self._init[1])
         self.step_count = 0
         self.loss = math.nan
         self.pixels: Optional[torch.Tensor] = None

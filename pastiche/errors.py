@@ -19,9 +19,12 @@ class PasticheWarning(UserWarning):
 
 def warn(message: str) -> None:
     """Issue a :class:`PasticheWarning` shown at the first caller outside pastiche (a notebook
-    cell, a script), not at the line in pastiche that found it."""
+    cell, a script), not at the line in pastiche that found it, nor in a decorator's wrapper
+    around a pastiche method (torch's inference_mode, contextlib's)."""
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    wrappers = (os.path.join("torch", "utils", "_contextlib.py"), os.sep + "contextlib.py")
     frame, level = sys._getframe(1), 2  # level 2: warn()'s caller
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+    while frame is not None and (os.path.abspath(frame.f_code.co_filename).startswith(package)
+                                 or frame.f_code.co_filename.endswith(wrappers)):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, PasticheWarning, stacklevel=level)

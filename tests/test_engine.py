@@ -6,6 +6,7 @@ fractions of a second; the default (deep) layers are used where they matter.
 """
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from pastiche import color
 from pastiche import conv as conv_module
 from pastiche import vgg as vgg_module
 from pastiche.engine import DEFAULT_STYLE_LAYERS, StyleTransfer
-from pastiche.errors import PasticheError
+from pastiche.errors import PasticheError, PasticheWarning
 from pastiche.imageio import load_image
 from pastiche.losses import gram
 from pastiche.schedule import plan, run, transfer
@@ -838,3 +839,16 @@ def test_loss_weights_set_on_a_job_are_checked_as_the_constructor_checks_them(co
     job.style_weights = None  # the default again: 1/N
     job.style_layer_weights = [2.0, 2.0]
     assert job.style_weights == [1.0] and job.evaluate() != start
+
+
+def test_an_init_image_of_another_shape_is_stretched_with_a_note_at_the_callers_line():
+    content = np.zeros((40, 60, 3), np.uint8)
+    with pytest.warns(PasticheWarning) as notes:
+        StyleTransfer(content, content, init=np.zeros((30, 40, 3), np.uint8), device="cpu")
+    assert [str(n.message) for n in notes] == [
+        "init image (numpy array) is 40x30 px and the content 60x40 px: it is stretched to the content's shape;"
+        " crop it to that shape to start undistorted"]
+    assert notes[0].filename == __file__  # not pastiche's line, nor torch's decorator around __init__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        StyleTransfer(content, content, init=np.zeros((20, 30, 3), np.uint8), device="cpu")  # scaled: no note
