@@ -147,7 +147,8 @@ def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *
     once do not repeat). Work is not lost: a KeyboardInterrupt (Ctrl-C, a notebook's stop) or a
     PasticheError from this call has an ``image`` attribute, the latest good picture at full size
     once a step is done (None before, or if no memory was left to make it); so has any other
-    exception (one a ``callback`` raised: a notebook's display code).
+    Exception (one a ``callback`` raised: a notebook's display code), but not SystemExit or
+    GeneratorExit, which mean the process or the generator is ending.
     """
     check_flag(deterministic, "deterministic")
     check_flag(progress, "progress")
