@@ -76,31 +76,42 @@ def test_check_writable_refuses_an_input_under_another_name(tmp_path):
                           input_kind="content image") == tmp_path / "new.png"
 
 
+def _write_new(path, data: bytes) -> None:
+    """``data`` into a new file at ``path`` through atomic_file(replace=False)."""
+    with atomic_file(path, replace=False) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def _then_interrupt(monkeypatch, name: str) -> None:
+    """Make os.NAME do its work, then raise KeyboardInterrupt (Ctrl-C just after it)."""
+    original = getattr(os, name)
+
+    def call_then_interrupt(src, dst):
+        original(src, dst)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, name, call_then_interrupt)
+
+
+def _no_hard_links(monkeypatch, code: int = errno.EPERM) -> None:
+    def no_links(src, dst):
+        raise OSError(code, os.strerror(code))  # EPERM: as Linux says on FAT; EINVAL: as Windows does
+    monkeypatch.setattr(os, "link", no_links)
+
+
 def test_atomic_file_without_replace_keeps_the_file_when_interrupted_after_it_is_in_place(tmp_path, monkeypatch):
     """Ctrl-C just after the rename had removed the finished file with the placeholder."""
-    link = os.link
-
-    def link_then_interrupt(src, dst):
-        link(src, dst)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(os, "link", link_then_interrupt)
+    _then_interrupt(monkeypatch, "link")
     with pytest.raises(KeyboardInterrupt):
-        with atomic_file(tmp_path / "out.bin", replace=False) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(b"done")
+        _write_new(tmp_path / "out.bin", b"done")
     assert (tmp_path / "out.bin").read_bytes() == b"done" and os.listdir(tmp_path) == ["out.bin"]
 
 
 def test_atomic_file_without_replace_where_there_are_no_hard_links(tmp_path, monkeypatch):
-    def no_links(src, dst):
-        raise OSError(errno.EPERM, "Operation not permitted")  # as FAT says
-    monkeypatch.setattr(os, "link", no_links)
-    with atomic_file(tmp_path / "out.bin", replace=False) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(b"mine")
+    _no_hard_links(monkeypatch)
+    _write_new(tmp_path / "out.bin", b"mine")
     with pytest.raises(FileExistsError):
-        with atomic_file(tmp_path / "out.bin", replace=False) as tmp:
-            pass
+        _write_new(tmp_path / "out.bin", b"theirs")
     assert (tmp_path / "out.bin").read_bytes() == b"mine" and os.listdir(tmp_path) == ["out.bin"]
 
 
@@ -108,28 +119,19 @@ def test_an_interrupt_in_the_no_hard_links_fallback_leaves_no_empty_file_and_kee
         tmp_path, monkeypatch):
     """Without hard links the name is taken by an empty file, then replaced: Ctrl-C before the
     replace removes that placeholder; Ctrl-C just after it keeps the file it finished."""
-    def no_links(src, dst):
-        raise OSError(errno.EINVAL, "Incorrect function")  # as Windows says on FAT
-    monkeypatch.setattr(os, "link", no_links)
+    _no_hard_links(monkeypatch, errno.EINVAL)
     replace = os.replace
 
     def interrupt_before(src, dst):
         raise KeyboardInterrupt
     monkeypatch.setattr(os, "replace", interrupt_before)
     with pytest.raises(KeyboardInterrupt):
-        with atomic_file(tmp_path / "out.bin", replace=False) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(b"done")
+        _write_new(tmp_path / "out.bin", b"done")
     assert os.listdir(tmp_path) == []
-
-    def interrupt_after(src, dst):
-        replace(src, dst)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(os, "replace", interrupt_after)
+    monkeypatch.setattr(os, "replace", replace)
+    _then_interrupt(monkeypatch, "replace")
     with pytest.raises(KeyboardInterrupt):
-        with atomic_file(tmp_path / "out.bin", replace=False) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(b"done")
+        _write_new(tmp_path / "out.bin", b"done")
     assert (tmp_path / "out.bin").read_bytes() == b"done" and os.listdir(tmp_path) == ["out.bin"]
 
 
