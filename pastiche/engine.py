@@ -8,6 +8,8 @@ kept in that range after every step so that what is saved is what was optimised.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import os
 from contextlib import contextmanager
@@ -587,3 +589,15 @@ class StyleTransfer:
     def image(self, *, size: Optional[Tuple[int, int]] = None) -> Image.Image:
         """The current image as an 8-bit RGB PIL image (see :meth:`image_tensor`)."""
         return to_pil(self.image_tensor(size=size))
+
+
+def check_keywords(options: dict, caller: str) -> None:
+    """TypeError, as Python's own, for a keyword in ``options`` that :class:`StyleTransfer` does not
+    take, named as the ``caller``'s and with the nearest one it does take (a typo such as
+    ``style_weight`` read as ``StyleTransfer.__init__``'s, not the function the user called)."""
+    known = list(inspect.signature(StyleTransfer.__init__).parameters)[3:]  # past self, content, styles
+    for key in options:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
+            raise TypeError(f"{caller}() got an unexpected keyword argument '{key}'"
+                            + (f"; did you mean '{near[0]}'?" if near else ""))

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .checks import MAX_PIXELS, check_flag, pixel_count, whole
 from .devices import seeded
-from .engine import INIT_KEYWORDS, OUT_OF_MEMORY, StyleTransfer
+from .engine import INIT_KEYWORDS, OUT_OF_MEMORY, StyleTransfer, check_keywords
 from .errors import PasticheError
 from .imageio import ImageLike
 
@@ -150,6 +150,7 @@ def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *
     Exception (one a ``callback`` raised: a notebook's display code), but not SystemExit or
     GeneratorExit, which mean the process or the generator is ending.
     """
+    check_keywords(options, "transfer")
     check_flag(deterministic, "deterministic")
     check_flag(progress, "progress")
     if coarse_steps is None:

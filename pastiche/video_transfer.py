@@ -21,7 +21,7 @@ from PIL import Image
 
 from . import color
 from .checks import check_flag, whole
-from .engine import INIT_KEYWORDS, StyleTransfer
+from .engine import INIT_KEYWORDS, StyleTransfer, check_keywords
 from .errors import PasticheError, warn
 from .flow import warp_previous
 from .imageio import ImageLike, describe_source, open_image, save_image
@@ -106,6 +106,7 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     """
     from tqdm.auto import tqdm
 
+    check_keywords(style_options, "stylize_video")
     if coarse_steps is None:
         coarse_steps = default_coarse_steps(style_options.get("init", "content"))
     _check_video_options(num_steps_per_frame, flow, progress, max_frames, on_frame)

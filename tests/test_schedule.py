@@ -215,3 +215,12 @@ def test_a_size_given_as_a_list_is_the_same_level(content_path, style_path):
     assert losses[list] == losses[tuple]
     job = StyleTransfer(content_path, style_path, **TINY)
     assert run(job, (((48, 40), 1),)).step_count == 1  # a tuple of levels is a schedule too
+
+
+def test_a_misspelt_option_is_named_as_transfer_s_with_the_nearest_one(content_path, style_path):
+    """Python's own TypeError named StyleTransfer.__init__, which the user never called."""
+    with pytest.raises(TypeError, match=r"^transfer\(\) got an unexpected keyword argument 'style_weight'; did you"
+                                        r" mean 'style_weights'\?$"):
+        transfer(content_path, style_path, style_weight=2)
+    with pytest.raises(TypeError, match=r"^transfer\(\) got an unexpected keyword argument 'colour'$"):
+        transfer(content_path, style_path, colour=1)

@@ -368,3 +368,9 @@ def test_an_mp4_from_a_clip_of_varying_rate_lasts_as_long_as_the_clip(tmp_path):
     out = video_transfer.stylize_video(tmp_path / "var.gif", style, tmp_path / "var.mp4", **OPTIONS)
     with av.open(str(out)) as container:
         assert container.duration == 420000  # microseconds: 0.1 + 0.2 + 0.05 + 0.07 s (0.45 s before)
+
+
+def test_a_misspelt_option_is_named_as_stylize_video_s(tmp_path):
+    with pytest.raises(TypeError, match=r"^stylize_video\(\) got an unexpected keyword argument 'tv_weigth'; did"
+                                        r" you mean 'tv_weight'\?$"):
+        video_transfer.stylize_video(tmp_path / "clip.mp4", tmp_path / "s.png", tmp_path / "o.mp4", tv_weigth=1)
