@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -22,6 +20,7 @@ from .devices import PRECISIONS, available_devices, default_device, seed_everyth
 from .engine import DEFAULT_CONTENT_LAYERS, DEFAULT_SIZE_PIXELS, DEFAULT_STYLE_LAYERS, StyleTransfer
 from .errors import PasticheError
 from .imageio import SUPPORTED_EXTENSIONS, check_output_path, check_output_size, save_image
+from .memory import release_cuda_libraries, release_freed_memory
 from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, default_coarse_steps, plan, run
 from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES
 from .video import OUTPUT_EXTENSIONS, check_fps, check_video_output, frames_to_video, is_video
@@ -213,43 +212,13 @@ def _check_mode(args: argparse.Namespace) -> None:
                                 " prints a row per frame and keeps every frame")
 
 
-def release_freed_memory(*, low_memory: bool) -> None:
-    """Fix glibc's mmap threshold, so that freed feature maps go back to the system, and, except
-    with ``low_memory``, keep one malloc arena.
-
-    By default glibc raises its mmap threshold to the size of each large block freed (up to
-    32 MB), and its trim threshold to twice that, so later feature maps come from a heap that
-    fragments and keeps its free memory: peak RSS 1,488-1,515 MB at 577x433 px. A fixed
-    threshold stops both: at 16 MB (the default here) maps of 16 MB or more get their own mapping,
-    1,294-1,336 MB. Fixing it also fixes the trim threshold, at 128 KiB unless set: the heap's top
-    then went back to the system after every step and was faulted in again on the next, so it is
-    set to 32 MB: 600 instead of 660-680 ms per step at 577x433 and 115-120 instead of 125-135 ms
-    at 256 px (``--single-scale``, bfloat16, session 14), peak RSS 1,174-1,210 instead of
-    1,157-1,185 MB and 858-860 instead of 851-867 MB. At 128 KiB (``--low-memory``) every
-    tensor-sized block is mapped and the heap trimmed, 1,099 MB for ~24 % more time
-    (benchmarks/PERFORMANCE.md).
-    One arena: the weights loader's threads would each get an arena of their own, whose ~54 MB
-    freed after loading stay resident and are never reused by the steps, which allocate in the
-    main thread's. Peak RSS 749-789 instead of 807-861 MB at 256 px and 1,169-1,190 instead of
-    1,219-1,271 MB at ~500^2 px, the same step time (session 16, in-process and CLI A/B runs).
-    Not with ``--low-memory``: its blocks are mapped, so its peak did not move (626 against 627
-    MB at 256 px). Process-wide, so the command does it, not the library.
-    """
-    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
-        libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024 if low_memory else 16 * 1024 * 1024)
-        if not low_memory:
-            libc.mallopt(M_TRIM_THRESHOLD, 32 * 1024 * 1024)
-            libc.mallopt(M_ARENA_MAX, 1)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     release_freed_memory(low_memory=args.low_memory)
     try:
         with termination_as_interrupt(), notes("pastiche", quiet=not args.verbose):
             _check_args(args)
+            release_cuda_libraries([args.device] + [device for device, _ in args.supplemental_devices])
             if args.is_video:
                 return _run_video(args)
             inputs = [path for path, _ in _inputs(args)]

@@ -94,6 +94,23 @@ def test_low_memory_runs_in_a_fresh_process(images, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_cuda_libraries_are_released_with_the_runs_devices_before_the_job_is_built(images, tmp_path, monkeypatch):
+    """pastiche.memory.release_cuda_libraries gets every device of the run (it keeps the libraries
+    for one on CUDA), before the weights load, so that the peak is without them."""
+    content, style = images
+    calls = []
+
+    def job(*args, **kwargs):
+        calls.append("job")
+        raise KeyboardInterrupt  # enough: what came before is what is tested
+
+    monkeypatch.setattr(cli_module, "release_cuda_libraries", calls.append)
+    monkeypatch.setattr(cli_module, "StyleTransfer", job)
+    assert cli("-c", content, "-s", style, "-o", tmp_path / "out.png", "--device", "cpu",
+               "--supplemental-device", "cpu", 3) == 130
+    assert calls == [["cpu", "cpu"], "job"]
+
+
 def test_command_flushes_what_it_printed_before_its_fast_exit(images, tmp_path):
     """``python -m pastiche`` ends with os._exit (see __main__._exit): what it printed to a pipe, which
     Python buffers, must still arrive, and the exit status must be main()'s."""
