@@ -18,6 +18,12 @@ from typing import Iterator, List, NoReturn
 def _start(prog: str, module: str, function: str) -> NoReturn:
     """Import ``pastiche.module`` with Ctrl-C as a quiet exit, run its ``function()``, and exit
     with the status it returns (see :func:`_exit`)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # a shell left in a deleted folder: there `import torch` itself dies
+        sys.stderr.write(f"{prog}: error: the current directory no longer exists; cd to one that does"
+                         " and run again\n")  # (MKL: "Cannot load libtorch_cpu.so", exit 2)
+        _exit(1)
 
     def interrupted(signum, frame) -> None:
         sys.stderr.write(f"{prog}: interrupted while starting; nothing written\n")

@@ -211,6 +211,23 @@ def test_ctrl_c_while_torch_loads_is_one_line(command, module, ignored, sig):
         assert done.stderr == f"{prog}: interrupted while starting; nothing written\n"
 
 
+@pytest.mark.skipif(os.name != "posix", reason="a folder in use cannot be removed elsewhere")
+@pytest.mark.parametrize("command, prog", [("main", "pastiche"), ("video", "pastiche-video"),
+                                           ("compress", "pastiche-compress")])
+def test_a_deleted_current_directory_is_one_line(tmp_path, command, prog):
+    """A shell left in a folder that was deleted: there ``import torch`` itself dies (MKL's "Cannot
+    load libtorch_cpu.so", exit 2), and relative paths fail with a bare "[Errno 2]"."""
+    import shlex
+    import subprocess
+
+    gone = shlex.quote(str(tmp_path / "gone"))
+    launch = shlex.quote(f"import pastiche.__main__ as launcher; launcher.{command}()")  # as the entry points do
+    script = f"mkdir {gone} && cd {gone} && rmdir {gone} && exec {shlex.quote(sys.executable)} -c {launch} --help"
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"{prog}: error: the current directory no longer exists; cd to one that does and run again\n"
+
+
 def test_an_interrupt_before_main_takes_charge_is_one_line(monkeypatch, capsys):
     """Between the import and main()'s own handling (its parser, which asks for the devices) a
     Ctrl-C gave a traceback and a SIGTERM killed the process unsaid."""
