@@ -16,6 +16,7 @@ from typing import Iterable
 # and torch's own CUDA side (libtorch_cuda, libc10_cuda).
 _CUDA_LIBRARY = re.compile(r"^lib(torch_cuda|torch_nvshmem|c10_cuda|caffe2_nvrtc|cu[A-Za-z]+|nv[A-Za-z_]+|nccl)"
                            r"[-_.].*so")
+_MAPS = "/proc/self/maps"
 MADV_PAGEOUT = 21  # Linux's number for it (asm-generic/mman-common.h); Python's mmap module names it only
                    # where it was built with headers from Linux 5.4 or later
 
@@ -64,10 +65,14 @@ def release_cuda_libraries(devices: Iterable[str]) -> bool:
     """
     if not sys.platform.startswith("linux") or any(str(device).startswith("cuda") for device in devices):
         return False
+    try:
+        maps = open(_MAPS)  # "start-end perms offset dev inode path" per mapping
+    except OSError:  # a chroot or container without /proc: nothing to go by
+        return False
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     taken = False
-    with open("/proc/self/maps") as maps:  # "start-end perms offset dev inode path" per mapping
+    with maps:
         for line in maps:
             fields = line.split(maxsplit=5)
             if len(fields) == 6 and _CUDA_LIBRARY.match(fields[5].rstrip("\n").rsplit("/", 1)[-1]):

@@ -29,6 +29,12 @@ def test_nothing_released_for_a_run_on_cuda(devices):
     assert release_cuda_libraries(devices) is False
 
 
+def test_nothing_released_without_proc(monkeypatch, tmp_path):
+    """A chroot or container without /proc: the run goes on as it would have, no traceback."""
+    monkeypatch.setattr("pastiche.memory._MAPS", str(tmp_path / "no-proc" / "maps"))
+    assert release_cuda_libraries(["cpu"]) is False
+
+
 def _filesystem(path) -> str:
     """The type of the filesystem ``path`` is on ("ext4", "tmpfs", ...), from /proc/mounts."""
     mounts = [line.split()[1:3] for line in open("/proc/mounts")]
