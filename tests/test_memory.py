@@ -37,8 +37,10 @@ def test_nothing_released_without_proc(monkeypatch, tmp_path):
 
 def _filesystem(path) -> str:
     """The type of the filesystem ``path`` is on ("ext4", "tmpfs", ...), from /proc/mounts."""
-    mounts = [line.split()[1:3] for line in open("/proc/mounts")]
-    return max((m for m in mounts if str(path).startswith(m[0])), key=lambda m: len(m[0]))[1]
+    with open("/proc/mounts") as mounts:  # "device mount-point type options ..." per line
+        points = [line.split()[1:3] for line in mounts]
+    within = [m for m in points if os.path.commonpath([str(path), m[0]]) == m[0]]
+    return max(within, key=lambda m: len(m[0]))[1]
 
 
 # In a child: pytest's own process maps torch's CUDA libraries too, and the kernel leaves pages
@@ -46,14 +48,14 @@ def _filesystem(path) -> str:
 # reads it in, and reports that mapping's resident KB before and after, with what the call said
 # and whether a convolution gives the same result after it (the code torch runs still works).
 _CHILD = r"""
-import json, mmap, sys, torch
+import json, mmap, re, sys, torch
 from pastiche.memory import release_cuda_libraries
 
 def resident(path):
     kb, ours = 0, False
     with open("/proc/self/smaps") as smaps:
         for line in smaps:
-            if line[0] in "0123456789abcdef" and " " in line and "-" in line.split()[0]:
+            if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):  # a mapping's first line; its fields follow
                 ours = line.rstrip().endswith(path)
             elif ours and line.startswith("Rss:"):
                 kb += int(line.split()[1])
