@@ -143,11 +143,12 @@ def transfer(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], *
     ``job.loss``: the loss of the image the step started from, ``job.image()``) and may return a
     true value to stop early. ``seed`` (random if None) and ``deterministic`` hold for this call
     only: torch's random state and determinism settings are as they were afterwards (they are
-    process-wide, so seeded calls in two threads at once do not repeat). Work is not lost: a KeyboardInterrupt (Ctrl-C, a notebook's stop) or a
-    PasticheError from this call has an ``image`` attribute, the latest good picture at full size
-    once a step is done (None before, or if no memory was left to make it); so has any other
-    Exception (one a ``callback`` raised: a notebook's display code), but not SystemExit or
-    GeneratorExit, which mean the process or the generator is ending.
+    process-wide, so seeded calls in two threads at once do not repeat). Work is not lost: a
+    KeyboardInterrupt (Ctrl-C, a notebook's stop) or a PasticheError from this call has an
+    ``image`` attribute, the latest good picture at full size once a step is done (None before,
+    or if no memory was left to make it); so has any other Exception (one a ``callback`` raised:
+    a notebook's display code), but not SystemExit or GeneratorExit, which mean the process or
+    the generator is ending.
     """
     check_keywords(options, "transfer")
     check_flag(deterministic, "deterministic")
