@@ -38,6 +38,16 @@ DEFAULT_SIZE_PIXELS = 500 ** 2  # Gatys et al. 2017's recommendation, and pastic
 # 0.5-0.9 (tubingen at 64 px); a 48 px test image stalled after it. Moving the steepest pixel by
 # 0.1 grey level tracked float32's losses on both (/tmp trial, benchmarks/PERFORMANCE.md).
 LBFGS_PROBE = 0.1
+# Coarse-to-fine: a level that starts from a coarser level's upsampled result leaves block 5's
+# style layers out of its first BLOCK5_DELAY steps, the ~20 in which it puts back the detail that
+# the upsampling blurred (block4_relu1's Gram term is 95 % of the loss then). block5_relu1's term
+# is 0.01-1.3 % of the loss over a level, and hardly moved when it was left out of every
+# full-size step; reaching it takes four 512-channel convolutions, ~22 % of a step. At 256 px the
+# first full-size steps took 170 instead of 219 ms, pastiche 1.6.0's first judge level came at
+# the same step, and the final judges were 0.4 and 1.0 % lower; at ~500^2 px within 0.2 %
+# (benchmarks/PERFORMANCE.md, "Block 5 left out of a level's first steps").
+BLOCK5_DELAY = 25
+_BLOCK5 = LAYER_INDEX["block5_conv1"]
 
 
 # Memory a run needs at least, per pixel of the output image (saved activations, the largest
@@ -156,6 +166,8 @@ class StyleTransfer:
     lists) may be changed between steps, and are checked as they are set.
     ``loss`` is that of the image the last :meth:`step` started from (a step evaluates the loss
     once, there, as pastiche 1.6.0's reports do), or the current image's after :meth:`evaluate`.
+    After :meth:`resize` to a larger size, the first BLOCK5_DELAY steps leave block 5's style
+    layers out of the loss they take and report (see BLOCK5_DELAY); :meth:`evaluate` takes all.
     Targets are computed at the first :meth:`resize` (``run`` does it), so construction is cheap;
     it raises PasticheError for a bad option, or for sizes that cannot fit in the device's memory.
     Running out of memory later also raises PasticheError, with the image kept as it was.
@@ -212,6 +224,7 @@ class StyleTransfer:
         if not isinstance(self._init, str):
             _note_stretch(self._init[0].size, self._content_image.size, self._init[1])
         self.step_count = 0
+        self._block5_delay = 0  # steps left that leave block 5's style layers out (see BLOCK5_DELAY)
         self.loss = math.nan
         self.pixels: Optional[torch.Tensor] = None
         self.optimizer: Union[LBFGS, Adam, None] = None
@@ -295,7 +308,8 @@ class StyleTransfer:
                 # Hessian's scale grows, with the pixel count. At 256 px every judge level came
                 # 0-4 steps sooner than with a fresh L-BFGS's first step, which barely moves.
                 lbfgs_scale = self.optimizer.scale * width * height / (self.size[0] * self.size[1])
-        self._retarget(width, height, start, lbfgs_scale=lbfgs_scale)
+        upsampled = start is not None and width * height > self.size[0] * self.size[1]
+        self._retarget(width, height, start, lbfgs_scale=lbfgs_scale, block5_delay=BLOCK5_DELAY if upsampled else 0)
 
     @_OUTSIDE_INFERENCE_MODE
     def set_content(self, content: ImageLike, *, init: Union[str, ImageLike, None] = None) -> None:
@@ -314,10 +328,11 @@ class StyleTransfer:
 
     def _retarget(self, width: int, height: int, start: Optional[torch.Tensor], *,
                   lbfgs_scale: Optional[float] = None, init: Union[str, Tuple[Image.Image, str], None] = None,
-                  content: Optional[Tuple[Image.Image, str]] = None) -> None:
+                  content: Optional[Tuple[Image.Image, str]] = None, block5_delay: int = 0) -> None:
         """Targets at (width, height), and the image: ``init`` (see _init_source) if given, else
         ``start`` (1, 3, H, W) in [0, 255], else the constructor's init. ``content``: a new content
-        image and its label. All or nothing: everything is made before any of it replaces the job's
+        image and its label. ``block5_delay``: steps that leave block 5's style layers out (see
+        BLOCK5_DELAY). All or nothing: everything is made before any of it replaces the job's
         state, so an error or Ctrl-C part-way leaves the job as it was."""
         content_image, content_label = content or (self._content_image, self._content_label)
         with self._out_of_memory_is_an_error(width, height):
@@ -342,8 +357,9 @@ class StyleTransfer:
             spare = torch.empty_like(good)
             optimizer = self._new_optimizer(pixels, lbfgs_scale)
         (self._content_image, self._content_label, self.content, self.targets, self.pixels, self._good,
-         self._spare, self.optimizer, self._graph) = (content_image, content_label, content_tensor, targets,
-                                                      pixels, good, spare, optimizer, None)  # _graph: the old image's
+         self._spare, self.optimizer, self._graph, self._block5_delay) = (
+            content_image, content_label, content_tensor, targets, pixels, good, spare, optimizer,
+            None, block5_delay)  # _graph: the old image's
 
     def _new_optimizer(self, pixels: torch.Tensor, lbfgs_scale: Optional[float] = None) -> Union[LBFGS, Adam]:
         if self.optimizer_name == "adam":
@@ -441,9 +457,11 @@ class StyleTransfer:
 
     # ------------------------------------------------------------------ optimisation
 
-    def objective(self, pixels: torch.Tensor) -> torch.Tensor:
+    def objective(self, pixels: torch.Tensor, *, style_layers: Optional[Sequence[str]] = None) -> torch.Tensor:
         """Weighted content + style + TV loss of ``pixels`` (1, 3, H, W) in [0, 255]; a 0-dim
-        tensor on the compute device. Weights and scales follow pastiche 1.6.0, so losses compare."""
+        tensor on the compute device. Weights and scales follow pastiche 1.6.0, so losses compare.
+        ``style_layers``: a part of ``self.style_layers`` to take, the others left out (default all)."""
+        style_layers = self.style_layers if style_layers is None else style_layers
         # Each layer's losses are taken as soon as its activation is made, not after the whole
         # forward: what they make (a float32 copy of bfloat16 features for the Gram) then comes
         # while little is kept for backward, and autograd, which runs the latest-made step first,
@@ -451,16 +469,18 @@ class StyleTransfer:
         # of a --low-memory step at 256x192 px in-process: 610 instead of 620 MB;
         # benchmarks/PERFORMANCE.md).
         content, style = {}, {}  # layer → loss; layer → [loss per style image]
-        for layer, acts in self.vgg.features(pixels / 255, self.content_layers + self.style_layers):
+        for layer, acts in self.vgg.features(pixels / 255, self.content_layers + list(style_layers)):
             if layer in self.content_layers:
                 content[layer] = content_loss(acts, self.targets.content[layer])
-            if layer in self.style_layers:
+            if layer in style_layers:
                 style[layer] = [style_loss(acts, grams[layer]) for grams in self.targets.styles]
         loss = pixels.new_zeros(())  # summed in a fixed order, as the options list the layers
         for layer, weight in zip(self.content_layers, self.content_layer_weights):
             loss = loss + self.content_weight * weight * content[layer].to(loss)
         for s, style_weight in enumerate(self.style_weights):
             for i, layer in enumerate(self.style_layers):
+                if layer not in style:  # left out
+                    continue
                 layer_weight = (self.style_layer_weights[i] if self.style_layer_weights
                                 else 10.0 / self.targets.styles[s][layer].shape[1] ** 2)
                 loss = loss + style_weight * layer_weight * style[layer][s].to(loss)
@@ -483,11 +503,12 @@ class StyleTransfer:
         A NaN or infinite loss restores the last image with a finite loss and raises PasticheError.
         """
         self._ready()
+        style_layers = self._step_style_layers()
 
         def closure() -> torch.Tensor:
             if self.pixels.grad is not None:
                 self.pixels.grad.zero_()  # accumulate into the same buffer on every step
-            loss = self.objective(self.pixels)
+            loss = self.objective(self.pixels, style_layers=style_layers)
             loss.backward()
             if self.luminance_only:  # the image stays grey, as it starts: its luminance is what is saved
                 grad = self.pixels.grad  # (1, 3, H, W): the gradient of the grey image, on each channel
@@ -497,7 +518,7 @@ class StyleTransfer:
         before = self._spare.copy_(self.pixels.detach())
         with self._out_of_memory_is_an_error(*self.size):  # the closure runs first: pixels unchanged
             try:
-                loss = self.optimizer.step(self._graphed(closure) if self.use_cuda_graphs else closure)
+                loss = self.optimizer.step(self._graphed(closure, style_layers) if self.use_cuda_graphs else closure)
             except FloatingPointError:  # a step or gradient past float32's range (L-BFGS, Adam)
                 loss = math.inf
         if not math.isfinite(loss):
@@ -511,21 +532,33 @@ class StyleTransfer:
         with torch.no_grad():
             self.pixels.clamp_(0, 255)
         self.step_count += 1
+        self._block5_delay = max(0, self._block5_delay - 1)
         self.loss = loss
         return loss
 
-    def _graphed(self, closure: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    def _step_style_layers(self) -> List[str]:
+        """The style layers of the next step's loss: all, but block 5's while a delay runs (see
+        BLOCK5_DELAY), unless nothing would be saved (a content layer is in block 5) or no style
+        layer would be left."""
+        earlier = [layer for layer in self.style_layers if LAYER_INDEX[layer] < _BLOCK5]
+        if (self._block5_delay and earlier and len(earlier) < len(self.style_layers)
+                and all(LAYER_INDEX[layer] < _BLOCK5 for layer in self.content_layers)):
+            return earlier
+        return self.style_layers
+
+    def _graphed(self, closure: Callable[[], torch.Tensor], style_layers: Sequence[str]) -> Callable[[], torch.Tensor]:
         """``closure`` (loss and gradient at ``pixels``) as a replay of a CUDA graph captured at
         the first step at each size: one launch instead of the ~200 kernels of VGG19's forward
         and backward, which the host launched one by one while the GPU waited (10.2-10.6 instead
         of 12.1-12.6 ms per step at 1024 px on an H100). The graph reads ``pixels`` and the
         targets where they are, and writes the loss and the gradient to the same tensors at
-        every replay. The loss weights are baked into the capture as numbers, so a change to
-        them (a callback may tune ``style_weights``) captures again; a capture costs a few eager
-        steps, so weights changed at every step are better run eagerly. ``use_cuda_graphs =
+        every replay. The loss weights are baked into the capture as numbers, and the
+        ``style_layers`` the closure takes into its kernels, so a change to them (a callback may
+        tune ``style_weights``; block 5's layers return after BLOCK5_DELAY) captures again; a
+        capture costs a few eager steps, so weights changed at every step are better run eagerly. ``use_cuda_graphs =
         False`` runs the closure as it is."""
         weights = (self.content_weight, self.tv_weight, tuple(self.content_layer_weights),
-                   tuple(self.style_weights), tuple(self.style_layer_weights or ()))
+                   tuple(self.style_weights), tuple(self.style_layer_weights or ()), tuple(style_layers))
         if self._graph is not None and self._graph[2] != weights:
             self._graph = None  # its memory pool goes before the new capture makes one
         if self._graph is None:

@@ -658,7 +658,7 @@ def test_a_result_that_cannot_be_written_at_the_end_is_kept_in_the_temporary_fol
     if stop == "nan":
         objective = StyleTransfer.objective
         monkeypatch.setattr(StyleTransfer, "objective",
-                            lambda job, x: objective(job, x) * (float("nan") if job.step_count >= 1 else 1))
+                            lambda job, x, **kw: objective(job, x, **kw) * (float("nan") if job.step_count >= 1 else 1))
     content = (tmp_path / "content.png").read_bytes()
     code = cli(*_argv({"--num-steps": "3"}))
     failure = "cannot write output 'out.png': the disk is full; free some space or choose another --output"
@@ -863,8 +863,8 @@ def test_nan_loss_fails_and_keeps_the_last_good_image(images, tmp_path, monkeypa
     frames = _record_steps(monkeypatch)
     objective = StyleTransfer.objective
 
-    def poisoned(self, pixels_):
-        loss = objective(self, pixels_)
+    def poisoned(self, pixels_, **kw):
+        loss = objective(self, pixels_, **kw)
         return loss * float("nan") if self.step_count >= 2 else loss  # NaN from step 3 on
 
     monkeypatch.setattr(StyleTransfer, "objective", poisoned)
@@ -886,7 +886,7 @@ def test_a_nan_loss_at_the_first_step_writes_nothing(images, tmp_path, monkeypat
     """The starting image is not a result: a previous run's output stays as it was (a weights file
     or a style weight that makes every loss NaN had replaced it with the content image)."""
     objective = StyleTransfer.objective
-    monkeypatch.setattr(StyleTransfer, "objective", lambda self, pixels_: objective(self, pixels_) * float("nan"))
+    monkeypatch.setattr(StyleTransfer, "objective", lambda self, pixels_, **kw: objective(self, pixels_, **kw) * float("nan"))
     out = tmp_path / "out.png"
     out.write_bytes(b"a previous result")
     code = cli("-c", "content.png", "-s", "style.png", "-o", out, "--num-steps", 10, "--size", 32,
@@ -901,10 +901,10 @@ def test_out_of_memory_fails_and_keeps_the_latest_image(images, tmp_path, monkey
     frames = _record_steps(monkeypatch)
     objective = StyleTransfer.objective
 
-    def starved(self, pixels_):
+    def starved(self, pixels_, **kw):
         if self.step_count >= 2:
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 TB")
-        return objective(self, pixels_)
+        return objective(self, pixels_, **kw)
 
     monkeypatch.setattr(StyleTransfer, "objective", starved)
     out = tmp_path / "out.png"

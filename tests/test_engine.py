@@ -17,6 +17,7 @@ from torch.nn import functional as F
 import pastiche
 from pastiche import color
 from pastiche import conv as conv_module
+from pastiche import engine as engine_module
 from pastiche import vgg as vgg_module
 from pastiche.engine import DEFAULT_STYLE_LAYERS, StyleTransfer
 from pastiche.errors import PasticheError, PasticheWarning
@@ -134,6 +135,75 @@ def test_a_new_level_starts_lbfgs_with_the_last_levels_scale(content_path, style
     before = job.pixels.detach().clone()
     job.step()
     assert (job.pixels.detach() - before).abs().sum() > 10
+
+
+def _watch_style_layers(job, monkeypatch):
+    """A list that gets, at each step's pass of the job's VGG19, the style layers it was asked for."""
+    features, seen = job.vgg.features, []
+
+    def watched(image, layers):
+        if image.requires_grad:  # a step's, not the targets'
+            seen.append(list(layers)[len(job.content_layers):])  # the objective asks for content + style
+        return features(image, layers)
+
+    monkeypatch.setattr(job.vgg, "features", watched)
+    return seen
+
+
+def test_a_level_upsampled_from_a_coarser_one_leaves_block5_out_of_its_first_steps(content_path, style_path,
+                                                                                   monkeypatch):
+    """Coarse-to-fine: the first BLOCK5_DELAY steps of a level that starts from a coarser level's
+    result take the loss without block5_relu1, and stop the network before it; then the whole
+    loss again. The loss those steps report is the loss they optimised."""
+    monkeypatch.setattr(engine_module, "BLOCK5_DELAY", 2)
+    job = StyleTransfer(content_path, style_path, size=64, device="cpu")
+    assert "block5_relu1" in job.style_layers
+    early = [layer for layer in job.style_layers if layer != "block5_relu1"]
+    seen = _watch_style_layers(job, monkeypatch)
+    width, height = job.full_size
+    job.resize(width // 2, height // 2)
+    job.step()
+    job.step()
+    job.step()  # the first level: no coarser one before it
+    job.resize(width, height)
+    losses = []
+    for _ in range(3):
+        before = job.pixels.detach().clone()
+        losses.append((job.step(), before))
+    assert seen == [job.style_layers] * 3 + [early] * 2 + [job.style_layers]
+    with torch.no_grad():
+        for (loss, before), layers in zip(losses, (early, early, None)):
+            assert loss == pytest.approx(job.objective(before, style_layers=layers).item(), rel=1e-4)
+        assert losses[0][0] < job.objective(losses[0][1]).item()  # block 5's term was left out
+
+
+@pytest.mark.parametrize("change", ["same size", "smaller", "set_content"])
+def test_block5_stays_in_without_an_upsampling(content_path, style_path, content_array, monkeypatch, change):
+    job = StyleTransfer(content_path, style_path, size=64, device="cpu")
+    job.step()
+    seen = _watch_style_layers(job, monkeypatch)
+    if change == "set_content":
+        job.set_content(content_array)
+    else:
+        job.resize(*(job.size if change == "same size" else (job.size[0] // 2, job.size[1] // 2)))
+    job.step()
+    assert seen == [job.style_layers]
+
+
+@pytest.mark.parametrize("layers", [
+    dict(content_layers=["block5_relu2"]),  # block 5 runs for the content anyway: nothing saved
+    dict(style_layers=["block5_relu1"]),  # nothing left of the style
+    dict(style_layers=["block1_relu1", "block5_relu1"], content_layers=["block5_relu1"]),
+])
+def test_block5_stays_in_where_leaving_it_out_saves_nothing_or_leaves_no_style(content_path, style_path,
+                                                                              monkeypatch, layers):
+    job = StyleTransfer(content_path, style_path, size=64, device="cpu", **layers)
+    job.resize(job.full_size[0] // 2, job.full_size[1] // 2)
+    job.step()
+    seen = _watch_style_layers(job, monkeypatch)
+    job.resize(*job.full_size)
+    job.step()
+    assert seen == [job.style_layers]
 
 
 @pytest.mark.parametrize("precision", ["float32", pytest.param("bfloat16", marks=pytest.mark.bfloat16)])
@@ -428,9 +498,9 @@ def test_nan_loss_raises_and_keeps_the_last_good_image(content_path, style_path,
     job = _job(content_path, style_path)
     objective, calls = job.objective, []
 
-    def poisoned(pixels):
+    def poisoned(pixels, **kw):
         calls.append(1)
-        loss = objective(pixels)
+        loss = objective(pixels, **kw)
         return loss * float("nan") if len(calls) == 3 else loss
 
     monkeypatch.setattr(job, "objective", poisoned)
@@ -463,7 +533,7 @@ def test_out_of_memory_in_a_step_is_an_error_that_keeps_the_image(content_path, 
     job.step()
     kept = job.pixels.detach().clone()
 
-    def allocate(pixels):
+    def allocate(pixels, **kw):
         raise error
 
     monkeypatch.setattr(job, "objective", allocate)
@@ -503,7 +573,7 @@ def test_out_of_memory_while_resizing_is_an_error(content_path, style_path, monk
 def test_other_runtime_errors_are_not_taken_for_out_of_memory(content_path, style_path, monkeypatch):
     job = _job(content_path, style_path)
 
-    def broken(pixels):
+    def broken(pixels, **kw):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
     monkeypatch.setattr(job, "objective", broken)
@@ -707,7 +777,7 @@ def test_stepping_on_after_a_non_finite_loss_works(content_path, style_path, mon
     job.step()
     job.step()
     objective = StyleTransfer.objective
-    monkeypatch.setattr(StyleTransfer, "objective", lambda self, p: objective(self, p) * float("nan"))
+    monkeypatch.setattr(StyleTransfer, "objective", lambda self, p, **kw: objective(self, p, **kw) * float("nan"))
     with pytest.raises(PasticheError, match="nan at step 3"):
         job.step()
     monkeypatch.setattr(StyleTransfer, "objective", objective)

@@ -156,8 +156,8 @@ def test_an_error_that_leaves_no_memory_for_the_image_still_gets_through(content
 
     objective = StyleTransfer.objective
 
-    def poisoned(self, pixels):  # the second step's loss is NaN
-        return objective(self, pixels) * (float("nan") if self.step_count == 1 else 1.0)
+    def poisoned(self, pixels, **kw):  # the second step's loss is NaN
+        return objective(self, pixels, **kw) * (float("nan") if self.step_count == 1 else 1.0)
     monkeypatch.setattr(StyleTransfer, "objective", poisoned)
     monkeypatch.setattr(StyleTransfer, "image_tensor", no_memory)
     with pytest.raises(PasticheError, match=r"became nan at step 2") as info:
