@@ -44,7 +44,7 @@ LBFGS_PROBE = 0.1
 # is 0.01-1.3 % of the loss over a level, and hardly moved when it was left out of every
 # full-size step; reaching it takes four 512-channel convolutions, ~22 % of a step. At 256 px the
 # first full-size steps took 170 instead of 219 ms, pastiche 1.6.0's first judge level came at
-# the same step, and the final judges were 0.4 and 1.0 % lower; at ~500^2 px within 0.2 %
+# the same step, and the final judges were 0.4 and 1.0 % lower; at ~500^2 px within 0.5 %
 # (benchmarks/PERFORMANCE.md, "Block 5 left out of a level's first steps").
 BLOCK5_DELAY = 25
 _BLOCK5 = LAYER_INDEX["block5_conv1"]
