@@ -555,8 +555,8 @@ class StyleTransfer:
         every replay. The loss weights are baked into the capture as numbers, and the
         ``style_layers`` the closure takes into its kernels, so a change to them (a callback may
         tune ``style_weights``; block 5's layers return after BLOCK5_DELAY) captures again; a
-        capture costs a few eager steps, so weights changed at every step are better run eagerly. ``use_cuda_graphs =
-        False`` runs the closure as it is."""
+        capture costs a few eager steps, so weights changed at every step are better run
+        eagerly. ``use_cuda_graphs = False`` runs the closure as it is."""
         weights = (self.content_weight, self.tv_weight, tuple(self.content_layer_weights),
                    tuple(self.style_weights), tuple(self.style_layer_weights or ()), tuple(style_layers))
         if self._graph is not None and self._graph[2] != weights:

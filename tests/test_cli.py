@@ -657,8 +657,8 @@ def test_a_result_that_cannot_be_written_at_the_end_is_kept_in_the_temporary_fol
         _record_steps(monkeypatch, interrupt_at=2)
     if stop == "nan":
         objective = StyleTransfer.objective
-        monkeypatch.setattr(StyleTransfer, "objective",
-                            lambda job, x, **kw: objective(job, x, **kw) * (float("nan") if job.step_count >= 1 else 1))
+        monkeypatch.setattr(StyleTransfer, "objective", lambda job, x, **kw: objective(job, x, **kw)
+                            * (float("nan") if job.step_count >= 1 else 1))
     content = (tmp_path / "content.png").read_bytes()
     code = cli(*_argv({"--num-steps": "3"}))
     failure = "cannot write output 'out.png': the disk is full; free some space or choose another --output"
@@ -886,7 +886,8 @@ def test_a_nan_loss_at_the_first_step_writes_nothing(images, tmp_path, monkeypat
     """The starting image is not a result: a previous run's output stays as it was (a weights file
     or a style weight that makes every loss NaN had replaced it with the content image)."""
     objective = StyleTransfer.objective
-    monkeypatch.setattr(StyleTransfer, "objective", lambda self, pixels_, **kw: objective(self, pixels_, **kw) * float("nan"))
+    monkeypatch.setattr(StyleTransfer, "objective",
+                        lambda self, pixels_, **kw: objective(self, pixels_, **kw) * float("nan"))
     out = tmp_path / "out.png"
     out.write_bytes(b"a previous result")
     code = cli("-c", "content.png", "-s", "style.png", "-o", out, "--num-steps", 10, "--size", 32,
