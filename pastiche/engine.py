@@ -541,9 +541,8 @@ class StyleTransfer:
         BLOCK5_DELAY), unless nothing would be saved (a content layer is in block 5) or no style
         layer would be left."""
         earlier = [layer for layer in self.style_layers if LAYER_INDEX[layer] < _BLOCK5]
-        if (self._block5_delay and earlier and len(earlier) < len(self.style_layers)
-                and all(LAYER_INDEX[layer] < _BLOCK5 for layer in self.content_layers)):
-            return earlier
+        if self._block5_delay and earlier and all(LAYER_INDEX[layer] < _BLOCK5 for layer in self.content_layers):
+            return earlier  # all of them where none is in block 5
         return self.style_layers
 
     def _graphed(self, closure: Callable[[], torch.Tensor], style_layers: Sequence[str]) -> Callable[[], torch.Tensor]:
