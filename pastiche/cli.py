@@ -18,7 +18,7 @@ from .__main__ import interrupts_held, termination_as_interrupt
 from .console import OneLineParser, notes, printer
 from .devices import PRECISIONS, available_devices, default_device, seed_everything
 from .engine import DEFAULT_CONTENT_LAYERS, DEFAULT_SIZE_PIXELS, DEFAULT_STYLE_LAYERS, StyleTransfer
-from .errors import PasticheError
+from .errors import PasticheError, command_line
 from .imageio import SUPPORTED_EXTENSIONS, check_output_path, check_output_size, save_image
 from .memory import release_cuda_libraries, release_freed_memory
 from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, default_coarse_steps, plan, run
@@ -216,7 +216,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     release_freed_memory(low_memory=args.low_memory)
     try:
-        with termination_as_interrupt(), notes("pastiche", quiet=not args.verbose):
+        with termination_as_interrupt(), notes("pastiche", quiet=not args.verbose), command_line():
             _check_args(args)
             release_cuda_libraries([args.device] + [device for device, _ in args.supplemental_devices])
             if args.is_video:
@@ -224,7 +224,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             inputs = [path for path, _ in _inputs(args)]
             output = check_output_path(args.output or default_output(args.content, args.styles), inputs=inputs)
             if args.video:
-                check_video_output(args.video, inputs=inputs, option="--video")
+                check_video_output(args.video, inputs=inputs, option="video")
             return _run(args, output)
     except PasticheError as e:
         print(f"pastiche: error: {e}", file=sys.stderr)
@@ -306,7 +306,7 @@ def _run(args: argparse.Namespace, output: Path) -> int:
             path = Path(args.workspace) / frame_name(step)
             # At the output size on every level, as all of pastiche 1.6.0's frames are: a video
             # tool joining them (ffmpeg's image2) needs one size for the whole sequence.
-            frames.append((step, save_image(job.image_tensor(size=job.full_size), path, option="--workspace")))
+            frames.append((step, save_image(job.image_tensor(size=job.full_size), path, option="workspace")))
         if step % args.info_step == 0:
             say(f"{step: <4} {time.perf_counter() - start: <7.1f} {job.loss:.2f}")
 
@@ -334,7 +334,7 @@ def _run(args: argparse.Namespace, output: Path) -> int:
         last = [] if frames and frames[-1][0] == job.step_count else [output]
         try:
             video = frames_to_video([path for _, path in frames] + last, args.video, fps=args.fps or 30,
-                                    option="--video")
+                                    option="video")
         except PasticheError as e:
             raise PasticheError(f"{e} (the picture is saved: {output})") from None
         except KeyboardInterrupt:

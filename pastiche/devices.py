@@ -17,7 +17,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 import torch
 
 from . import _cpuinfo
-from .errors import PasticheError
+from .errors import PasticheError, option_name
 
 
 def available_devices() -> Tuple[str, ...]:
@@ -54,16 +54,16 @@ def fits_in_ram(nbytes: int) -> bool:
     return ram is None or nbytes <= ram
 
 
-def resolve_device(spec: Union[str, int, torch.device], *, option: str = "--device") -> torch.device:
+def resolve_device(spec: Union[str, int, torch.device], *, keyword: str = "device") -> torch.device:
     """``"cpu"``, ``"cuda"``, ``"cuda:N"`` (or N, as torch takes it) or ``"mps"`` → a device that
-    exists, or PasticheError naming ``option``."""
+    exists, or PasticheError naming the option ``keyword`` (see :func:`~pastiche.errors.option_name`)."""
     if isinstance(spec, numbers.Integral) and not isinstance(spec, bool) and spec >= 0:
         spec = f"cuda:{spec}"
     if isinstance(spec, (str, torch.device)) and str(spec) == "cpu:0":  # torch's name for the one CPU device
         spec = "cpu"
     if not isinstance(spec, (str, torch.device)) or str(spec) not in available_devices():
         raise PasticheError(f"device {str(spec)!r} is not available here; available: "
-                            f"{', '.join(available_devices())} (choose one with {option})")
+                            f"{', '.join(available_devices())} (choose one with {option_name(keyword)})")
     return torch.device(spec)
 
 
@@ -121,11 +121,11 @@ def compute_dtype(precision: str, devices: Sequence[torch.device]) -> torch.dtyp
     if precision not in PRECISIONS:
         raise PasticheError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
     on_cpu = all(d.type == "cpu" for d in devices)
+    bfloat16, auto, float32 = (option_name("precision", p) for p in ("bfloat16", "auto", "float32"))
     if precision == "bfloat16" and not on_cpu:
-        raise PasticheError("--precision bfloat16 runs on CPUs only; use --precision float32 or"
-                            " auto on a GPU")
+        raise PasticheError(f"{bfloat16} runs on CPUs only; use {float32} or {auto} on a GPU")
     if precision == "bfloat16":
-        require_bfloat16("--precision bfloat16", "--precision auto or float32")
+        require_bfloat16(bfloat16, f"{auto} or {float32}")
     if precision == "bfloat16" or (precision == "auto" and on_cpu and native_bfloat16()):
         return torch.bfloat16
     return torch.float32
@@ -136,7 +136,8 @@ def seed_everything(seed: Optional[int], *, deterministic: bool = False) -> int:
     command's way; a library call goes through :func:`seeded`."""
     seed = random.randint(0, 2 ** 32 - 1) if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not -2 ** 63 <= seed < 2 ** 64:
-        raise PasticheError(f"--seed {seed!r} is not a whole number from -2**63 to 2**64 - 1; pick another")
+        raise PasticheError(f"{option_name('seed')} {seed!r} is not a whole number from -2**63 to 2**64 - 1;"
+                            " pick another")
     torch.manual_seed(seed)
     if deterministic:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from . import color
 from .checks import MAX_PIXELS, check_flag, check_positive, given, nonnegative, pixel_count, weight_list, whole
 from .devices import compute_dtype, default_device, device_memory, fits_in_ram, resolve_device
-from .errors import PasticheError, warn
+from .errors import PasticheError, option_name, warn
 from .imageio import ImageLike, describe_source, load_image, open_image, resized_dims, to_pil
 from .losses import content_loss, gram, style_loss, tv_loss
 from .optim import LBFGS, Adam
@@ -85,13 +85,14 @@ def _supplemental(pairs: Sequence[Tuple[str, int]]) -> List[Tuple[torch.device, 
             raise PasticheError(f"supplemental_devices needs (device, layer index) pairs, got {pair!r}")
         device, index = pair
         if not whole(index) or index >= len(LAYER_NAMES):
-            raise PasticheError(f"--supplemental-device layer index {index!r} is not a layer number from"
-                                f" 1 to {len(LAYER_NAMES) - 1} (see --list-layers)"
-                                + ("; layer 0 is where --device starts" if index == 0 else ""))
+            raise PasticheError(f"{option_name('supplemental_devices')} layer index {index!r} is not a layer"
+                                f" number from 1 to {len(LAYER_NAMES) - 1} (see 'pastiche --list-layers')"
+                                + (f"; layer 0 is where {option_name('device')} starts" if index == 0 else ""))
         if index in seen:
-            raise PasticheError(f"--supplemental-device layer index {index} is given twice; give each once")
+            raise PasticheError(f"{option_name('supplemental_devices')} layer index {index} is given twice;"
+                                " give each once")
         seen.add(index)
-        checked.append((resolve_device(device, option="--supplemental-device"), index))
+        checked.append((resolve_device(device, keyword="supplemental_devices"), index))
     return checked
 
 
@@ -99,22 +100,28 @@ def _check_options(*, size: Optional[int], size_pixels: Optional[int], style_siz
                    style_size_pixels: Optional[int], learning_rate: float, optimizer: str, preserve_color: bool,
                    luminance_only: bool, low_memory: bool) -> None:
     """StyleTransfer's sizes, learning rate, optimiser and switches: PasticheError naming the option."""
-    for value, option in ((size, "--size"), (size_pixels, "--size-pixels"),
-                          (style_size, "--style-size"), (style_size_pixels, "--style-size-pixels")):
+    for value, keyword in ((size, "size"), (size_pixels, "size_pixels"),
+                           (style_size, "style_size"), (style_size_pixels, "style_size_pixels")):
         if value is not None and not pixel_count(value):
-            raise PasticheError(f"{option} must be a whole number of pixels, from 1 to {MAX_PIXELS},"
+            raise PasticheError(f"{option_name(keyword)} must be a whole number of pixels, from 1 to {MAX_PIXELS},"
                                 f" got {value!r}")
-    check_positive(learning_rate, "--learning-rate", optional=False)
-    for value, option in ((preserve_color, "preserve_color"), (luminance_only, "luminance_only"),
-                          (low_memory, "low_memory")):
-        check_flag(value, option)
+    check_positive(learning_rate, option_name("learning_rate"), optional=False)
+    for value, keyword in ((preserve_color, "preserve_color"), (luminance_only, "luminance_only"),
+                           (low_memory, "low_memory")):
+        check_flag(value, option_name(keyword))
     if learning_rate > torch.finfo(torch.float32).max:  # the optimisers scale float32 tensors by it
-        raise PasticheError(f"--learning-rate {learning_rate} is too large for float32; try 1 (L-BFGS)"
+        raise PasticheError(f"{option_name('learning_rate', learning_rate)} is too large for float32; try 1 (L-BFGS)"
                             " or 1 to 10 (Adam)")
     if optimizer not in ("lbfgs", "adam"):
         raise PasticheError(f"unknown optimizer '{optimizer}'; use 'lbfgs' or 'adam'")
     if preserve_color and luminance_only:
-        raise PasticheError("--preserve-color and --luminance-only exclude each other; pick one")
+        raise PasticheError(f"{option_name('preserve_color')} and {option_name('luminance_only')} exclude each other;"
+                            " pick one")
+
+
+def _either(*keywords: str) -> str:
+    """Options named for a message, 'a or b'."""
+    return " or ".join(map(option_name, keywords))
 
 
 def _note_stretch(size: Tuple[int, int], content: Tuple[int, int], label: str) -> None:
@@ -173,14 +180,14 @@ class StyleTransfer:
     Running out of memory later also raises PasticheError, with the image kept as it was.
     """
 
-    content_weight = _Checked(lambda job, w: nonnegative(w, "--content-weight"))
-    tv_weight = _Checked(lambda job, w: nonnegative(w, "--tv-weight"))
+    content_weight = _Checked(lambda job, w: nonnegative(w, option_name("content_weight")))
+    tv_weight = _Checked(lambda job, w: nonnegative(w, option_name("tv_weight")))
     content_layer_weights = _Checked(lambda job, w: weight_list(
-        w, len(job.content_layers), lambda i: 0.01, "--content-layer-weights", "content layer"))
+        w, len(job.content_layers), lambda i: 0.01, option_name("content_layer_weights"), "content layer"))
     style_layer_weights = _Checked(lambda job, w: weight_list(  # None: 10/C² each, C the layer's channels
-        w, len(job.style_layers), None, "--style-layer-weights", "style layer") if given(w) else None)
+        w, len(job.style_layers), None, option_name("style_layer_weights"), "style layer") if given(w) else None)
     style_weights = _Checked(lambda job, w: weight_list(
-        w, job.n_styles, lambda i: 1 / job.n_styles, "--style-weights", "style image"))
+        w, job.n_styles, lambda i: 1 / job.n_styles, option_name("style_weights"), "style image"))
 
     @_OUTSIDE_INFERENCE_MODE
     def __init__(self, content: ImageLike, styles: Union[ImageLike, Sequence[ImageLike]], *,
@@ -200,7 +207,7 @@ class StyleTransfer:
                  low_memory: bool = False, precision: str = "auto"):
         styles = list(styles) if isinstance(styles, (list, tuple)) else [styles]
         if not styles:
-            raise PasticheError("no style image given; pass at least one with --style")
+            raise PasticheError("no style image given; pass at least one")
         self._set_losses(content_layers, style_layers, content_layer_weights, style_layer_weights, content_weight,
                          style_weights, tv_weight, len(styles))
         _check_options(size=size, size_pixels=size_pixels, style_size=style_size, style_size_pixels=style_size_pixels,
@@ -242,7 +249,8 @@ class StyleTransfer:
         self.content_layers = check_layers(content_layers, option="content layer")
         self.style_layers = check_layers(style_layers, option="style layer")
         if not self.content_layers and not self.style_layers:
-            raise PasticheError("no content or style layers chosen; see --list-layers")
+            raise PasticheError("no content or style layers chosen; name at least one"
+                                " (see 'pastiche --list-layers')")
         self.n_styles = n_styles
         self.content_layer_weights, self.style_layer_weights = content_layer_weights, style_layer_weights
         self.style_weights, self.content_weight, self.tv_weight = style_weights, content_weight, tv_weight
@@ -251,7 +259,8 @@ class StyleTransfer:
             w > 0 for w in self.style_layer_weights or [1.0])  # None: 10/C² each
         if not (content_on or style_on or self.tv_weight > 0):
             raise PasticheError("every loss term is weighted 0, so the image would not change; give"
-                                " --content-weight, --style-weights or their layer weights a positive value")
+                                f" {option_name('content_weight')}, {option_name('style_weights')} or their"
+                                " layer weights a positive value")
 
     def _set_network(self, device: Union[str, torch.device, None], supplemental_devices: Sequence[Tuple[str, int]],
                      precision: str, weights: Union[str, os.PathLike, None], pooling: str) -> None:
@@ -267,7 +276,8 @@ class StyleTransfer:
         deepest = max(LAYER_INDEX[n] for n in self.content_layers + self.style_layers)
         for _, index in supplemental:
             if index > deepest:  # the device would hold nothing: the network is cut after `deepest`
-                raise PasticheError(f"--supplemental-device layer index {index} is past {LAYER_NAMES[deepest]}"
+                raise PasticheError(f"{option_name('supplemental_devices')} layer index {index} is past"
+                                    f" {LAYER_NAMES[deepest]}"
                                     f" ({deepest}), the deepest layer this run uses, so that device would"
                                     f" do nothing; give an index from 1 to {deepest}")
         self.dtype = compute_dtype(precision, self._devices)
@@ -337,11 +347,12 @@ class StyleTransfer:
         content_image, content_label = content or (self._content_image, self._content_label)
         with self._out_of_memory_is_an_error(width, height):
             scale = width / self.full_size[0]  # styles shrink with the content on coarse levels
-            content_tensor = self._load(content_image, (width, height), content_label, "--size or --size-pixels")
+            content_tensor = self._load(content_image, (width, height), content_label, _either("size", "size_pixels"))
             styles = []
             for image, label in zip(self._style_images, self._style_labels):
-                style = self._load(image, self._style_dims(image, scale), label, "--style-size or --style-size-pixels"
-                                   + (", or fewer coarse levels (--schedule, --single-scale)" if scale < 1 else ""))
+                sizing = _either("style_size", "style_size_pixels") + (
+                    f", or fewer coarse levels ({option_name('coarse_steps')})" if scale < 1 else "")
+                style = self._load(image, self._style_dims(image, scale), label, sizing)
                 if self.preserve_color:
                     style = color.match_color(style, content_tensor)
                 if self.luminance_only:
@@ -383,10 +394,10 @@ class StyleTransfer:
         if None in totals:
             return  # no way to ask this platform
         total = sum(totals)
-        sizes = [("output image", size, BYTES_PER_PIXEL, "--size", "--size-pixels")]
-        sizes += [("style image", self._style_dims(image), STYLE_BYTES_PER_PIXEL, "--style-size",
-                   "--style-size-pixels") for image in self._style_images]
-        needs = [w * h * per_pixel for _, (w, h), per_pixel, _, _ in sizes]
+        sizes = [("output image", size, BYTES_PER_PIXEL, _either("size", "size_pixels"))]
+        sizes += [("style image", self._style_dims(image), STYLE_BYTES_PER_PIXEL,
+                   _either("style_size", "style_size_pixels")) for image in self._style_images]
+        needs = [w * h * per_pixel for _, (w, h), per_pixel, _ in sizes]
         # BYTES_PER_PIXEL counts 20 L-BFGS pairs; each more holds two 3-channel images (bfloat16
         # where VGG19 computes in it, see _new_optimizer), and the pairs' inner products a
         # (2 history)² float64 matrix
@@ -399,21 +410,21 @@ class StyleTransfer:
         where = ("this machine" if all(d.type != "cuda" for d in self._devices)
                  else " + ".join(str(d) for d in dict.fromkeys(self._devices)))
         if need - extra <= total:
-            raise PasticheError(f"lbfgs_history {self.lbfgs_history} pairs at {size[0]}x{size[1]} px need at least"
-                                f" {need / 2 ** 30:,.1f} GB of memory and {where} has {total / 2 ** 30:,.1f} GB;"
-                                " keep fewer (20 by default, 100 in pastiche 1.6.0)")
-        what, (w, h), _, size_flag, pixels_flag = sizes[needs.index(max(needs))]
+            raise PasticheError(f"lbfgs_history {self.lbfgs_history} pairs at {size[0]}x{size[1]} px"
+                                f" need at least {need / 2 ** 30:,.1f} GB of memory and {where} has"
+                                f" {total / 2 ** 30:,.1f} GB; keep fewer (20 by default, 100 in pastiche 1.6.0)")
+        what, (w, h), _, options = sizes[needs.index(max(needs))]
         raise PasticheError(f"the {what} would be {w}x{h} px, which needs at least"
                             f" {need / 2 ** 30:,.1f} GB of memory and {where} has"
-                            f" {total / 2 ** 30:,.1f} GB; choose a smaller {size_flag} or {pixels_flag}")
+                            f" {total / 2 ** 30:,.1f} GB; choose a smaller {options}")
 
-    def _load(self, image: Image.Image, dims: Tuple[int, int], label: str, size_flag: str) -> torch.Tensor:
+    def _load(self, image: Image.Image, dims: Tuple[int, int], label: str, sizing: str) -> torch.Tensor:
         """``image`` resized to ``dims`` as a (1, 3, H, W) [0, 1] tensor on the device; ``label``
-        (see describe_source) and ``size_flag`` (what sets its size) are for the error."""
+        (see describe_source) and ``sizing`` (the options that set its size) are for the error."""
         if min(dims) < self.min_side:
             raise PasticheError(f"{label} is too small: {dims[0]}x{dims[1]} px after resizing; the"
                                 f" chosen layers need at least {self.min_side} px on each side"
-                                f" — use a larger, less elongated image or a larger {size_flag}")
+                                f" — use a larger, less elongated image or a larger {sizing}")
         return load_image(image.resize(dims, Image.BILINEAR)).to(self.device)
 
     @staticmethod
@@ -446,7 +457,7 @@ class StyleTransfer:
             image = torch.rand(content.shape, device=self.device)
         else:
             image, label = init
-            image = self._load(image, self.size_of(content), label, "--size or --size-pixels")
+            image = self._load(image, self.size_of(content), label, _either("size", "size_pixels"))
         if self.luminance_only:
             image = color.luminance(image)
         return image * 255
@@ -527,7 +538,7 @@ class StyleTransfer:
             self.optimizer = self._new_optimizer(self.pixels)  # its history holds the bad gradient (Adam's moments too)
             kept = "; kept the last good image" if self.step_count else " (the first; the image is the starting one)"
             raise PasticheError(f"the loss or its step became {loss} at step {self.step_count + 1}{kept} — try"
-                                " smaller weights or --learning-rate")
+                                f" smaller weights or {option_name('learning_rate')}")
         self._good, self._spare = before, self._good
         with torch.no_grad():
             self.pixels.clamp_(0, 255)
@@ -592,8 +603,8 @@ class StyleTransfer:
             if not isinstance(e, MemoryError) and not any(m in str(e) for m in OUT_OF_MEMORY):
                 raise
             raise PasticheError(f"out of memory at {width}x{height} px on {self.device}; choose a"
-                                " smaller --size or --size-pixels"
-                                + ("" if self.low_memory else ", or add --low-memory")) from None
+                                f" smaller {_either('size', 'size_pixels')}"
+                                + ("" if self.low_memory else f", or {option_name('low_memory', True)}")) from None
 
     # ------------------------------------------------------------------ results
 

@@ -12,7 +12,7 @@ import stat
 import tempfile
 from typing import Iterator, Sequence, Union
 
-from .errors import PasticheError
+from .errors import PasticheError, option_name
 
 
 def _path_problem(exc: OSError) -> str:
@@ -45,11 +45,12 @@ def check_readable(path: Union[str, os.PathLike], label: str, *, expected: str =
 
 
 def check_writable(path: Union[str, os.PathLike], *, inputs: Sequence[object], kind: str,
-                   input_kind: str, option: str = "--output") -> pathlib.Path:
+                   input_kind: str, option: str = "output") -> pathlib.Path:
     """``path`` can be created or replaced, and is none of the path entries of ``inputs``; the
     errors say "cannot write {kind} 'path'" and "refusing to overwrite {input_kind} 'q'", and
-    name ``option`` as what to change."""
-    p = pathlib.Path(os.fspath(path))
+    name the option ``option`` (a keyword, see :func:`~pastiche.errors.option_name`) as what to
+    change."""
+    p, option = pathlib.Path(os.fspath(path)), option_name(option)
     try:
         _check_writable(os.fspath(path), kind, option)
     except OSError as exc:  # e.g. a name over the filesystem's limit, a loop of links

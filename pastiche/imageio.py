@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .errors import PasticheError
+from .errors import PasticheError, option_name
 from .files import atomic_file, check_readable, check_writable
 
 if TYPE_CHECKING:
@@ -344,10 +344,10 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 
 def check_output_path(
-    path: Union[str, os.PathLike], *, inputs: Sequence[object] = (), option: str = "--output"
+    path: Union[str, os.PathLike], *, inputs: Sequence[object] = (), option: str = "output"
 ) -> pathlib.Path:
-    """Validate an output path before a long run; return it as a Path. Errors name ``option`` as
-    what to change.
+    """Validate an output path before a long run; return it as a Path. Errors name the option
+    ``option`` (a keyword, see :func:`~pastiche.errors.option_name`) as what to change.
 
     Non-path entries of ``inputs`` (arrays, tensors, PIL images) are ignored.
     """
@@ -368,25 +368,27 @@ def check_output_size(path: Union[str, os.PathLike], size: Tuple[int, int]) -> N
     limit = MAX_SIDE.get(SUPPORTED_EXTENSIONS.get(ext, ""))
     if limit and max(size) > limit:
         raise PasticheError(f"cannot write output '{os.fspath(path)}': a {ext} file holds at most {limit} px a"
-                            f" side and the image is {size[0]}x{size[1]} px; choose a .png or .tif --output,"
-                            " or a smaller --size or --size-pixels")
+                            f" side and the image is {size[0]}x{size[1]} px; choose a .png or .tif"
+                            f" {option_name('output')}, or a smaller {option_name('size')} or"
+                            f" {option_name('size_pixels')}")
 
 
 def save_image(
     image: Union[torch.Tensor, Image.Image], path: Union[str, os.PathLike], *, quality: int = 95,
-    option: Optional[str] = "--output", replace: bool = True
+    option: Optional[str] = "output", replace: bool = True
 ) -> pathlib.Path:
     """Atomically write an image (a tensor, array or PIL image, as :func:`open_image` takes them) in
     the extension's format.
 
     ``quality`` (1..100) applies to JPEG and WebP. ``path`` is never left partially written.
-    ``option``: what an error tells the user to change (None: nothing, the caller says what to do).
+    ``option``: the option an error tells the user to change (a keyword, see
+    :func:`~pastiche.errors.option_name`; None: nothing, the caller says what to do).
     ``replace`` false: raise FileExistsError, writing nothing, where a file is at ``path`` by the
     time the image is written (a name picked as free a while ago, see ``pastiche.cli``).
     """
     if not replace and isinstance(path, (str, os.PathLike)) and os.path.lexists(path):  # a folder or a pipe too
         raise FileExistsError(errno.EEXIST, "File exists", os.fspath(path))
-    p = check_output_path(path, option=option or "--output")
+    p = check_output_path(path, option=option or "output")
     if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
         raise PasticheError(f"invalid quality {quality!r}; use a whole number from 1 to 100")
     quality = int(quality)  # numpy's too, as Pillow takes Python's
@@ -402,7 +404,7 @@ def save_image(
     except Exception as exc:
         if isinstance(exc, FileExistsError) and not replace:
             raise  # the caller picks another name
-        fix = f"choose another {option}" if option else ""
+        fix = f"choose another {option_name(option)}" if option else ""
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             reason = "the disk is full; free some space" + (f" or {fix}" if fix else "")
         else:

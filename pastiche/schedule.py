@@ -16,7 +16,7 @@ from PIL import Image
 from .checks import MAX_PIXELS, check_flag, pixel_count, whole
 from .devices import seeded
 from .engine import INIT_KEYWORDS, OUT_OF_MEMORY, StyleTransfer, check_keywords
-from .errors import PasticheError
+from .errors import PasticheError, option_name
 from .imageio import ImageLike
 
 # Coarse-to-fine (Gatys et al. 2017): steps at 1/8, 1/4 and 1/2 of the output size, then at full
@@ -59,7 +59,7 @@ def plan(full: Tuple[int, int], num_steps: int, coarse_steps: Sequence[int] = ()
     for n in steps:
         if not whole(n):
             raise PasticheError(f"every level needs a whole number of steps, at least 1, got {n!r}"
-                                " (see --num-steps, --schedule)")
+                                f" (see {option_name('num_steps')}, {option_name('coarse_steps')})")
     full = tuple(full)
     levels = [(full, num_steps)]
     for k, n in enumerate(reversed(steps[:-1]), start=1):

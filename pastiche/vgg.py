@@ -303,7 +303,7 @@ class VGG19(nn.Module):
         (a loss on it) before the layers after it run."""
         wanted = set(check_layers(layers))
         if not wanted:
-            raise PasticheError("no layers requested; name at least one (see --list-layers)")
+            raise PasticheError("no layers requested; name at least one (see 'pastiche --list-layers')")
         last = max(LAYER_INDEX[name] for name in wanted)
         if last >= len(self.layers):
             raise PasticheError(f"layer {LAYER_NAMES[last]} was not built (this model stops at"

@@ -23,7 +23,7 @@ from PIL import Image
 
 from .__main__ import termination_as_interrupt
 from .console import OneLineParser, notes, printer
-from .errors import PasticheError, warn
+from .errors import PasticheError, command_line, option_name, warn
 from .files import atomic_file, check_readable, check_writable
 from .imageio import SUPPORTED_EXTENSIONS, open_image
 
@@ -129,9 +129,10 @@ def timed_frames(path: PathLike) -> Iterator[Tuple[Optional[Fraction], Optional[
         raise PasticheError(f"cannot read video '{os.fspath(path)}': it has no frames; re-export it")
 
 
-def check_video_output(path: PathLike, *, inputs: Sequence[object] = (), option: str = "--output") -> Path:
+def check_video_output(path: PathLike, *, inputs: Sequence[object] = (), option: str = "output") -> Path:
     """Validate a video output path before a long run (extension, directory, not an input); the
-    errors name ``option`` as what to change."""
+    errors name the option ``option`` (a keyword, see :func:`~pastiche.errors.option_name`) as
+    what to change."""
     p = Path(os.fspath(path))
     if p.suffix.lower() not in OUTPUT_EXTENSIONS:
         raise PasticheError(f"cannot write video '{p}': unsupported extension '{p.suffix}'; use one of "
@@ -144,18 +145,18 @@ def check_video_output(path: PathLike, *, inputs: Sequence[object] = (), option:
 @contextlib.contextmanager
 def _atomic(path: Path, option: Optional[str]) -> Iterator[str]:
     """A temporary file beside ``path`` (same extension) that replaces it only on success; an
-    error names ``option`` as what to change (None: the caller says what to do)."""
+    error names the option ``option`` as what to change (None: the caller says what to do)."""
     failures = (OSError,) if path.suffix.lower() == ".gif" else (OSError, _av().error.FFmpegError)  # PIL writes GIFs
     try:
         with atomic_file(path, suffix=path.suffix) as tmp:
             yield tmp
     except failures as e:
         raise PasticheError(f"cannot write video '{path}': {getattr(e, 'strerror', None) or e}"
-                            + (f"; choose another {option}" if option else "")) from None
+                            + (f"; choose another {option_name(option)}" if option else "")) from None
 
 
 def encode_video(files: Sequence[Path], output: Path, fps: Fraction, audio_from: Optional[PathLike] = None,
-                 times: Optional[Sequence[Fraction]] = None, option: Optional[str] = "--output") -> None:
+                 times: Optional[Sequence[Fraction]] = None, option: Optional[str] = "output") -> None:
     """Encode the image ``files`` (read one at a time, resized to the last one's size if need be)
     into ``output`` atomically: a GIF, or H.264 yuv420p in an MP4, MOV or MKV (size cropped to
     even, with a :class:`PasticheWarning`) with the sound of ``audio_from`` (copied, or AAC).
@@ -312,12 +313,12 @@ FPS_RANGE = (0.1, 1000.0)  # a frame every 10 s (GIF's longest is 655 s) to 1000
 def check_fps(fps: float) -> None:
     """Raise PasticheError unless ``fps`` is a frame rate in ``FPS_RANGE``."""
     if not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
-        raise PasticheError(f"--fps must be from {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g} frames a second,"
+        raise PasticheError(f"{option_name('fps')} must be from {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g} frames a second,"
                             f" got {fps}")
 
 
 def frames_to_video(sources: Sequence[PathLike], output: PathLike, *, fps: float = 30,
-                    option: str = "--output") -> Path:
+                    option: str = "output") -> Path:
     """Join image files or frame directories (workspaces, in order) into an MP4 (H.264) or a GIF.
 
     Frames of other sizes (coarse-to-fine levels) are resized to the last frame's size. The
@@ -343,7 +344,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         " a GIF holds 50 a second at most, in whole hundredths)")
     args = parser.parse_args(argv)
     try:
-        with termination_as_interrupt(), notes("pastiche-video"):
+        with termination_as_interrupt(), notes("pastiche-video"), command_line():
             path = frames_to_video(args.frames, args.output, fps=args.fps)
     except PasticheError as e:
         print(f"pastiche-video: error: {e}", file=sys.stderr)

@@ -22,7 +22,7 @@ from PIL import Image
 from . import color
 from .checks import check_flag, whole
 from .engine import INIT_KEYWORDS, StyleTransfer, check_keywords
-from .errors import PasticheError, warn
+from .errors import PasticheError, on_command_line, option_name, warn
 from .flow import warp_previous
 from .imageio import ImageLike, describe_source, open_image, save_image
 from .schedule import DEFAULT_NUM_STEPS, default_coarse_steps, plan, run
@@ -62,21 +62,27 @@ def _in_use(options: dict) -> dict:
     return {k: v for k, v in options.items() if k not in overridden_by or options.get(overridden_by[k]) is None}
 
 
-_SETTING_NAMES = {"content": "the content clip", "styles": "the style images", "flow": "--no-flow",
-                  "steps": "--num-steps, --schedule, --single-scale or --frame-steps",
-                  "init": "--init or --random-init", "supplemental_devices": "--supplemental-device",
-                  "lbfgs_history": "lbfgs_history"}  # the others: "--" and the keyword with dashes
+def _setting_name(key: str) -> str:
+    """A key of the frames directory's record named for a message, in Python or on the command
+    line (see :func:`~pastiche.errors.option_name`)."""
+    words = {"content": "the content clip", "styles": "the style images", "lbfgs_history": "lbfgs_history"}
+    if on_command_line():
+        words.update(flow="--no-flow", steps="--num-steps, --schedule, --single-scale or --frame-steps",
+                     init="--init or --random-init")
+    else:
+        words.update(steps="num_steps_first, coarse_steps or num_steps_per_frame")
+    return words.get(key) or option_name(key)
 
 
 def _changed(recorded: object, settings: dict) -> str:
-    """The settings that differ from the ``recorded`` ones, named as the command line knows them
-    (a file counts as changed when its path, size or modification time did)."""
+    """The settings that differ from the ``recorded`` ones, named as the user gave them (a file
+    counts as changed when its path, size or modification time did)."""
     if not isinstance(recorded, dict) or not isinstance(recorded.get("options"), dict):
         return "an unreadable record"
     options, now = recorded["options"], settings["options"]
     keys = [k for k in settings if k != "options" and recorded.get(k) != settings[k]]
     keys += [k for k in sorted(set(options) | set(now)) if options.get(k) != now.get(k)]
-    return ", ".join(_SETTING_NAMES.get(k, "--" + k.replace("_", "-")) for k in keys)
+    return ", ".join(map(_setting_name, keys))
 
 
 def _tensor(image: ImageLike, size: Tuple[int, int]) -> torch.Tensor:
@@ -207,11 +213,11 @@ def _use_frames_dir(folder: Path, settings: dict) -> None:
             recorded["options"] = _in_use(recorded["options"])
         if recorded != settings and has_finished_frames(folder):
             raise PasticheError(f"frames in '{folder}' were made with other settings ({_changed(recorded, settings)});"
-                                " delete that directory to start over, or choose another --output")
+                                f" delete that directory to start over, or choose another {option_name('output')}")
         record.write_text(json.dumps(settings, indent=1))
     except (OSError, ValueError) as e:
         raise PasticheError(f"cannot use frames directory '{folder}': {getattr(e, 'strerror', None) or e};"
-                            " choose another --output") from None
+                            f" choose another {option_name('output')}") from None
 
 
 def _moved(prev: torch.Tensor, prev_content: ImageLike, frame: ImageLike, size: Tuple[int, int],

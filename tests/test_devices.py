@@ -8,7 +8,7 @@ import torch
 from pastiche import devices
 from pastiche.devices import (available_devices, compute_dtype, default_device, device_memory, resolve_device,
                               seed_everything)
-from pastiche.errors import PasticheError
+from pastiche.errors import PasticheError, command_line
 from pastiche.vgg import vgg19
 
 
@@ -22,7 +22,9 @@ def test_an_absent_device_names_the_ones_present():
     with pytest.raises(PasticheError) as info:
         resolve_device("cuda:99")
     assert str(info.value) == (f"device 'cuda:99' is not available here; available:"
-                               f" {', '.join(available_devices())} (choose one with --device)")
+                               f" {', '.join(available_devices())} (choose one with device)")
+    with pytest.raises(PasticheError, match=r"\(choose one with --supplemental-device\)$"), command_line():
+        resolve_device("cuda:99", keyword="supplemental_devices")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/meminfo")
@@ -35,7 +37,7 @@ def test_cpu_memory_is_the_physical_ram():
 
 @pytest.mark.parametrize("seed", [2 ** 64, -2 ** 63 - 1, 1.5, True, "7"])
 def test_seeds_torch_cannot_take_are_named(seed):
-    with pytest.raises(PasticheError, match=re.escape(f"--seed {seed!r} is not a whole number from -2**63 to 2**64 - 1")):
+    with pytest.raises(PasticheError, match=re.escape(f"seed {seed!r} is not a whole number from -2**63 to 2**64 - 1")):
         seed_everything(seed)
 
 
@@ -70,8 +72,8 @@ def test_bfloat16_is_refused_where_onednn_cannot_compute_it(monkeypatch):
     monkeypatch.setattr(devices, "bfloat16_convolutions", lambda: False)
     with pytest.raises(PasticheError) as info:
         compute_dtype("bfloat16", [torch.device("cpu")])
-    assert str(info.value) == ("--precision bfloat16 needs a CPU with AVX-512 or AVX-NE-CONVERT for bfloat16"
-                               " convolutions, and this one has neither; use --precision auto or float32")
+    assert str(info.value) == ("precision='bfloat16' needs a CPU with AVX-512 or AVX-NE-CONVERT for bfloat16"
+                               " convolutions, and this one has neither; use precision='auto' or precision='float32'")
     with pytest.raises(PasticheError) as info:
         vgg19(dtype=torch.bfloat16)
     assert str(info.value) == ("dtype=torch.bfloat16 needs a CPU with AVX-512 or AVX-NE-CONVERT for bfloat16"
@@ -90,7 +92,12 @@ def test_bfloat16_convolutions_is_onednns_own_answer():
 def test_bfloat16_off_the_cpu_and_unknown_precisions_are_refused():
     with pytest.raises(PasticheError) as info:
         compute_dtype("bfloat16", [torch.device("cpu"), torch.device("cuda")])
-    assert str(info.value) == "--precision bfloat16 runs on CPUs only; use --precision float32 or auto on a GPU"
+    assert str(info.value) == ("precision='bfloat16' runs on CPUs only; use precision='float32' or"
+                               " precision='auto' on a GPU")
+    with pytest.raises(PasticheError) as info, command_line():
+        compute_dtype("bfloat16", [torch.device("cuda")])
+    assert str(info.value) == ("--precision bfloat16 runs on CPUs only; use --precision float32 or --precision auto"
+                               " on a GPU")
     with pytest.raises(PasticheError) as info:
         compute_dtype("half", [torch.device("cpu")])
     assert str(info.value) == "unknown precision 'half'; use auto, float32, bfloat16"

@@ -539,8 +539,8 @@ def test_out_of_memory_in_a_step_is_an_error_that_keeps_the_image(content_path, 
     monkeypatch.setattr(job, "objective", allocate)
     with pytest.raises(PasticheError) as info:
         job.step()
-    assert str(info.value) == ("out of memory at 48x40 px on cpu; choose a smaller --size or"
-                               " --size-pixels, or add --low-memory")
+    assert str(info.value) == ("out of memory at 48x40 px on cpu; choose a smaller size or"
+                               " size_pixels, or low_memory=True")
     assert info.value.__cause__ is None and info.value.__suppress_context__
     assert torch.equal(job.pixels.detach(), kept) and job.step_count == 1
 
@@ -552,8 +552,8 @@ def test_sizes_that_cannot_fit_are_refused_before_any_resizing(content_path, sty
     with pytest.raises(PasticheError) as info:
         StyleTransfer(content_path, style_path, size=1200, device="cpu")  # 1.2 M px each: ≥ 1.2 GB
     assert str(info.value) == ("the output image would be 1200x1000 px, which needs at least 1.2 GB of"
-                               " memory and this machine has 1.0 GB; choose a smaller --size or --size-pixels")
-    with pytest.raises(PasticheError, match="the style image would be 4000x4000 px.*--style-size or"):
+                               " memory and this machine has 1.0 GB; choose a smaller size or size_pixels")
+    with pytest.raises(PasticheError, match="the style image would be 4000x4000 px.*style_size or"):
         StyleTransfer(content_path, style_path, size=64, style_size=4000, device="cpu")
     assert not resized
     StyleTransfer(content_path, style_path, size=900, device="cpu")  # 0.68 M px fits
@@ -566,7 +566,7 @@ def test_out_of_memory_while_resizing_is_an_error(content_path, style_path, monk
         raise RuntimeError("MPS backend out of memory (MPS allocated: 1.00 GB)")
 
     monkeypatch.setattr(job, "_targets", targets)
-    with pytest.raises(PasticheError, match=r"^out of memory at 24x20 px on cpu; .* --low-memory$"):
+    with pytest.raises(PasticheError, match=r"^out of memory at 24x20 px on cpu; .* low_memory=True$"):
         job.resize(24, 20)
 
 
@@ -587,26 +587,26 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory(content_path, styl
 @pytest.mark.parametrize("options, needles", [
     (dict(style_layers=["block1_relu1", "block9_relu1"]), ["block9_relu1", "--list-layers"]),
     (dict(content_layers=["conv4_2"]), ["conv4_2", "--list-layers"]),
-    (dict(content_layer_weights=[1, 2]), ["--content-layer-weights", "2"]),
-    (dict(style_layer_weights=[1, 2, 3]), ["--style-layer-weights", "3"]),
-    (dict(style_weights=[0.5, 0.5]), ["--style-weights", "2"]),
-    (dict(size=0), ["--size"]),
-    (dict(size=-5), ["--size", "-5"]),
-    (dict(size=None, size_pixels=0), ["--size-pixels"]),
-    (dict(style_size=-1), ["--style-size"]),
+    (dict(content_layer_weights=[1, 2]), ["content_layer_weights", "2"]),
+    (dict(style_layer_weights=[1, 2, 3]), ["style_layer_weights", "3"]),
+    (dict(style_weights=[0.5, 0.5]), ["style_weights", "2"]),
+    (dict(size=0), ["size"]),
+    (dict(size=-5), ["size", "-5"]),
+    (dict(size=None, size_pixels=0), ["size_pixels"]),
+    (dict(style_size=-1), ["style_size"]),
     (dict(optimizer="sgd"), ["sgd", "lbfgs", "adam"]),
     (dict(device="cuda:99"), ["cuda:99"]),
-    (dict(preserve_color=True, luminance_only=True), ["--preserve-color", "--luminance-only"]),
+    (dict(preserve_color=True, luminance_only=True), ["preserve_color", "luminance_only"]),
     (dict(pooling="median"), ["median"]),
-    (dict(tv_weight=-1), ["--tv-weight", "-1.0"]),
-    (dict(content_weight=float("nan")), ["--content-weight", "nan"]),
-    (dict(style_weights=[float("inf")]), ["--style-weights", "inf"]),
-    (dict(style_layer_weights=[1, -2]), ["--style-layer-weights", "-2.0"]),
-    (dict(learning_rate=float("inf")), ["--learning-rate", "inf"]),
-    (dict(learning_rate=1e39), ["--learning-rate", "too large for float32"]),  # not an overflow at step 1
-    (dict(supplemental_devices=[("cpu", 99)]), ["--supplemental-device", "99", "1 to 36"]),
+    (dict(tv_weight=-1), ["tv_weight", "-1.0"]),
+    (dict(content_weight=float("nan")), ["content_weight", "nan"]),
+    (dict(style_weights=[float("inf")]), ["style_weights", "inf"]),
+    (dict(style_layer_weights=[1, -2]), ["style_layer_weights", "-2.0"]),
+    (dict(learning_rate=float("inf")), ["learning_rate", "inf"]),
+    (dict(learning_rate=1e39), ["learning_rate", "too large for float32"]),  # not an overflow at step 1
+    (dict(supplemental_devices=[("cpu", 99)]), ["supplemental_devices", "99", "1 to 36"]),
     (dict(supplemental_devices=[("cpu", 7)]),  # TINY's layers stop at block2_relu1, layer 6
-     ["--supplemental-device layer index 7 is past block2_relu1 (6)", "an index from 1 to 6"]),
+     ["supplemental_devices layer index 7 is past block2_relu1 (6)", "an index from 1 to 6"]),
     (dict(content_weight=0, style_layer_weights=[0, 0]), ["every loss term is weighted 0"]),
     (dict(content_layer_weights=[0], style_weights=[0]), ["every loss term is weighted 0"]),
 ])
@@ -641,37 +641,37 @@ def test_a_pooling_as_the_deepest_layer_counts_its_own_halving(content_path, sty
 def test_no_style_and_bad_num_steps(content_path, style_path):
     with pytest.raises(PasticheError, match="style"):
         _job(content_path, [])
-    with pytest.raises(PasticheError, match="--num-steps"):
+    with pytest.raises(PasticheError, match="num_steps"):
         run(_job(content_path, style_path), 0)
 
 
 @pytest.mark.parametrize("options, needle", [
     (dict(lbfgs_history=0), "lbfgs_history"), (dict(lbfgs_history=2.5), "lbfgs_history"),
-    (dict(tv_weight=None), "--tv-weight"), (dict(content_weight="a"), "--content-weight"),
-    (dict(size="64"), "--size"), (dict(learning_rate="1"), "--learning-rate"),
+    (dict(tv_weight=None), "tv_weight"), (dict(content_weight="a"), "content_weight"),
+    (dict(size="64"), "size"), (dict(learning_rate="1"), "learning_rate"),
     (dict(content_layers="block9_relu1"), "block9_relu1"), (dict(content_layers=None), "content layers"),
-    (dict(supplemental_devices=[("cpu", "x")]), "--supplemental-device layer index 'x'"),
-    (dict(supplemental_devices=[("cpu", True)]), "--supplemental-device"),
+    (dict(supplemental_devices=[("cpu", "x")]), "supplemental_devices layer index 'x'"),
+    (dict(supplemental_devices=[("cpu", True)]), "supplemental_devices"),
     (dict(supplemental_devices=["cpu"]), "supplemental_devices needs \\(device, layer index\\) pairs, got 'cpu'"),
     (dict(supplemental_devices="cpu 5"), "supplemental_devices must be a list"),
     (dict(supplemental_devices=[("cpu", 5), ("cpu", 5)]), "layer index 5 is given twice"),
-    (dict(supplemental_devices=[("gpu", 5)]), "device 'gpu' is not available here.*with --supplemental-device\\)$"),
-    (dict(learning_rate=None), "--learning-rate must be a positive number, got None"),
+    (dict(supplemental_devices=[("gpu", 5)]), "device 'gpu' is not available here.*with supplemental_devices\\)$"),
+    (dict(learning_rate=None), "learning_rate must be a positive number, got None"),
     (dict(preserve_color="no"), "^preserve_color must be True or False, got 'no'$"),
     (dict(low_memory=2), "^low_memory must be True or False"), (dict(luminance_only=None), "^luminance_only"),
     (dict(device=99), "^device 'cuda:99' is not available here"), (dict(device=1.5), "^device '1.5'"),
     (dict(weights=1), "^weights must be one of vgg19-8bit, vgg19-4bit or a file path, got 1$"),
-    (dict(style_layer_weights="x"), "^--style-layer-weights must be a list of numbers"),
-    (dict(style_weights={1: 2}), "^--style-weights must be a list of numbers, one per style image"),
-    (dict(size=48.5), "^--size must be a whole number of pixels"), (dict(style_size=48.5), "^--style-size must be"),
+    (dict(style_layer_weights="x"), "^style_layer_weights must be a list of numbers"),
+    (dict(style_weights={1: 2}), "^style_weights must be a list of numbers, one per style image"),
+    (dict(size=48.5), "^size must be a whole number of pixels"), (dict(style_size=48.5), "^style_size must be"),
     (dict(init="noise"), "^init 'noise' is not 'content', 'random' or an image file that exists"),
     (dict(init=np.zeros((2, 2, 5), np.uint8)), "^cannot use init image"),
     # Python ints past float's range: before, OverflowError from float() or from a division
-    (dict(content_weight=10 ** 400), "^--content-weight must be a finite number, got one too large for a float$"),
-    (dict(style_weights=[10 ** 400]), "^--style-weights must be a finite number"),
-    (dict(size=10 ** 400), "^--size must be a whole number of pixels, from 1 to 2147483647, got 1000"),
-    (dict(style_size_pixels=2 ** 31), "^--style-size-pixels must be a whole number of pixels, from 1 to 2147483647"),
-    (dict(style_layer_weights=(w for w in [1.0])), "^--style-layer-weights must be a list of numbers"),  # TypeError
+    (dict(content_weight=10 ** 400), "^content_weight must be a finite number, got one too large for a float$"),
+    (dict(style_weights=[10 ** 400]), "^style_weights must be a finite number"),
+    (dict(size=10 ** 400), "^size must be a whole number of pixels, from 1 to 2147483647, got 1000"),
+    (dict(style_size_pixels=2 ** 31), "^style_size_pixels must be a whole number of pixels, from 1 to 2147483647"),
+    (dict(style_layer_weights=(w for w in [1.0])), "^style_layer_weights must be a list of numbers"),  # TypeError
     (dict(lbfgs_history=10 ** 9), "^lbfgs_history 1000000000 pairs at 48x40 px need at least .* keep fewer"),
     (dict(lbfgs_history=10 ** 200), "^lbfgs_history must be a whole number of pairs, from 1 to 2147483647"),
 ])
@@ -718,11 +718,11 @@ def test_missing_file_names_it(tmp_path, style_path):
 def test_weight_lists_of_the_wrong_length_say_how_many(content_path, style_path):
     with pytest.raises(PasticheError) as info:
         StyleTransfer(content_path, [style_path, style_path], style_weights=[1.0], **TINY)
-    assert str(info.value) == ("--style-weights has 1 value for 2 style images; give one per style"
+    assert str(info.value) == ("style_weights has 1 value for 2 style images; give one per style"
                                " image or none for the defaults")
     with pytest.raises(PasticheError) as info:
         StyleTransfer(content_path, style_path, content_layer_weights=[1.0, 2.0], **TINY)
-    assert str(info.value) == ("--content-layer-weights has 2 values for 1 content layer; give one"
+    assert str(info.value) == ("content_layer_weights has 2 values for 1 content layer; give one"
                                " per content layer or none for the defaults")
 
 
@@ -753,7 +753,7 @@ def test_an_adam_step_size_past_float32s_range_keeps_the_image(content_path, sty
     job = _job(content_path, style_path, optimizer="adam", learning_rate=1e38)
     good = job.pixels.detach().clone()
     with pytest.raises(PasticheError, match=r"^the loss or its step became inf at step 1 \(the first; the image is"
-                                            r" the starting one\) — try smaller weights or --learning-rate$"):
+                                            r" the starting one\) — try smaller weights or learning_rate$"):
         job.step()
     assert job.step_count == 0 and torch.equal(job.pixels, good)
 
@@ -891,12 +891,12 @@ def test_loss_weights_set_on_a_job_are_checked_as_the_constructor_checks_them(co
     TypeError), or a negative one was taken and the loss fell without bound."""
     job = _job(content_path, style_path)
     for attribute, value, message in [
-            ("content_weight", "2", "^--content-weight must be a number, got '2'$"),
-            ("tv_weight", -1, "^--tv-weight must be zero or positive, got -1.0$"),
-            ("style_weights", 0.5, None), ("style_weights", [-100], "^--style-weights must be zero or positive"),
-            ("style_weights", [1, 2], "^--style-weights has 2 values for 1 style image"),
-            ("content_layer_weights", [1, 2], "^--content-layer-weights has 2 values for 1 content layer"),
-            ("style_layer_weights", "ab", "^--style-layer-weights must be a list of numbers")]:
+            ("content_weight", "2", "^content_weight must be a number, got '2'$"),
+            ("tv_weight", -1, "^tv_weight must be zero or positive, got -1.0$"),
+            ("style_weights", 0.5, None), ("style_weights", [-100], "^style_weights must be zero or positive"),
+            ("style_weights", [1, 2], "^style_weights has 2 values for 1 style image"),
+            ("content_layer_weights", [1, 2], "^content_layer_weights has 2 values for 1 content layer"),
+            ("style_layer_weights", "ab", "^style_layer_weights must be a list of numbers")]:
         if message is None:  # a number counts as a list of one
             setattr(job, attribute, value)
             assert getattr(job, attribute) == [value]

@@ -71,7 +71,7 @@ def test_check_writable_refuses_an_input_under_another_name(tmp_path):
     with pytest.raises(PasticheError) as e:
         check_writable(tmp_path / "hard.png", inputs=[tmp_path / "in.png"], kind="output", input_kind="content image")
     assert str(e.value) == (f"refusing to overwrite content image '{tmp_path / 'in.png'}' with the output;"
-                            " choose another --output")
+                            " choose another output")
     assert check_writable(tmp_path / "new.png", inputs=[tmp_path / "in.png"], kind="output",
                           input_kind="content image") == tmp_path / "new.png"
 

@@ -576,7 +576,7 @@ def test_an_image_too_wide_for_its_format_is_refused_before_encoding(tmp_path):
             save_image(torch.rand(3, 1, limit + 1), tmp_path / f"wide{ext}")
         assert str(e.value) == (f"cannot write output '{tmp_path / f'wide{ext}'}': a {ext} file holds at most"
                                 f" {limit} px a side and the image is {limit + 1}x1 px; choose a .png or .tif"
-                                " --output, or a smaller --size or --size-pixels")
+                                " output, or a smaller size or size_pixels")
     check_output_size(tmp_path / "tall.png", (1, 70000))  # PNG and TIFF bound only what memory does
     check_output_size(tmp_path / "tall.TIF", (1, 70000))
     assert sorted(os.listdir(tmp_path)) == ["widest.jpg", "widest.webp"]
@@ -641,7 +641,7 @@ def test_check_output_path_refuses_inputs(tmp_path):
         (tmp_path / "sub").mkdir(exist_ok=True)
         with pytest.raises(PasticheError) as e:
             check_output_path(out, inputs=[np.zeros((2, 2)), str(src)])
-        _check_error(e, "in.png", "refusing to overwrite", "--output")
+        _check_error(e, "in.png", "refusing to overwrite", "choose another output")
     assert check_output_path(tmp_path / "new.png", inputs=[src]) == tmp_path / "new.png"
     (tmp_path / "dir.png").mkdir()
     for folder in (tmp_path / "dir.png", f"{tmp_path}/sub/"):  # with an extension or without one
@@ -724,7 +724,7 @@ def test_the_longest_name_the_filesystem_allows_is_written(tmp_path):
     assert os.listdir(tmp_path) == [longest.name]
     with pytest.raises(PasticheError) as e:
         check_output_path(tmp_path / ("a" * limit + ".png"))
-    _check_error(e, f"{limit + 4} bytes", f"this filesystem's {limit}", "choose a shorter --output")
+    _check_error(e, f"{limit + 4} bytes", f"this filesystem's {limit}", "choose a shorter output")
     with pytest.raises(PasticheError) as e:
         check_output_path(longest / "b.png")  # under a file
     _check_error(e, f"directory '{longest}' is a file, not a directory")

@@ -168,7 +168,7 @@ def test_sigterm_while_joining_frames_is_ctrl_c(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("fps", [0, -1, float("nan"), float("inf"), 0.001, 1e-9, 5000])
 def test_frame_rates_outside_the_range_are_refused(fps):
-    with pytest.raises(PasticheError, match=r"--fps must be from 0\.1 to 1000 frames a second"):
+    with pytest.raises(PasticheError, match=r"^fps must be from 0\.1 to 1000 frames a second"):
         video.check_fps(fps)
 
 

@@ -191,9 +191,9 @@ def test_a_resumed_video_keeps_its_step_counts(tmp_path):
     out = video_transfer.stylize_video(clip, style, tmp_path / "out.mp4", **OPTIONS)
     for changed in (dict(num_steps_per_frame=2), dict(num_steps_first=3), dict(coarse_steps=[4])):
         with pytest.raises(PasticheError,
-                           match=r"other settings \(--num-steps, --schedule, --single-scale or --frame-steps\)"):
+                           match=r"other settings \(num_steps_first, coarse_steps or num_steps_per_frame\)"):
             video_transfer.stylize_video(clip, style, out, **{**OPTIONS, **changed})
-    with pytest.raises(PasticheError, match=r"other settings \(--tv-weight\)"):
+    with pytest.raises(PasticheError, match=r"other settings \(tv_weight\)"):
         video_transfer.stylize_video(clip, style, out, **{**OPTIONS, "tv_weight": 1.0})
     with pytest.raises(PasticheError, match=r"other settings \(lbfgs_history\)"):  # no flag: the keyword
         video_transfer.stylize_video(clip, style, out, **{**OPTIONS, "lbfgs_history": 3})
@@ -314,7 +314,7 @@ def test_a_resume_with_size_is_not_refused_over_size_pixels(tmp_path):
     Image.fromarray(texture(40, 40, seed=1)).save(style)
     out = video_transfer.stylize_video(clip, style, tmp_path / "out.mp4", **OPTIONS, style_size=32)
     video_transfer.stylize_video(clip, style, out, **OPTIONS, style_size=32, size_pixels=999, style_size_pixels=5)
-    with pytest.raises(PasticheError, match=r"other settings \(--size, --size-pixels\)"):
+    with pytest.raises(PasticheError, match=r"other settings \(size, size_pixels\)"):
         video_transfer.stylize_video(clip, style, out, **{**OPTIONS, "size": None}, size_pixels=32 * 21, style_size=32)
     record = video_transfer.default_frames_dir(out) / "settings.json"  # as an older pastiche wrote it
     older = json.loads(record.read_text())
