@@ -73,6 +73,9 @@ def describe_source(source: object, name: str) -> str:
 _FLOAT_LIMITS = (-0.5, 1.5)
 
 
+_DTYPES = "uint8 (0..255), uint16 (0..65535), float (0..1) or bool"
+
+
 def _from_array(a: np.ndarray, label: str) -> Image.Image:
     """HxW or HxWxC array, C = 1 (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGBA): uint8 0..255,
     uint16 0..65535, other integers 0..255, bool, or float 0..1 -> RGB."""
@@ -108,10 +111,7 @@ def _from_array(a: np.ndarray, label: str) -> Image.Image:
         # Slightly out-of-range values (resampling overshoot) are clipped, NaN treated as black.
         x = np.clip(x, 0.0, 1.0)
     else:
-        raise PasticheError(
-            f"cannot use {label}: unsupported array dtype {a.dtype}; "
-            "use uint8 (0..255), uint16 (0..65535), float (0..1) or bool"
-        )
+        raise PasticheError(f"cannot use {label}: unsupported array dtype {a.dtype}; use {_DTYPES}")
     if x.ndim == 2:
         x = x[:, :, None]
     if x.shape[2] == 2:  # grey and alpha, as PIL's mode LA
@@ -228,7 +228,7 @@ def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
     Arrays: HxW or HxWxC (C = 1, 2: grey and alpha, 3, 4), uint8 0..255, uint16 0..65535, other
     integers 0..255, bool (black and white), or float 0..1 (values from -0.5 to
     1.5 clipped; beyond, an error that says how to map them). Tensors: (H, W), (C, H, W) or
-    (1, C, H, W) with C = 1 (grey), 3 (RGB) or 4 (RGBA), float as arrays, or uint8.
+    (1, C, H, W) with C as for arrays, of the same dtypes and ranges (bfloat16 and float16 too).
     Alpha is composited over white.
     """
     label = describe_source(source, name)
@@ -260,16 +260,14 @@ def open_image(source: ImageLike, *, name: str = "image") -> Image.Image:
         t = source.detach().cpu()
         if t.dim() == 4 and t.shape[0] == 1:
             t = t[0]
-        if not (t.dim() == 2 or (t.dim() == 3 and t.shape[0] in (1, 3, 4))) or t.numel() == 0:
+        if not (t.dim() == 2 or (t.dim() == 3 and t.shape[0] in (1, 2, 3, 4))) or t.numel() == 0:
             raise PasticheError(
                 f"cannot use {label}: unsupported tensor shape {tuple(source.shape)}; "
-                "expected (H, W), (C, H, W) or (1, C, H, W) with C = 1, 3 or 4"
+                "expected (H, W), (C, H, W) or (1, C, H, W) with C = 1, 2, 3 or 4"
             )
-        if t.dtype != torch.uint8 and not t.is_floating_point():
-            raise PasticheError(
-                f"cannot use {label}: unsupported tensor dtype {t.dtype}; use float (0..1) or uint8"
-            )
-        t = t if t.dtype == torch.uint8 else t.float()  # numpy has no bfloat16
+        if t.is_complex() or t.is_quantized:
+            raise PasticheError(f"cannot use {label}: unsupported tensor dtype {t.dtype}; use {_DTYPES}")
+        t = t.float() if t.is_floating_point() else t  # numpy has no bfloat16
         return _from_array((t.permute(1, 2, 0) if t.dim() == 3 else t).numpy(), label)
     if isinstance(source, np.ndarray):
         return _from_array(source, label)

@@ -261,6 +261,17 @@ def test_arrays_numpy_hands_out_are_read_as_their_pil_equivalents():
     assert np.array_equal(open_image(grey_alpha), open_image(Image.fromarray(grey_alpha, "LA")))
 
 
+@pytest.mark.parametrize("array", [
+    np.array([[[0, 255], [0, 0]]], np.uint8), np.array([[0, 32768, 65535]], np.uint16), np.eye(3, dtype=bool),
+    np.array([[0, 100, 255]], np.int64), np.array([[[0.25, 0.5, 1.0]]], np.float16)], ids=lambda a: str(a.dtype))
+def test_a_tensor_is_read_as_the_array_it_holds(array):
+    """Channels first, a tensor takes the dtypes, ranges and channel counts an array does."""
+    tensor = torch.from_numpy(array)
+    tensor = tensor.permute(2, 0, 1) if tensor.dim() == 3 else tensor
+    assert np.array_equal(open_image(tensor), open_image(array))
+    assert np.array_equal(open_image(tensor[None]), open_image(array))
+
+
 def test_channels_first_arrays_get_the_transpose_they_need():
     with pytest.raises(PasticheError, match=r"\(for C x H x W, pass a.transpose\(1, 2, 0\)\)"):
         open_image(np.zeros((3, 8, 8), np.uint8))
@@ -289,15 +300,17 @@ def test_tensors():
     rgba = torch.zeros(1, 4, 2, 2)
     rgba[0, 0], rgba[0, 3] = 1.0, 0.5  # half-transparent red over white
     assert _px(_load(rgba)) == (255, 128, 128)
-    for shape in [(2, 3, 4), (3, 0, 5), (2, 1, 3, 4)]:
+    for shape in [(5, 3, 4), (3, 0, 5), (2, 1, 3, 4)]:
         with pytest.raises(PasticheError) as e:
             open_image(torch.zeros(shape), name="content")
         _check_error(e, f"content (tensor): unsupported tensor shape {shape};")  # its own shape
-    with pytest.raises(PasticheError):
-        open_image(torch.zeros(3, 2, 2, dtype=torch.int32))
+    with pytest.raises(PasticheError, match=r"^cannot use content \(tensor\): unsupported tensor dtype torch\.comp"):
+        open_image(torch.zeros(3, 2, 2, dtype=torch.complex64), name="content")
+    with pytest.raises(PasticheError, match=r"^cannot use content \(tensor\): int32 values must be in 0\.\.255"):
+        open_image(torch.full((3, 2, 2), 256, dtype=torch.int32), name="content")
     # subclasses are named by what they are (before: "PIL image"); a nested tensor is refused
     with pytest.raises(PasticheError, match=r"^cannot use content \(tensor\): unsupported tensor shape"):
-        open_image(torch.nn.Parameter(torch.rand(2, 3, 4)), name="content")
+        open_image(torch.nn.Parameter(torch.rand(5, 3, 4)), name="content")
     with pytest.raises(PasticheError, match=r"^cannot use content \(numpy array\): unsupported array shape"):
         open_image(np.ma.masked_array(np.zeros((5, 5, 7))), name="content")
     with warnings.catch_warnings():  # torch: nested tensors are a prototype
