@@ -395,7 +395,8 @@ class StyleTransfer:
             return  # no way to ask this platform
         total = sum(totals)
         sizes = [("output image", size, BYTES_PER_PIXEL, _either("size", "size_pixels"))]
-        sizes += [("style image", self._style_dims(image), STYLE_BYTES_PER_PIXEL,
+        scale = size[0] / self.full_size[0]  # styles grow with a level past the output size (resize)
+        sizes += [("style image", self._style_dims(image, scale), STYLE_BYTES_PER_PIXEL,
                    _either("style_size", "style_size_pixels")) for image in self._style_images]
         needs = [w * h * per_pixel for _, (w, h), per_pixel, _ in sizes]
         # BYTES_PER_PIXEL counts 20 L-BFGS pairs; each more holds two 3-channel images (bfloat16

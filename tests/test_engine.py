@@ -559,6 +559,15 @@ def test_sizes_that_cannot_fit_are_refused_before_any_resizing(content_path, sty
     StyleTransfer(content_path, style_path, size=900, device="cpu")  # 0.68 M px fits
 
 
+def test_a_resize_past_the_output_size_counts_the_styles_grown_with_it(content_path, style_path, monkeypatch):
+    """Styles scale with the level: at 1.5 times the output size, 1.5 times style_size."""
+    monkeypatch.setattr(pastiche.engine, "device_memory", lambda device: 2 ** 30)  # a 1 GB machine
+    job = StyleTransfer(content_path, style_path, size=600, style_size=1000, device="cpu")  # 0.63 GB
+    with pytest.raises(PasticheError, match=r"^the style image would be 1500x1500 px, which needs at least 1\.3 GB"):
+        job.resize(900, 750)  # 0.38 GB for the image, 0.94 GB for the style at 1500 px
+    assert job.size is None
+
+
 def test_out_of_memory_while_resizing_is_an_error(content_path, style_path, monkeypatch):
     job = StyleTransfer(content_path, style_path, **TINY)
 
