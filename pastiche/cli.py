@@ -155,6 +155,10 @@ IMAGE_ONLY = {"info_step": 100, "workspace_step": 10, "workspace_prefix": ""}  #
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    for option in ("content", "output", "init", "workspace", "video"):  # "$DIR" with DIR unset, say
+        if getattr(args, option) == "":
+            raise PasticheError(f"--{option} is empty; give a {'folder' if option == 'workspace' else 'file'} name"
+                                + ("" if option == "content" else f", or leave --{option} out"))
     if not args.content or not args.styles:
         raise PasticheError("both --content and --style are required, e.g."
                             " pastiche --content photo.jpg --style painting.jpg")

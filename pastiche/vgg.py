@@ -18,7 +18,7 @@ from torch import nn
 
 from .conv import PACK_MAX_PIXELS, Conv3x3
 from .devices import onednn_float32, require_bfloat16, resolve_device
-from .errors import PasticheError
+from .errors import PasticheError, option_name
 from .files import check_readable
 from .quantized import load_dequantized
 
@@ -104,7 +104,7 @@ def weights_path(weights: Union[str, os.PathLike, None] = None) -> Path:
     if not isinstance(weights, (str, os.PathLike)):
         raise PasticheError(f"weights must be one of {', '.join(BUNDLED)} or a file path, got {weights!r}")
     if not os.fspath(weights).strip():  # Path('') is '.', a directory: the message would name that
-        raise PasticheError(f"weights is empty; give one of {', '.join(BUNDLED)} or a .pqw file made by"
+        raise PasticheError(f"{option_name('weights')} is empty; give one of {', '.join(BUNDLED)} or a .pqw file made by"
                             " pastiche-compress")
     path, expected = Path(weights), f"one of {', '.join(BUNDLED)} or a .pqw file made by pastiche-compress"
     if not os.path.lexists(path):

@@ -542,6 +542,13 @@ BAD_INPUTS = {
     "fps without video": ({"--fps": "5"}, ["--fps is the frame rate of --video; give --video FILE too"]),
     "frame steps for an image": ({"--frame-steps": "5"}, ["--frame-steps is for a video --content"]),
     "no flow for an image": ({"--no-flow": None}, ["--no-flow is for a video --content"]),
+    # an empty value ("$DIR" with DIR unset) is a mistake, not the option left out
+    "empty content": ({"-c": ""}, ["--content is empty; give a file name"]),
+    "empty output": ({"-o": ""}, ["--output is empty; give a file name, or leave --output out"]),
+    "empty init": ({"--init": ""}, ["--init is empty"]),
+    "empty workspace": ({"--workspace": ""}, ["--workspace is empty; give a folder name"]),
+    "empty video": ({"--workspace": "ws", "--video": ""}, ["--video is empty"]),
+    "empty weights": ({"--weights": ""}, ["--weights is empty; give one of vgg19-8bit"]),
 }
 
 
