@@ -290,6 +290,8 @@ def _natural(path: Path) -> List[Union[int, str]]:
 def frame_files(sources: Sequence[PathLike]) -> List[Path]:
     """Image files in order: each directory's images (natural sort, hidden files skipped), or files."""
     files: List[Path] = []
+    if any(os.fspath(source) == "" for source in sources):  # Path("") is the current folder
+        raise PasticheError("a frames path is empty; give a folder of frames or image files")
     for source in map(Path, sources):
         if source.is_dir():
             found = sorted((f for f in source.iterdir() if f.suffix.lower() in SUPPORTED_EXTENSIONS

@@ -220,6 +220,18 @@ def test_frames_whose_names_sort_alike_come_in_one_order(tmp_path):
     assert [p.name for p in video.frame_files([tmp_path])] == ["010.png", "10.png", "A1.png", "a1.png"]
 
 
+def test_an_empty_frames_path_is_not_the_current_folder(tmp_path, monkeypatch, capsys):
+    """``pastiche-video "$WS"`` with WS unset joined whatever images the current folder held."""
+    Image.new("RGB", (4, 4)).save(tmp_path / "holiday.png")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PasticheError, match="^a frames path is empty; give a folder of frames or image files$"):
+        video.frame_files([tmp_path, ""])
+    assert video.main(["", "-o", "out.gif"]) == 1
+    assert capsys.readouterr().err == ("pastiche-video: error: a frames path is empty; give a folder of frames"
+                                       " or image files\n")
+    assert os.listdir(tmp_path) == ["holiday.png"]
+
+
 def test_pastiche_video_s_last_line_on_a_full_stdout_is_a_note(tmp_path, monkeypatch, capsys):
     class Full(io.TextIOBase):
         def write(self, text):
