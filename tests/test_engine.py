@@ -108,6 +108,27 @@ def test_cuda_graph_steps_match_eager_steps_and_follow_a_resize(content_path, st
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_graph_is_captured_again_when_block5_returns(content_path, style_path, monkeypatch):
+    """The style layers are in the graph's kernels: the steps after BLOCK5_DELAY take block 5
+    again by a new capture, and report the loss with it, as an eager step would."""
+    monkeypatch.setattr(pastiche.engine, "BLOCK5_DELAY", 2)
+    job = StyleTransfer(content_path, style_path, size=96, device="cuda")
+    job.resize(48, 40)
+    job.step()
+    job.resize(*job.full_size)  # upsampled: block 5 is left out of two steps
+    graphs, reported, whole = [], [], []
+    for _ in range(4):
+        job.step()
+        graphs.append(job._graph)  # kept alive, so that ids are not reused
+        reported.append(job.loss)
+        with torch.no_grad():
+            whole.append(job.objective(job._good).item())  # every layer, at the step's start
+    assert graphs[0] is graphs[1] and graphs[2] is graphs[3] and graphs[1] is not graphs[2]
+    assert reported[0] < whole[0] and reported[1] < whole[1]  # block 5's term left out
+    assert reported[2:] == pytest.approx(whole[2:], rel=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_cuda_graph_follows_loss_weights_changed_between_steps(content_path, style_path):
     """The weights are numbers in the captured kernels: a change must capture again, or the
     GPU would go on optimising the old loss where the CPU takes the new one."""
