@@ -24,7 +24,7 @@ from .memory import release_cuda_libraries, release_freed_memory
 from .schedule import DEFAULT_COARSE_STEPS, DEFAULT_NUM_STEPS, default_coarse_steps, plan, run
 from .vgg import BUNDLED, DEFAULT_WEIGHTS, LAYER_NAMES
 from .video import OUTPUT_EXTENSIONS, check_fps, check_video_output, frames_to_video, is_video
-from .video_transfer import FRAME_STEPS, default_frames_dir, has_finished_frames, stylize_video
+from .video_transfer import FRAME_STEPS, default_frames_dir, has_finished_frames, recorded_seed, stylize_video
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
@@ -257,7 +257,9 @@ def _run_video(args: argparse.Namespace) -> int:
     """``--content clip.mp4``: stylise every frame; finished frames survive an interruption."""
     if args.init:  # a file given as --init is an input even where --random-init overrides it, as for images
         check_video_output(args.output, inputs=[args.init])
-    seed = seed_everything(args.seed, deterministic=args.deterministic)
+    # an interrupted run's seed, where it left frames, so that the seed printed is the video's
+    seed = args.seed if args.seed is not None else recorded_seed(default_frames_dir(args.output))
+    seed = seed_everything(seed, deterministic=args.deterministic)
     frame_steps = FRAME_STEPS if args.frame_steps is None else args.frame_steps
     bar = _bar(args)  # a bar at a terminal; rows for a log
     say, start = printer(print if args.verbose else None), time.perf_counter()
@@ -270,7 +272,7 @@ def _run_video(args: argparse.Namespace) -> int:
         path = stylize_video(args.content, args.styles, args.output,
                              num_steps_first=args.num_steps, coarse_steps=args.coarse_steps,
                              num_steps_per_frame=frame_steps, flow=not args.no_flow,
-                             progress=bar, on_frame=None if bar else row, **_options(args))
+                             seed=seed, progress=bar, on_frame=None if bar else row, **_options(args))
     except KeyboardInterrupt:
         folder = default_frames_dir(args.output)
         print(f"pastiche: interrupted; finished frames are kept in {folder}, run again to resume"

@@ -21,6 +21,7 @@ from PIL import Image
 
 from . import color
 from .checks import check_flag, whole
+from .devices import seeded
 from .engine import INIT_KEYWORDS, StyleTransfer, check_keywords
 from .errors import PasticheError, on_command_line, option_name, warn
 from .flow import warp_previous
@@ -40,6 +41,17 @@ def has_finished_frames(folder: Path) -> bool:
     """Whether a frames folder holds any finished frame (its record alone is not one, nor a hidden
     temporary file that a killed save left)."""
     return any(not p.name.startswith(".") for p in folder.glob("*.png"))
+
+
+def recorded_seed(folder: PathLike) -> Optional[int]:
+    """The seed that made the finished frames in ``folder`` (see :func:`stylize_video`), or None
+    where it holds none, or a record without a seed (an older pastiche's)."""
+    try:
+        seed = json.loads((Path(folder) / "settings.json").read_text()).get("seed")
+    except (OSError, ValueError, AttributeError):  # AttributeError: a record that is no JSON object
+        return None
+    whole_number = isinstance(seed, int) and not isinstance(seed, bool)
+    return seed if whole_number and has_finished_frames(Path(folder)) else None
 
 
 def _describe(value: object) -> object:
@@ -94,7 +106,7 @@ def _tensor(image: ImageLike, size: Tuple[int, int]) -> torch.Tensor:
 def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[ImageLike]], output: PathLike,
                   *, num_steps_first: int = DEFAULT_NUM_STEPS, coarse_steps: Optional[Sequence[int]] = None,
                   num_steps_per_frame: int = FRAME_STEPS, frames_dir: Optional[PathLike] = None, flow: bool = True,
-                  progress: bool = True, max_frames: Optional[int] = None,
+                  progress: bool = True, max_frames: Optional[int] = None, seed: Optional[int] = None,
                   on_frame: Optional[Callable[[int, int, Optional[float]], None]] = None, **style_options: Any) -> Path:
     """Stylise every frame of ``content_video`` and write ``output`` (.mp4/.mov/.mkv/.gif).
 
@@ -107,7 +119,10 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     ``frames_dir/000001.png`` … (default :func:`default_frames_dir`), so an interrupted run
     (KeyboardInterrupt propagates) resumes where it stopped. Audio is carried over (not into a
     GIF, which warns). ``on_frame(n, total, loss)`` is called as frame ``n`` (from 1) is done,
-    with ``loss`` None for one an earlier run finished: for a log where no bar shows.
+    with ``loss`` None for one an earlier run finished: for a log where no bar shows. ``seed``:
+    torch's random seed for the run, as :func:`~pastiche.schedule.transfer`'s (None: the one the
+    frames folder records, where an earlier run left frames, else a random one); the folder
+    records it with the other settings, so a resume with another seed is refused like them.
     ``style_options`` go to :class:`~pastiche.engine.StyleTransfer`. Returns the output path.
     """
     from tqdm.auto import tqdm
@@ -128,37 +143,40 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     if info.has_audio and output.suffix.lower() == ".gif":
         warn(f"'{output}' will have no sound: a GIF holds none (write an .mp4 to keep the clip's)")
     folder = Path(frames_dir) if frames_dir else default_frames_dir(output)
-    _use_frames_dir(folder, {"content": _describe(content_video), "styles": _describe(style_list), "flow": flow,
-                             "steps": [list(coarse_steps), num_steps_first, num_steps_per_frame],
-                             "options": _in_use({k: _describe(v) for k, v in sorted(style_options.items())})})
-    job, prev, prev_content, size, count = None, None, None, (0, 0), 0  # prev: (1, 3, H, W) in [0, 1]
-    times: List[Optional[Fraction]] = []  # each frame's start in the clip, for encode_video
-    end: Optional[Fraction] = None  # the last one's end
-    with tqdm(total=total, unit="frame", desc=output.name, disable=not progress) as bar:
-        for count, (time, end, frame) in enumerate(itertools.islice(timed_frames(content_video), total), 1):
-            times.append(time)
-            path = folder / f"{count:06d}.png"
-            if job is None and path.exists():  # finished by an earlier run
-                prev, prev_content = path, frame
-            else:
-                if isinstance(prev, Path):  # resuming: start from the last finished frame
-                    size = open_image(prev, name="frame").size
-                    prev = _tensor(prev, size)
-                start = prev if job is None else None  # a running job continues from its own pixels
-                if flow and prev is not None:
-                    start = _moved(prev, prev_content, frame, size, bool(style_options.get("luminance_only")))
-                job = _job_for(job, frame, start, style_list, style_options)
-                first = prev is None  # coarse to fine, as a picture; later frames go on from the last
-                run(job, plan(job.full_size, num_steps_first, coarse_steps) if first else num_steps_per_frame)
-                try:
-                    save_image(job.image_tensor(), path, option=None)
-                except PasticheError as e:  # another --output would start over: the frames are kept
-                    raise PasticheError(f"{e}; then run again: the finished frames in '{folder}' are kept") from None
-                prev, prev_content, size = job.pixels.detach().cpu().float() / 255, frame, job.size
-                bar.set_postfix(loss=f"{job.loss:.4g}")
-            bar.update()
-            if on_frame is not None:
-                on_frame(count, total, None if job is None else job.loss)
+    with seeded(recorded_seed(folder) if seed is None else seed) as seed:  # a resume goes on with its seed
+        _use_frames_dir(folder, {"content": _describe(content_video), "styles": _describe(style_list), "flow": flow,
+                                 "steps": [list(coarse_steps), num_steps_first, num_steps_per_frame],
+                                 "options": _in_use({k: _describe(v) for k, v in sorted(style_options.items())}),
+                                 "seed": seed})
+        job, prev, prev_content, size, count = None, None, None, (0, 0), 0  # prev: (1, 3, H, W) in [0, 1]
+        times: List[Optional[Fraction]] = []  # each frame's start in the clip, for encode_video
+        end: Optional[Fraction] = None  # the last one's end
+        with tqdm(total=total, unit="frame", desc=output.name, disable=not progress) as bar:
+            for count, (time, end, frame) in enumerate(itertools.islice(timed_frames(content_video), total), 1):
+                times.append(time)
+                path = folder / f"{count:06d}.png"
+                if job is None and path.exists():  # finished by an earlier run
+                    prev, prev_content = path, frame
+                else:
+                    if isinstance(prev, Path):  # resuming: start from the last finished frame
+                        size = open_image(prev, name="frame").size
+                        prev = _tensor(prev, size)
+                    start = prev if job is None else None  # a running job continues from its own pixels
+                    if flow and prev is not None:
+                        start = _moved(prev, prev_content, frame, size, bool(style_options.get("luminance_only")))
+                    job = _job_for(job, frame, start, style_list, style_options)
+                    first = prev is None  # coarse to fine, as a picture; later frames go on from the last
+                    run(job, plan(job.full_size, num_steps_first, coarse_steps) if first else num_steps_per_frame)
+                    try:
+                        save_image(job.image_tensor(), path, option=None)
+                    except PasticheError as e:  # another --output would start over: the frames are kept
+                        raise PasticheError(f"{e}; then run again: the finished frames in '{folder}' are"
+                                            " kept") from None
+                    prev, prev_content, size = job.pixels.detach().cpu().float() / 255, frame, job.size
+                    bar.set_postfix(loss=f"{job.loss:.4g}")
+                bar.update()
+                if on_frame is not None:
+                    on_frame(count, total, None if job is None else job.loss)
     last = times[-1]
     times.append(None if last is None else end if end is not None else last + 1 / info.fps)
     _join(folder, count, output, info, content_video, times)
@@ -211,6 +229,8 @@ def _use_frames_dir(folder: Path, settings: dict) -> None:
         recorded = json.loads(record.read_text()) if record.exists() else settings
         if isinstance(recorded, dict) and isinstance(recorded.get("options"), dict):  # one an older pastiche wrote
             recorded["options"] = _in_use(recorded["options"])
+        if isinstance(recorded, dict):  # one kept no seed before session 41: any goes on with its frames
+            recorded.setdefault("seed", settings["seed"])
         if recorded != settings and has_finished_frames(folder):
             raise PasticheError(f"frames in '{folder}' were made with other settings ({_changed(recorded, settings)});"
                                 f" delete that directory to start over, or choose another {option_name('output')}")

@@ -10,6 +10,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from clips import av, make_clip, needs_av, texture
@@ -128,6 +129,50 @@ def test_stylize_video_resumes_and_carries_audio(tmp_path, monkeypatch):
     assert not calls
     with pytest.raises(PasticheError, match="other settings"):
         video_transfer.stylize_video(clip, [style], out, **{**OPTIONS, "tv_weight": 1.0})
+
+
+@needs_av
+def test_a_resume_goes_on_with_the_seed_that_made_the_frames(tmp_path, monkeypatch):
+    """A resume without a seed takes the interrupted run's from the record (a random start's first
+    frame was made with it); one with another seed is refused, as other settings are."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=3)
+    style = tmp_path / "style.png"
+    Image.fromarray(texture(40, 40, seed=1)).save(style)
+    out, folder = tmp_path / "out.mp4", tmp_path / "out.mp4.frames"
+    assert video_transfer.recorded_seed(folder) is None
+    count_steps(monkeypatch, fail_at=4)  # interrupted during the third frame
+    with pytest.raises(KeyboardInterrupt):
+        video_transfer.stylize_video(clip, style, out, **OPTIONS)  # a random seed
+    seed = video_transfer.recorded_seed(folder)
+    assert isinstance(seed, int) and torch.initial_seed() != seed  # the caller's generator as it was
+    with pytest.raises(PasticheError, match=r"made with other settings \(seed\)"):
+        video_transfer.stylize_video(clip, style, out, seed=seed + 1, **OPTIONS)
+    seeds = []
+    video_transfer.stylize_video(clip, style, out, on_frame=lambda *a: seeds.append(torch.initial_seed()), **OPTIONS)
+    assert seeds == [seed] * 3 and video_transfer.recorded_seed(folder) == seed
+    record = json.loads((folder / "settings.json").read_text())
+    del record["seed"]  # as pastiche kept it before: the frames go on with any seed
+    (folder / "settings.json").write_text(json.dumps(record))
+    video_transfer.stylize_video(clip, style, out, seed=5, **OPTIONS)
+    assert video_transfer.recorded_seed(folder) == 5
+
+
+@needs_av
+def test_the_command_s_resumed_video_says_the_seed_that_made_it(tmp_path, monkeypatch, capsys):
+    import pastiche.cli
+
+    monkeypatch.chdir(tmp_path)
+    clip = make_clip(tmp_path / "clip.mp4", frames=3)
+    Image.fromarray(texture(40, 40, seed=1)).save("style.png")
+    argv = ["-c", str(clip), "-s", "style.png", "-o", "out.mp4", "--size", "32", "--num-steps", "2",
+            "--frame-steps", "1", "--content-layers", "block2_relu1", "--style-layers", "block1_relu1"]
+    count_steps(monkeypatch, fail_at=4)  # interrupted during the third frame
+    assert pastiche.cli.main(argv) == 130
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("seed: ")
+    assert pastiche.cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == first and lines[-1] == f"wrote out.mp4 ({first.replace(': ', ' ')})"
 
 
 @needs_av
