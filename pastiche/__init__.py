@@ -68,13 +68,13 @@ if "torch" not in _sys.modules:
 # torch's second of loading.
 _EXPORTS = {"StyleTransfer": "engine", "run": "schedule", "transfer": "schedule", "PasticheError": "errors",
             "PasticheWarning": "errors", "load_image": "imageio", "save_image": "imageio", "LAYER_NAMES": "vgg",
-            "VGG19": "vgg", "vgg19": "vgg"}
+            "VGG19": "vgg", "vgg19": "vgg", "stylize_video": "video_transfer", "frames_to_video": "video"}
 _SUBMODULES = ("calibrate", "checks", "cli", "color", "compress", "console", "conv", "devices", "engine", "errors",
                "files", "flow", "imageio", "kmeans", "losses", "optim", "quantized", "schedule", "vgg", "video",
                "video_transfer")
 
-__all__ = ["LAYER_NAMES", "PasticheError", "PasticheWarning", "StyleTransfer", "VGG19", "__version__", "load_image",
-           "run", "save_image", "transfer", "vgg19"]
+__all__ = ["LAYER_NAMES", "PasticheError", "PasticheWarning", "StyleTransfer", "VGG19", "__version__",
+           "frames_to_video", "load_image", "run", "save_image", "stylize_video", "transfer", "vgg19"]
 
 if _TYPE_CHECKING:
     from .engine import StyleTransfer
@@ -82,6 +82,8 @@ if _TYPE_CHECKING:
     from .imageio import load_image, save_image
     from .schedule import run, transfer
     from .vgg import LAYER_NAMES, VGG19, vgg19
+    from .video import frames_to_video
+    from .video_transfer import stylize_video
 
 
 def __getattr__(name: str) -> _Any:

@@ -1,4 +1,5 @@
-"""Tests for pastiche/__init__.py: the allocator and threading settings made before torch loads."""
+"""Tests for pastiche/__init__.py: the allocator and threading settings made before torch loads, and the
+public names, loaded at first use."""
 
 import ast
 import os
@@ -48,3 +49,12 @@ def test_openmp_waits_passively_only_where_float32_runs_on_nnpack():
     vendor, flags = _cpuinfo()  # this host's, read as the import reads them
     if os.path.exists("/proc/cpuinfo") and platform.machine() == "x86_64":
         assert vendor and {"sse2", "avx2"} & flags
+
+
+def test_the_public_names_load_at_first_use_and_import_pastiche_alone_loads_no_torch():
+    code = ("import sys, pastiche\n"
+            "assert 'torch' not in sys.modules\n"
+            "assert all(getattr(pastiche, name) is not None for name in pastiche.__all__)\n"
+            "from pastiche.video_transfer import stylize_video\n"
+            "assert pastiche.stylize_video is stylize_video and 'stylize_video' in dir(pastiche)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
