@@ -131,13 +131,19 @@ def compute_dtype(precision: str, devices: Sequence[torch.device]) -> torch.dtyp
     return torch.float32
 
 
-def seed_everything(seed: Optional[int], *, deterministic: bool = False) -> int:
-    """Seed torch's generators (a random seed if None); return the seed used. Process-wide: the
-    command's way; a library call goes through :func:`seeded`."""
+def pick_seed(seed: Optional[int]) -> int:
+    """``seed`` if torch takes it (PasticheError if not), or a random one for None."""
     seed = random.randint(0, 2 ** 32 - 1) if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not -2 ** 63 <= seed < 2 ** 64:
         raise PasticheError(f"{option_name('seed')} {seed!r} is not a whole number from -2**63 to 2**64 - 1;"
                             " pick another")
+    return seed
+
+
+def seed_everything(seed: Optional[int], *, deterministic: bool = False) -> int:
+    """Seed torch's generators (a random seed if None); return the seed used. Process-wide: the
+    command's way; a library call goes through :func:`seeded`."""
+    seed = pick_seed(seed)
     torch.manual_seed(seed)
     if deterministic:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False

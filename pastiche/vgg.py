@@ -104,8 +104,8 @@ def weights_path(weights: Union[str, os.PathLike, None] = None) -> Path:
     if not isinstance(weights, (str, os.PathLike)):
         raise PasticheError(f"weights must be one of {', '.join(BUNDLED)} or a file path, got {weights!r}")
     if not os.fspath(weights).strip():  # Path('') is '.', a directory: the message would name that
-        raise PasticheError(f"{option_name('weights')} is empty; give one of {', '.join(BUNDLED)} or a .pqw file made by"
-                            " pastiche-compress")
+        raise PasticheError(f"{option_name('weights')} is empty; give one of {', '.join(BUNDLED)} or a .pqw file"
+                            " made by pastiche-compress")
     path, expected = Path(weights), f"one of {', '.join(BUNDLED)} or a .pqw file made by pastiche-compress"
     if not os.path.lexists(path):
         raise PasticheError(f"weights '{path}' is neither a bundled name nor a file; give {expected}")

@@ -21,7 +21,7 @@ from PIL import Image
 
 from . import color
 from .checks import check_flag, whole
-from .devices import seeded
+from .devices import pick_seed, seeded
 from .engine import INIT_KEYWORDS, StyleTransfer, check_keywords
 from .errors import PasticheError, on_command_line, option_name, warn
 from .flow import warp_previous
@@ -143,40 +143,39 @@ def stylize_video(content_video: PathLike, styles: Union[ImageLike, Sequence[Ima
     if info.has_audio and output.suffix.lower() == ".gif":
         warn(f"'{output}' will have no sound: a GIF holds none (write an .mp4 to keep the clip's)")
     folder = Path(frames_dir) if frames_dir else default_frames_dir(output)
-    with seeded(recorded_seed(folder) if seed is None else seed) as seed:  # a resume goes on with its seed
-        _use_frames_dir(folder, {"content": _describe(content_video), "styles": _describe(style_list), "flow": flow,
-                                 "steps": [list(coarse_steps), num_steps_first, num_steps_per_frame],
-                                 "options": _in_use({k: _describe(v) for k, v in sorted(style_options.items())}),
-                                 "seed": seed})
-        job, prev, prev_content, size, count = None, None, None, (0, 0), 0  # prev: (1, 3, H, W) in [0, 1]
-        times: List[Optional[Fraction]] = []  # each frame's start in the clip, for encode_video
-        end: Optional[Fraction] = None  # the last one's end
-        with tqdm(total=total, unit="frame", desc=output.name, disable=not progress) as bar:
-            for count, (time, end, frame) in enumerate(itertools.islice(timed_frames(content_video), total), 1):
-                times.append(time)
-                path = folder / f"{count:06d}.png"
-                if job is None and path.exists():  # finished by an earlier run
-                    prev, prev_content = path, frame
-                else:
-                    if isinstance(prev, Path):  # resuming: start from the last finished frame
-                        size = open_image(prev, name="frame").size
-                        prev = _tensor(prev, size)
-                    start = prev if job is None else None  # a running job continues from its own pixels
-                    if flow and prev is not None:
-                        start = _moved(prev, prev_content, frame, size, bool(style_options.get("luminance_only")))
-                    job = _job_for(job, frame, start, style_list, style_options)
-                    first = prev is None  # coarse to fine, as a picture; later frames go on from the last
-                    run(job, plan(job.full_size, num_steps_first, coarse_steps) if first else num_steps_per_frame)
-                    try:
-                        save_image(job.image_tensor(), path, option=None)
-                    except PasticheError as e:  # another --output would start over: the frames are kept
-                        raise PasticheError(f"{e}; then run again: the finished frames in '{folder}' are"
-                                            " kept") from None
-                    prev, prev_content, size = job.pixels.detach().cpu().float() / 255, frame, job.size
-                    bar.set_postfix(loss=f"{job.loss:.4g}")
-                bar.update()
-                if on_frame is not None:
-                    on_frame(count, total, None if job is None else job.loss)
+    seed = pick_seed(recorded_seed(folder) if seed is None else seed)  # a resume goes on with its seed
+    _use_frames_dir(folder, {"content": _describe(content_video), "styles": _describe(style_list), "flow": flow,
+                             "steps": [list(coarse_steps), num_steps_first, num_steps_per_frame],
+                             "options": _in_use({k: _describe(v) for k, v in sorted(style_options.items())}),
+                             "seed": seed})
+    job, prev, prev_content, size, count = None, None, None, (0, 0), 0  # prev: (1, 3, H, W) in [0, 1]
+    times: List[Optional[Fraction]] = []  # each frame's start in the clip, for encode_video
+    end: Optional[Fraction] = None  # the last one's end
+    with seeded(seed), tqdm(total=total, unit="frame", desc=output.name, disable=not progress) as bar:
+        for count, (time, end, frame) in enumerate(itertools.islice(timed_frames(content_video), total), 1):
+            times.append(time)
+            path = folder / f"{count:06d}.png"
+            if job is None and path.exists():  # finished by an earlier run
+                prev, prev_content = path, frame
+            else:
+                if isinstance(prev, Path):  # resuming: start from the last finished frame
+                    size = open_image(prev, name="frame").size
+                    prev = _tensor(prev, size)
+                start = prev if job is None else None  # a running job continues from its own pixels
+                if flow and prev is not None:
+                    start = _moved(prev, prev_content, frame, size, bool(style_options.get("luminance_only")))
+                job = _job_for(job, frame, start, style_list, style_options)
+                first = prev is None  # coarse to fine, as a picture; later frames go on from the last
+                run(job, plan(job.full_size, num_steps_first, coarse_steps) if first else num_steps_per_frame)
+                try:
+                    save_image(job.image_tensor(), path, option=None)
+                except PasticheError as e:  # another --output would start over: the frames are kept
+                    raise PasticheError(f"{e}; then run again: the finished frames in '{folder}' are kept") from None
+                prev, prev_content, size = job.pixels.detach().cpu().float() / 255, frame, job.size
+                bar.set_postfix(loss=f"{job.loss:.4g}")
+            bar.update()
+            if on_frame is not None:
+                on_frame(count, total, None if job is None else job.loss)
     last = times[-1]
     times.append(None if last is None else end if end is not None else last + 1 / info.fps)
     _join(folder, count, output, info, content_video, times)
