@@ -39,3 +39,20 @@ def test_the_same_mistake_is_named_for_where_it_was_made(tmp_path, capsys):
     assert pastiche.cli.main(argv + ["--preserve-color", "--luminance-only"]) == 1
     assert capsys.readouterr().err.startswith("pastiche: error: --preserve-color and --luminance-only exclude")
     assert not on_command_line() and sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "s.png"]
+
+
+def test_every_keyword_the_command_passes_on_is_named_by_a_flag_it_has():
+    """The command gives the engine its options by keyword: each one's flag, as errors name it
+    there, is one of the command's own (lbfgs_history has none: its messages name the keyword)."""
+    import inspect
+
+    from pastiche.cli import build_parser
+    from pastiche.schedule import transfer
+
+    flags = {flag for action in build_parser()._actions for flag in action.option_strings}
+    keywords = set(inspect.signature(pastiche.StyleTransfer.__init__).parameters) - {"self", "content", "styles"}
+    keywords |= {"num_steps", "coarse_steps", "seed", "deterministic", "output", "workspace", "video", "fps"}
+    assert {"num_steps", "coarse_steps", "seed", "deterministic"} <= set(inspect.signature(transfer).parameters)
+    with command_line():
+        unknown = {keyword for keyword in keywords if option_name(keyword) not in flags}
+    assert unknown == {"lbfgs_history"}
