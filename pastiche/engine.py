@@ -277,9 +277,8 @@ class StyleTransfer:
         for _, index in supplemental:
             if index > deepest:  # the device would hold nothing: the network is cut after `deepest`
                 raise PasticheError(f"{option_name('supplemental_devices')} layer index {index} is past"
-                                    f" {LAYER_NAMES[deepest]}"
-                                    f" ({deepest}), the deepest layer this run uses, so that device would"
-                                    f" do nothing; give an index from 1 to {deepest}")
+                                    f" {LAYER_NAMES[deepest]} ({deepest}), the deepest layer this run uses, so"
+                                    f" that device would do nothing; give an index from 1 to {deepest}")
         self.dtype = compute_dtype(precision, self._devices)
         self.vgg: VGG19 = vgg19(weights=weights, pooling=pooling, up_to=LAYER_NAMES[deepest],
                                 compact=self.low_memory, dtype=self.dtype)
