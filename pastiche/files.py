@@ -44,13 +44,21 @@ def check_readable(path: Union[str, os.PathLike], label: str, *, expected: str =
         raise PasticheError(f"cannot read {label}: it is a pipe or a socket, not a file; pass {expected}")
 
 
+def output_path(path: Union[str, os.PathLike], option: str = "output") -> pathlib.Path:
+    """``path`` as a Path, or PasticheError naming the option ``option`` (a keyword, see
+    :func:`~pastiche.errors.option_name`) where it is empty: Path("") is the current folder."""
+    if os.fspath(path) == "":
+        raise PasticheError(f"{option_name(option)} is empty; give a file name")
+    return pathlib.Path(os.fspath(path))
+
+
 def check_writable(path: Union[str, os.PathLike], *, inputs: Sequence[object], kind: str,
                    input_kind: str, option: str = "output") -> pathlib.Path:
     """``path`` can be created or replaced, and is none of the path entries of ``inputs``; the
     errors say "cannot write {kind} 'path'" and "refusing to overwrite {input_kind} 'q'", and
     name the option ``option`` (a keyword, see :func:`~pastiche.errors.option_name`) as what to
     change."""
-    p, option = pathlib.Path(os.fspath(path)), option_name(option)
+    p, option = output_path(path, option), option_name(option)
     try:
         _check_writable(os.fspath(path), kind, option)
     except OSError as exc:  # e.g. a name over the filesystem's limit, a loop of links

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import PasticheError, option_name
-from .files import atomic_file, check_readable, check_writable
+from .files import atomic_file, check_readable, check_writable, output_path
 
 if TYPE_CHECKING:
     import torch
@@ -351,7 +351,7 @@ def check_output_path(
     """
     if not isinstance(path, (str, os.PathLike)):
         raise PasticheError(f"an output must be a file path, got {path!r}")
-    p = pathlib.Path(os.fspath(path))
+    p = output_path(path, option)
     ext = p.suffix.lower()
     if ext not in SUPPORTED_EXTENSIONS and not os.path.isdir(p):  # a folder: check_writable says so
         what = f"unsupported extension '{p.suffix}'" if p.suffix else "no file extension"

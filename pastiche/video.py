@@ -24,7 +24,7 @@ from PIL import Image
 from .__main__ import termination_as_interrupt
 from .console import OneLineParser, notes, printer
 from .errors import PasticheError, command_line, option_name, warn
-from .files import atomic_file, check_readable, check_writable
+from .files import atomic_file, check_readable, check_writable, output_path
 from .imageio import SUPPORTED_EXTENSIONS, open_image
 
 PathLike = Union[str, os.PathLike]
@@ -133,7 +133,7 @@ def check_video_output(path: PathLike, *, inputs: Sequence[object] = (), option:
     """Validate a video output path before a long run (extension, directory, not an input); the
     errors name the option ``option`` (a keyword, see :func:`~pastiche.errors.option_name`) as
     what to change."""
-    p = Path(os.fspath(path))
+    p = output_path(path, option)
     if p.suffix.lower() not in OUTPUT_EXTENSIONS:
         raise PasticheError(f"cannot write video '{p}': unsupported extension '{p.suffix}'; use one of "
                             f"{', '.join(OUTPUT_EXTENSIONS)}")

@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from pastiche.errors import PasticheError
-from pastiche.files import atomic_file, check_readable, check_writable
+from pastiche.errors import PasticheError, command_line
+from pastiche.files import atomic_file, check_readable, check_writable, output_path
 
 
 def test_atomic_file_replaces_only_when_the_block_finishes(tmp_path):
@@ -63,6 +63,26 @@ def test_check_readable_names_the_problem_and_the_fix(tmp_path):
         with pytest.raises(PasticheError) as e:
             check_readable(tmp_path / name, "style image 'x'")
         assert str(e.value) == f"cannot read style image 'x': {message}"
+
+
+def test_an_empty_output_path_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, capsys):
+    """Path("") is "."; save_image(image, "") said "cannot write output '.': it is a directory"."""
+    import numpy as np
+
+    from pastiche import save_image, video
+
+    assert output_path(tmp_path / "a.png") == tmp_path / "a.png"
+    with pytest.raises(PasticheError, match="^output is empty; give a file name$"):
+        save_image(np.zeros((2, 2, 3), np.uint8), "")
+    with pytest.raises(PasticheError, match="^video is empty; give a file name$"):
+        video.check_video_output("", option="video")
+    with pytest.raises(PasticheError, match="^--output is empty; give a file name$"), command_line():
+        check_writable("", inputs=[], kind="output", input_kind="input")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ws").mkdir()
+    save_image(np.zeros((2, 2, 3), np.uint8), tmp_path / "ws" / "0.png")
+    assert video.main(["ws", "-o", ""]) == 1
+    assert capsys.readouterr().err == "pastiche-video: error: --output is empty; give a file name\n"
 
 
 def test_check_writable_refuses_an_input_under_another_name(tmp_path):
